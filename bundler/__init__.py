@@ -1,0 +1,1 @@
+"""Build stage: turn upstream registries, repositories and files into one bundle file."""

@@ -1,0 +1,68 @@
+"""The ``kubeferry`` command line: thin click wrappers over the Python API.
+
+Every command reports an expected failure as one line on stderr and exits 2 for usage or
+input errors, 1 for failed operations. Set KUBEFERRY_DEBUG=1 for tracebacks.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from kubeferry import __version__
+from kubeferry.errors import KubeferryError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kubeferry")
+def cli() -> None:
+    """Ferry Kubernetes across an air gap.
+
+    On an internet machine, `kubeferry bundle build` writes one verifiable bundle file.
+    Inside the air gap, `kubeferry install` turns it into a cluster over SSH.
+    """
+
+
+def _register_commands() -> None:
+    from kubeferry.bundler.commands import bundle
+
+    cli.add_command(bundle)
+
+
+def fail(message: str, code: int) -> None:
+    """Print one line naming what went wrong, then exit with ``code``."""
+    click.echo(f"kubeferry: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI, mapping every expected error to one line."""
+    _register_commands()
+    try:
+        cli.main(args=argv, prog_name="kubeferry", standalone_mode=False)
+    except click.exceptions.Exit as exit_:
+        sys.exit(exit_.exit_code)
+    except click.Abort:
+        fail("interrupted", 130)
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx else "kubeferry"
+        fail(f"{error.format_message()} (see '{command} --help')", 2)
+    except KubeferryError as error:
+        if os.environ.get("KUBEFERRY_DEBUG"):
+            raise
+        fail(str(error), error.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted; run the same command again to resume", 130)
+    except BrokenPipeError:
+        sys.stderr.close()
+        sys.exit(1)
+    except Exception as error:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("KUBEFERRY_DEBUG"):
+            raise
+        fail(f"internal error: {type(error).__name__}: {error} (KUBEFERRY_DEBUG=1 shows more)", 1)
+
+
+if __name__ == "__main__":
+    main()

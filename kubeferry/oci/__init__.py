@@ -1,0 +1,1 @@
+"""A daemonless OCI distribution client: pull (bundle build) and push (Harbor seed)."""

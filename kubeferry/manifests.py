@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
 import yaml
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> Any:
     """The parsed YAML file ``manifests/<name>.yaml`` (cached: it never changes at run time)."""
     text = resources.files("kubeferry.manifests").joinpath(f"{name}.yaml").read_text()

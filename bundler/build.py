@@ -139,7 +139,7 @@ def _image_source(request: BuildRequest, sources: Sources):
 
     return RegistryClient(
         endpoints=sources.registries,
-        credentials=Credentials.load(request.registry_auth),
+        credentials=Credentials.from_docker_config(request.registry_auth),
         ca_file=str(request.registry_ca) if request.registry_ca else None,
     )
 

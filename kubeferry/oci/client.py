@@ -187,6 +187,7 @@ class RegistryClient:
         self.session.auth = lambda request: request
         self.session.headers["User-Agent"] = "kubeferry"
         self.authorizer = Authorizer(credentials, self._send)
+        self.sleep: Callable[[float], None] = time.sleep  # replaceable, to observe backoff
 
     def close(self) -> None:
         self.session.close()
@@ -235,12 +236,13 @@ class RegistryClient:
     # -- transport --------------------------------------------------------------------------
 
     def _sleep(self, attempt: int, response: requests.Response | None = None) -> None:
+        """Back off exponentially; a 429/503 Retry-After is honoured up to MAX_BACKOFF."""
         delay = min(self.backoff * (2**attempt), MAX_BACKOFF)
         if response is not None:
             asked = _retry_after(response)
             if asked is not None:
                 delay = min(max(asked, delay), MAX_BACKOFF)
-        time.sleep(delay)
+        self.sleep(delay)
 
     def _send(
         self,

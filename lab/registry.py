@@ -8,7 +8,9 @@ directly (or under ``ip netns exec NAME``), stopped by its pid, and every wait i
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -47,6 +49,15 @@ def write_htpasswd(path: Path, users: dict[str, str]) -> None:
             check=True,
             timeout=30,
         )
+
+
+def write_docker_config(path: Path, host: str, username: str, password: str) -> Path:
+    """A docker config file (mode 0600) with one login, as ``--registry-auth FILE`` takes it."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"auths": {host: {"auth": token}}}, handle)
+    return path
 
 
 class Registry:

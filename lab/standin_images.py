@@ -175,7 +175,8 @@ class _Pusher:
     def __init__(self, url: str, ca_file: str | None, auth: tuple[str, str] | None) -> None:
         self.url = url.rstrip("/")
         self.session = requests.Session()
-        self.session.verify = ca_file or True
+        # per request: a session-level verify loses to REQUESTS_CA_BUNDLE (requests#3829)
+        self.verify: str | bool = ca_file or True
         self.auth = auth
         self.authorization: str | None = None
 
@@ -186,7 +187,13 @@ class _Pusher:
             if self.authorization:
                 headers["Authorization"] = self.authorization
             response = self.session.request(
-                method, url, headers=headers, timeout=_TIMEOUT, allow_redirects=False, **kwargs
+                method,
+                url,
+                headers=headers,
+                timeout=_TIMEOUT,
+                allow_redirects=False,
+                verify=self.verify,
+                **kwargs,
             )
             kwargs["headers"] = {k: v for k, v in headers.items() if k != "Authorization"}
             if response.status_code != 401:
@@ -208,6 +215,7 @@ class _Pusher:
             params={"service": params.get("service", ""), "scope": scope},
             auth=self.auth,
             timeout=_TIMEOUT,
+            verify=self.verify,
         )
         response.raise_for_status()
         body = response.json()

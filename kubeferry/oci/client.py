@@ -17,12 +17,18 @@ blobs without checking size or digest, and cannot resume. This client:
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import email.utils
 import hashlib
 import json
+import os
+import re
+import tempfile
 import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO, Callable, Union
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
@@ -103,6 +109,9 @@ def _with_params(url: str, params: dict[str, str]) -> str:
 def _reason(error: BaseException) -> str:
     """A short, human reason for a network failure."""
     text = str(error)
+    untrusted = re.search(r"certificate verify failed: ([^(')]+)", text)
+    if untrusted:
+        return f"certificate verify failed: {untrusted.group(1).strip()}"
     for needle, reason in (
         ("Connection refused", "connection refused"),
         ("Connection reset", "connection reset"),
@@ -130,6 +139,34 @@ def _retry_after(response: requests.Response) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _trust_bundle(ca_file: str) -> str:
+    """A CA file trusting ``ca_file`` as well as the usual roots.
+
+    requests takes one bundle path; passing only the lab/Harbor CA would make every other
+    registry (docker.io, a redirect target) untrusted. So both go into one temp file.
+    """
+    try:
+        custom = Path(ca_file).read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot read CA file {ca_file}: {error.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in custom:
+        raise InputError(f"CA file {ca_file} holds no PEM certificate")
+    system = os.environ.get("REQUESTS_CA_BUNDLE") or requests.utils.DEFAULT_CA_BUNDLE_PATH
+    try:
+        roots = Path(system).read_bytes()
+    except OSError:
+        roots = b""
+    with tempfile.NamedTemporaryFile(prefix="kubeferry-ca-", suffix=".pem", delete=False) as out:
+        out.write(roots + b"\n" + custom)
+    atexit.register(_unlink_quietly, out.name)  # close() removes it earlier
+    return out.name
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
 
 
 def _media_type_of(data: dict, fallback: str | None) -> str:
@@ -181,7 +218,7 @@ class RegistryClient:
         self.timeout = timeout
         self.max_retries = max_retries
         self.backoff = backoff
-        self.verify: str | bool = ca_file or True
+        self.verify: str | bool = _trust_bundle(ca_file) if ca_file else True
         self.session = requests.Session()
         # A no-op auth keeps requests from adding ~/.netrc credentials to our requests.
         self.session.auth = lambda request: request
@@ -191,6 +228,8 @@ class RegistryClient:
 
     def close(self) -> None:
         self.session.close()
+        if isinstance(self.verify, str):
+            _unlink_quietly(self.verify)
 
     def __enter__(self) -> RegistryClient:
         return self

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import json
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -17,14 +15,6 @@ from kubeferry.oci.store import BlobStore
 
 BASE = b"stand-in base layer shared by every image\n"
 SHAPES = ("oci-index", "docker-list", "oci-manifest", "docker-schema2")
-
-
-def write_docker_config(path: Path, host: str, username: str, password: str) -> Path:
-    """A docker config file with one login, as ``--registry-auth FILE`` would pass it."""
-    token = base64.b64encode(f"{username}:{password}".encode()).decode()
-    path.write_text(json.dumps({"auths": {host: {"auth": token}}}))
-    path.chmod(0o600)
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -63,13 +63,16 @@ def pull_images(
             wanted.setdefault(blob.digest, (ref, blob))
     missing = [(ref, blob) for ref, blob in wanted.values() if not store.has(blob.digest)]
     total_missing = sum(blob.size for _, blob in missing)
-    cached = sum(blob.size for _, blob in wanted.values()) - total_missing
+    # resolve() may have fetched small blobs (configs, to read a platform): not cache hits
+    during_resolve = {digest for image in resolved for digest in image.fetched_blobs}
+    cached = sum(blob.size for digest, (_, blob) in wanted.items()
+                 if digest not in during_resolve) - total_missing
     on_bytes = (lambda n: progress(n, total_missing)) if progress else None
     with ThreadPoolExecutor(max_workers=workers) as pool:
         fetched = list(pool.map(
             lambda item: source.fetch_blob(item[0], item[1], store, on_bytes), missing))
-    during_resolve = sum(getattr(image, "fetched_bytes", 0) for image in resolved)
-    return PulledImages(images=list(zip(refs, resolved)), downloaded=sum(fetched) + during_resolve,
+    during_resolve_bytes = sum(image.fetched_bytes for image in resolved)
+    return PulledImages(images=list(zip(refs, resolved)), downloaded=sum(fetched) + during_resolve_bytes,
                         cached=cached)
 
 

@@ -38,7 +38,8 @@ def mirrors(registry_url: str) -> tuple[str, ...]:
 
 
 def seed_upstream(registry_url: str, kubernetes: str, profile: str = "tiny",
-                  arch: str = "amd64") -> dict[str, PushedImage]:
+                  arch: str = "amd64", platforms: tuple[str, ...] = ("amd64", "arm64"),
+                  ) -> dict[str, PushedImage]:
     """Push every image of ``kubernetes`` into ``registry_url``; full upstream name -> image."""
     spec = _spec()
     divisor = PROFILES[profile]
@@ -53,5 +54,5 @@ def seed_upstream(registry_url: str, kubernetes: str, profile: str = "tiny",
             layers.append(standin_layer(f"{layer}-{seed}", max(2048, size // divisor)))
         shape = spec["shapes"].get(key, spec["shapes"]["default"])
         pushed[name] = push_image(registry_url, ref.repository, ref.tag, layers, shape=shape,
-                                  arch=arch, platforms=("amd64", "arm64"))
+                                  arch=arch, platforms=platforms)
     return pushed

@@ -471,7 +471,8 @@ class RegistryClient:
                 expected, media_type = head
         if store is not None and expected is not None and store.has(expected):
             return store.get_bytes(expected), media_type, expected
-        data, got_type, digest = self._get_manifest(ref, reference, expected)
+        # by digest when HEAD named one: a tag moved in between cannot mix two manifests
+        data, got_type, digest = self._get_manifest(ref, expected or reference, expected)
         fetched[0] += len(data)
         if store is not None:
             store.put_bytes(data, digest)
@@ -783,7 +784,10 @@ class RegistryClient:
         workers: int = 4,
         progress: Progress | None = None,
     ) -> PullResult:
-        """Resolve ``ref`` and download its config and layers in parallel (bounded)."""
+        """Resolve ``ref`` and download its config and layers in parallel (bounded).
+
+        ``progress`` gets byte counts as they arrive, from several threads at once.
+        """
         image = self.resolve(ref, arch, os, store)
         unique = {blob.digest: blob for blob in image.blobs}
         cached = sum(

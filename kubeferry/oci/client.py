@@ -50,7 +50,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_REDIRECTS = 5
 MAX_MANIFEST_BYTES = 4 << 20  # distribution refuses larger manifests too
 MAX_BACKOFF = 30.0
-_CHUNK = 1 << 16
+_CHUNK = 1 << 20
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Errors while reading a body: the connection broke, timed out or ended early.
 _STREAM_ERRORS = (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError)

@@ -9,11 +9,11 @@ from typing import Callable, Iterator
 
 import docker
 import pytest
+
+from kubeferry.errors import OperationError
 from kubeferry.lab.dockerd import DockerDaemon
 from kubeferry.lab.registry import Registry
 from kubeferry.lab.standin_images import docker_archive, standin_layer
-
-from kubeferry.errors import OperationError
 from kubeferry.oci import mediatypes
 from kubeferry.oci.client import RegistryClient
 from kubeferry.oci.docker_source import DockerSource

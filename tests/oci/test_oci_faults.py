@@ -6,11 +6,11 @@ import itertools
 from typing import Callable
 
 import pytest
+
+from kubeferry.errors import OperationError
 from kubeferry.lab.proxy import Exchange, Fault, Proxy
 from kubeferry.lab.registry import Registry, free_port
 from kubeferry.lab.standin_images import PushedImage
-
-from kubeferry.errors import OperationError
 from kubeferry.oci.client import MAX_BACKOFF, RegistryClient
 from kubeferry.oci.reference import ImageReference
 from kubeferry.oci.store import BlobStore

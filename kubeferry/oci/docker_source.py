@@ -134,12 +134,33 @@ class DockerSource:
     def resolve(
         self,
         ref: ImageReference,
-        store: BlobStore,
         arch: str = "amd64",
         os: str = "linux",
+        store: BlobStore | None = None,
     ) -> ResolvedImage:
-        """Import ``ref`` from the daemon into ``store`` (unless already imported)."""
+        """Import ``ref`` from the daemon into ``store`` (unless already imported).
+
+        Same signature as RegistryClient.resolve, but the store is required: the only way
+        to read an image out of Docker is the whole ``docker save`` stream. Blobs imported
+        here are listed in ``fetched_blobs`` (their bytes in ``fetched_bytes``).
+        """
+        if store is None:
+            raise InputError("images from the Docker Engine need a cache directory (a store)")
         return self._import(ref, store, arch, os)[0]
+
+    def fetch_blob(
+        self,
+        ref: ImageReference,
+        descriptor: Descriptor,
+        store: BlobStore,
+        progress: Any = None,
+    ) -> int:
+        """Nothing to fetch: resolve() stored every blob. Returns 0 (bytes fetched)."""
+        if not store.has(descriptor.digest):
+            raise OperationError(
+                f"blob {descriptor.digest} of {ref} is not in the cache; resolve the image again"
+            )
+        return 0
 
     def pull(
         self,
@@ -177,6 +198,8 @@ class DockerSource:
             raise OperationError(
                 f"docker save of {ref} gave config {image.config.digest}, not image {image_id}"
             )
+        image.fetched_bytes = stream.count
+        image.fetched_blobs = tuple(blob.digest for blob in image.blobs)
         memo.parent.mkdir(parents=True, exist_ok=True)
         temp = memo.with_suffix(".tmp")
         temp.write_text(image.manifest_digest + "\n")

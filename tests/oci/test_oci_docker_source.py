@@ -59,11 +59,13 @@ def test_image_from_docker_into_the_store(daemon: DockerDaemon, store: BlobStore
         raw = gzip.decompress(store.get_bytes(layer.digest))
         assert "sha256:" + hashlib.sha256(raw).hexdigest() == diff_id
     assert first.bytes_downloaded > 200_000
+    assert set(image.fetched_blobs) == {blob.digest for blob in image.blobs}
 
     with DockerSource(daemon.base_url) as source:
         warm = source.pull(ImageReference.parse(APISERVER), store)
         other = source.pull(ImageReference.parse("calico/node:v3.24.5"), store)
     assert warm.bytes_downloaded == 0 and warm.image.manifest_digest == image.manifest_digest
+    assert warm.image.fetched_blobs == () and warm.image.fetched_bytes == 0
     assert other.image.layers[0].digest == image.layers[0].digest  # shared base, one blob
 
 
@@ -74,7 +76,7 @@ def test_docker_sourced_image_is_a_valid_registry_image(
     make_client: Callable[..., RegistryClient],
 ) -> None:
     with DockerSource(daemon.base_url) as source:
-        image = source.resolve(ImageReference.parse(NODE), store)
+        image = source.resolve(ImageReference.parse(NODE), store=store)
     client = make_client({"docker.io": registry.url})
     target = ImageReference.parse("docker.io/fromdocker/node:v3.24.5")
     client.push_image(target, image, store)
@@ -85,8 +87,8 @@ def test_docker_sourced_image_is_a_valid_registry_image(
 def test_docker_source_errors(daemon: DockerDaemon, store: BlobStore) -> None:
     with DockerSource(daemon.base_url) as source:
         with pytest.raises(OperationError, match="is not in the local Docker Engine"):
-            source.resolve(ImageReference.parse("registry.k8s.io/absent:v1"), store)
+            source.resolve(ImageReference.parse("registry.k8s.io/absent:v1"), store=store)
         with pytest.raises(OperationError, match="is linux/arm64, not linux/amd64"):
-            source.resolve(ImageReference.parse("example.org/arm/only:1"), store)
+            source.resolve(ImageReference.parse("example.org/arm/only:1"), store=store)
     with pytest.raises(OperationError, match="cannot reach the Docker Engine at unix:///nonexist"):
         DockerSource("unix:///nonexistent/docker.sock", timeout=5)

@@ -9,7 +9,7 @@ pause, calico), and layers named alike are one blob across images.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -22,7 +22,7 @@ SPEC = Path(__file__).with_name("upstream.yaml")
 PROFILES = {"tiny": 1000, "realistic": 1}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _spec() -> dict:
     return yaml.safe_load(SPEC.read_text())
 

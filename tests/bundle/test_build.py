@@ -71,7 +71,8 @@ def _layers(bundle_path: Path, image: dict) -> list[str]:
 def _unique_blob_bytes(bundle_path: Path, images: list[dict]) -> int:
     sizes = {}
     for image in images:
-        manifest = json.loads(Bundle.open(bundle_path).read_member(f"images/blobs/sha256/{image['digest'][7:]}"))
+        member = f"images/blobs/sha256/{image['digest'][7:]}"
+        manifest = json.loads(Bundle.open(bundle_path).read_member(member))
         for blob in [manifest["config"], *manifest["layers"]]:
             sizes[blob["digest"]] = blob["size"]
     return sum(sizes.values())

@@ -1,0 +1,81 @@
+"""Removing what a site's journal records, one kind of resource at a time.
+
+Each remover accepts a resource that is already gone (or was never made): ``down`` after
+a crash, or a second ``down``, finds some of them missing, and that is fine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+from pathlib import Path
+from typing import Any, Callable
+
+from kubeferry.lab import cgroups, network, proc
+
+from kubeferry.errors import OperationError
+
+
+def _process(resource: dict[str, Any]) -> None:
+    pid = resource.get("pid")
+    if pid is None:
+        return  # recorded but never started (its cgroup catches a straggler)
+    sig = signal.SIGKILL if resource.get("stop") == "kill" else signal.SIGTERM
+    proc.stop(pid, resource.get("started"), sig=sig, grace=resource.get("grace", 5.0))
+
+
+def _cgroup(resource: dict[str, Any]) -> None:
+    cgroups.remove(Path(resource["path"]))
+
+
+def _netns(resource: dict[str, Any]) -> None:
+    network.delete_netns(resource["name"])
+
+
+def _link(resource: dict[str, Any]) -> None:
+    network.delete_link(resource["name"])
+
+
+def _iptables(resource: dict[str, Any]) -> None:
+    network.delete_rule(resource["rule"])
+
+
+def _dir(resource: dict[str, Any]) -> None:
+    path = Path(resource["path"])
+    mounted = _mounts_under(path)
+    if mounted:
+        raise OperationError(
+            f"{mounted[0]} is still mounted inside {path}; not removing it (umount it first)"
+        )
+    if path.exists():
+        shutil.rmtree(path)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()  # the lab's data root, once no site uses it
+
+
+def _mounts_under(path: Path) -> list[str]:
+    """Mount points at or below ``path`` in the admin host's mount namespace."""
+    prefix = str(path).rstrip("/") + "/"
+    found = []
+    with open("/proc/self/mountinfo") as stream:
+        for line in stream:
+            point = line.split()[4].replace("\\040", " ")
+            if point == str(path) or point.startswith(prefix):
+                found.append(point)
+    return found
+
+
+REMOVERS: dict[str, Callable[[dict[str, Any]], None]] = {
+    "process": _process,
+    "cgroup": _cgroup,
+    "netns": _netns,
+    "link": _link,
+    "iptables": _iptables,
+    "dir": _dir,
+}
+
+
+def remove(resource: dict[str, Any]) -> None:
+    """Remove one recorded resource (a no-op when it is already gone)."""
+    REMOVERS[resource["kind"]](resource)

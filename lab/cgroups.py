@@ -13,9 +13,8 @@ import os
 import signal
 from pathlib import Path
 
-from kubeferry.lab import proc
-
 from kubeferry.errors import OperationError
+from kubeferry.lab import proc
 
 LAB_GROUP = "kubeferry-lab"
 

@@ -10,10 +10,10 @@ import os
 import sys
 
 import click
-from kubeferry.lab.site import DEFAULT_NAME, Site
 
 from kubeferry.cli import fail
 from kubeferry.errors import InputError, KubeferryError
+from kubeferry.lab.site import DEFAULT_NAME, Site
 
 name_option = click.option(
     "--name", default=DEFAULT_NAME, show_default=True,

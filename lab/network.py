@@ -14,9 +14,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from kubeferry.lab import proc
-
 from kubeferry.errors import InputError, OperationError
+from kubeferry.lab import proc
 
 NETNS_DIR = Path("/run/netns")
 INNER_INTERFACE = "eth0"

@@ -21,11 +21,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from kubeferry.lab import proc
-from kubeferry.lab.remote import Connection, Result
-
 from kubeferry import manifests
 from kubeferry.errors import OperationError
+from kubeferry.lab import proc
+from kubeferry.lab.remote import Connection, Result
 
 INIT_SCRIPT = "node-init.sh"
 READY_TIMEOUT = 90.0

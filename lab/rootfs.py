@@ -19,10 +19,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable
 
-from kubeferry.lab import paths, proc
-
 from kubeferry import manifests
 from kubeferry.errors import OperationError
+from kubeferry.lab import paths, proc
 
 SETUP_SCRIPT = "base-setup.sh"
 RECIPE_FILE = ".kubeferry-lab-recipe.json"

@@ -19,12 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+from kubeferry.errors import InputError, OperationError
 from kubeferry.lab import cgroups, network, node, paths, proc, rootfs, teardown
 from kubeferry.lab.journal import Journal
 from kubeferry.lab.node import Node
 from kubeferry.lab.service_host import ServiceHost
-
-from kubeferry.errors import InputError, OperationError
 
 DEFAULT_NAME = "lab"
 DEFAULT_SUBNET = "10.88.0.0/24"

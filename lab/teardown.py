@@ -12,9 +12,8 @@ import signal
 from pathlib import Path
 from typing import Any, Callable
 
-from kubeferry.lab import cgroups, network, proc
-
 from kubeferry.errors import OperationError
+from kubeferry.lab import cgroups, network, proc
 
 
 def _process(resource: dict[str, Any]) -> None:

@@ -95,7 +95,7 @@ def delete_netns(name: str) -> None:
         proc.run(["ip", "netns", "delete", name])
 
 
-def firewall_rules(bridge: str, subnet: ipaddress.IPv4Network, tag: str) -> list[list[str]]:
+def firewall_rules(bridge: str, tag: str) -> list[list[str]]:
     """The iptables rules (filter table) that keep a lab air-gapped, as ``-I CHAIN`` specs.
 
     Order matters: each is inserted at position 1, so the last one listed ends up first.

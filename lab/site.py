@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from kubeferry.errors import InputError, OperationError
-from kubeferry.lab import cgroups, network, node, paths, proc, rootfs, teardown
+from kubeferry.lab import cgroups, leftovers, network, node, paths, proc, rootfs, teardown
 from kubeferry.lab.journal import Journal
 from kubeferry.lab.node import Node
 from kubeferry.lab.service_host import ServiceHost
@@ -175,11 +175,14 @@ class Site:
             raise InputError(f"service host name {name!r}: use 1-8 lowercase letters and digits")
         address = self._address(index)
         taken = {n.address for n in self.nodes} | {h.address for h in self.hosts.values()}
-        if address in taken or index in (ADMIN_HOST, VIP_HOST):
+        if not 2 <= index < FIRST_NODE:
+            raise InputError(f"service host index {index}: use 2-{FIRST_NODE - 1}")
+        if address in taken:
             raise InputError(f"address {address} is already taken in lab {self.name}")
         host = ServiceHost(
-            name=name, address=address, netns=f"kf-{self.name}-{name}",
-            veth=f"kf{self.name}h{index}", cgroup=str(cgroups.site_path(self.name) / name),
+            name=name, address=address, netns=leftovers.netns_name(self.name, name),
+            veth=leftovers.link_name(self.name, "h", index),
+            cgroup=str(cgroups.site_path(self.name) / name),
             site=self,
         )
         self.hosts[name] = host
@@ -214,7 +217,7 @@ class Site:
             shutil.rmtree(run)
         run.mkdir(parents=True)
         journal = Journal.create(run / "state.json", {
-            "name": name, "subnet": str(network_), "bridge": f"kf{name}0",
+            "name": name, "subnet": str(network_), "bridge": leftovers.bridge_name(name),
             "base": str(base), "data": str(data), "sudo_user": recipe.sudo_user,
             "nodes": [], "hosts": {},
         })
@@ -231,7 +234,7 @@ class Site:
         self.journal.add("link", name=self.bridge)
         network.add_bridge(self.bridge, ipaddress.IPv4Interface(
             f"{self.admin_address}/{self.subnet.prefixlen}"))
-        for rule in network.firewall_rules(self.bridge, self.subnet, f"kubeferry-lab:{self.name}"):
+        for rule in network.firewall_rules(self.bridge, leftovers.firewall_tag(self.name)):
             self.journal.add("iptables", rule=rule)
             network.add_rule(rule)
         self.journal.add("cgroup", path=str(cgroups.site_path(self.name)))
@@ -240,7 +243,8 @@ class Site:
             machine_id, product_uuid = node.new_identity()
             member = Node(
                 name=f"node{index}", address=self._address(FIRST_NODE + index - 1),
-                netns=f"kf-{self.name}-node{index}", veth=f"kf{self.name}n{index}",
+                netns=leftovers.netns_name(self.name, f"node{index}"),
+                veth=leftovers.link_name(self.name, "n", index),
                 directory=str(self.data_directory / "nodes" / f"node{index}"),
                 cgroup=str(cgroups.site_path(self.name) / f"node{index}"),
                 host_key="", machine_id=machine_id, product_uuid=product_uuid,
@@ -329,6 +333,11 @@ class Site:
                 f"its state stays in {self.journal.path} for another 'down'"
             )
         shutil.rmtree(self.directory, ignore_errors=True)
+        remaining = leftovers.find(self.name)
+        if remaining:
+            raise OperationError(
+                f"lab {self.name}: still present after down: {', '.join(remaining)}"
+            )
 
 
 def _check_name(name: str) -> None:

@@ -27,6 +27,7 @@ from kubeferry.lab.service_host import ServiceHost
 
 DEFAULT_NAME = "lab"
 DEFAULT_SUBNET = "10.88.0.0/24"
+OTHER_SUBNETS_FROM = "10.88.1.0/24"  # other sites keep clear of the default lab's subnet
 ADMIN_HOST = 1
 HARBOR_HOST = 2
 VIP_HOST = 100
@@ -107,6 +108,7 @@ class Site:
         _check_name(name)
         if not 1 <= nodes <= MAX_NODES:
             raise InputError(f"--nodes must be between 1 and {MAX_NODES}, not {nodes}")
+        requested = _parse_subnet(subnet) if subnet is not None else None
         _require_root()
         with _site_lock(name):
             existing = cls.load(name)
@@ -121,7 +123,7 @@ class Site:
                     )
                 log(f"lab {name} is partly up (a crash?): cleaning it before starting again")
                 existing._teardown()
-            return cls._create(name, nodes, subnet, log)
+            return cls._create(name, nodes, requested, log)
 
     @classmethod
     def load(cls, name: str = DEFAULT_NAME) -> Site | None:
@@ -204,11 +206,13 @@ class Site:
         return str(self.subnet.network_address + index)
 
     @classmethod
-    def _create(cls, name: str, count: int, subnet: str | None, log: Log) -> Site:
+    def _create(
+        cls, name: str, count: int, subnet: ipaddress.IPv4Network | None, log: Log
+    ) -> Site:
         started = time.monotonic()
         base = rootfs.ensure_base(log=log)
         recipe = rootfs.Recipe.default()
-        network_ = _pick_subnet(name, subnet, count)
+        network_ = _pick_subnet(name, subnet)
         data = paths.data_dir() / name
         data.mkdir(parents=True, exist_ok=True)
         _check_overlay_capable(data)
@@ -350,23 +354,25 @@ def _require_root() -> None:
         raise InputError("the lab needs root (namespaces, mounts, a bridge): run it with sudo")
 
 
-def _pick_subnet(name: str, subnet: str | None, count: int) -> ipaddress.IPv4Network:
+def _parse_subnet(subnet: str) -> ipaddress.IPv4Network:
+    try:
+        parsed = ipaddress.IPv4Network(subnet)
+    except ValueError as error:
+        raise InputError(
+            f"--subnet {subnet!r} is not an IPv4 network like 10.88.0.0/24"
+        ) from error
+    if parsed.prefixlen > 24:
+        raise InputError(f"--subnet {parsed} is too small: the lab's address plan needs a /24")
+    return parsed
+
+
+def _pick_subnet(name: str, subnet: ipaddress.IPv4Network | None) -> ipaddress.IPv4Network:
+    """The requested subnet, or the default one: both checked against this host's networks."""
     if subnet is None:
-        chosen = (ipaddress.IPv4Network(DEFAULT_SUBNET) if name == DEFAULT_NAME
-                  else network.free_subnet(DEFAULT_SUBNET))
-    else:
-        try:
-            chosen = ipaddress.IPv4Network(subnet)
-        except ValueError as error:
-            raise InputError(
-                f"--subnet {subnet!r} is not an IPv4 network like 10.88.0.0/24"
-            ) from error
-    if chosen.num_addresses < 256 or chosen.prefixlen > 24:
-        raise InputError(f"--subnet {chosen} is too small: the lab's address plan needs a /24")
-    if FIRST_NODE + count - 1 >= VIP_HOST:
-        raise InputError(f"at most {VIP_HOST - FIRST_NODE} nodes fit before the VIP")
-    network.check_subnet_free(chosen)
-    return chosen
+        subnet = (ipaddress.IPv4Network(DEFAULT_SUBNET) if name == DEFAULT_NAME
+                  else network.free_subnet(OTHER_SUBNETS_FROM))
+    network.check_subnet_free(subnet)
+    return subnet
 
 
 def _check_overlay_capable(directory: Path) -> None:

@@ -147,21 +147,13 @@ def used_networks() -> list[ipaddress.IPv4Network]:
     return networks
 
 
-def check_subnet_free(subnet: ipaddress.IPv4Network, ours: str | None = None) -> None:
-    """Refuse a subnet that overlaps one this host already uses (other than our bridge's)."""
-    out = proc.run(["ip", "-4", "-o", "addr", "show"]).stdout.decode()
-    ours_networks = set()
-    if ours:
-        for line in out.splitlines():
-            if line.split()[1] == ours:
-                ours_networks.add(ipaddress.IPv4Interface(line.split()[3]).network)
+def check_subnet_free(subnet: ipaddress.IPv4Network) -> None:
+    """Refuse a subnet that overlaps one this host already routes or addresses."""
     for network in used_networks():
-        if network in ours_networks:
-            continue
         if network.overlaps(subnet):
             raise InputError(
                 f"lab subnet {subnet} overlaps {network}, already used on this host; "
-                "choose another with --subnet"
+                "choose another with --subnet (or take down the lab using it)"
             )
 
 

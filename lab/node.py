@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -49,9 +49,7 @@ class Node:
     _connection: Connection | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("_connection")
-        return data
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "_connection"}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Node:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
@@ -32,9 +32,7 @@ class ServiceHost:
     site: Site | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data.pop("site")
-        return data
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "site"}
 
     def command(self, argv: Sequence[str]) -> list[str]:
         """``argv`` run inside this host's network namespace (for a one-off command)."""

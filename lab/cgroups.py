@@ -46,7 +46,13 @@ def site_path(site: str) -> Path:
 
 
 def create(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OperationError(
+            f"cannot create cgroup {path} ({error.strerror}): the lab needs a writable cgroup2 "
+            "hierarchy (run as root on the host, not in an unprivileged container)"
+        ) from error
 
 
 def procs(path: Path) -> list[int]:

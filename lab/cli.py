@@ -11,7 +11,6 @@ import sys
 
 import click
 
-from kubeferry.cli import fail
 from kubeferry.errors import InputError, KubeferryError
 from kubeferry.lab.site import DEFAULT_NAME, Site
 
@@ -19,6 +18,12 @@ name_option = click.option(
     "--name", default=DEFAULT_NAME, show_default=True,
     help="Site name (1-8 lowercase letters/digits): several labs can run side by side.",
 )
+
+
+def fail(message: str, code: int) -> None:
+    """Print one line naming what went wrong, then exit with ``code``."""
+    click.echo(f"kubeferry-lab: {message}", err=True)
+    sys.exit(code)
 
 
 def _log(line: str) -> None:

@@ -133,9 +133,17 @@ class Site:
         return cls(journal) if journal is not None else None
 
     def down(self) -> None:
-        """Stop and remove everything this site made; safe to call again."""
+        """Stop and remove everything this site made; safe to call again.
+
+        Works from the state on disk, not this object's copy: another process (or a second
+        ``up``) may have changed the site since this object was made.
+        """
+        for member in self.nodes:
+            member.close()
         with _site_lock(self.name):
-            self._teardown()
+            current = Site.load(self.name)
+            if current is not None:
+                current._teardown()
 
     @classmethod
     def down_named(cls, name: str = DEFAULT_NAME) -> bool:
@@ -214,7 +222,9 @@ class Site:
         recipe = rootfs.Recipe.default()
         network_ = _pick_subnet(name, subnet)
         data = paths.data_dir() / name
-        data.mkdir(parents=True, exist_ok=True)
+        if data.exists():  # node disks of a site whose state is gone (the host rebooted)
+            teardown.remove({"kind": "dir", "path": str(data)})
+        data.mkdir(parents=True)
         _check_overlay_capable(data)
         run = paths.run_dir() / name
         if run.exists():

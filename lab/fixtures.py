@@ -23,8 +23,10 @@ def _name(prefix: str, serial: int = 0) -> str:
 
 
 def _up(name: str, nodes: int) -> Site:
+    for stale in Site.abandoned():  # sites of an earlier test run that was killed
+        Site.down_named(stale)
     try:
-        return Site.up(nodes=nodes, name=name)
+        return Site.up(nodes=nodes, name=name, owner=os.getpid())
     except BaseException:
         Site.down_named(name)  # an up that failed half-way leaves nothing either
         raise

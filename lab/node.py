@@ -201,7 +201,7 @@ def launch(node: Node, base: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def init_pid(launcher_pid: int, timeout: float = 10.0) -> int:
+def init_pid(node: Node, launcher_pid: int, timeout: float = 10.0) -> int:
     """The host pid of the node's PID 1: the launcher's only child."""
     children_file = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children")
     found: list[int] = []
@@ -215,7 +215,7 @@ def init_pid(launcher_pid: int, timeout: float = 10.0) -> int:
 
     proc.wait_until(forked, timeout, interval=0.02)
     if not found:
-        raise OperationError(f"node launcher {launcher_pid} did not start the node's init")
+        raise OperationError(f"node {node.name} did not start: {_tail(node)}")
     return found[0]
 
 

@@ -103,8 +103,13 @@ class Site:
         name: str = DEFAULT_NAME,
         subnet: str | None = None,
         log: Log = _quiet,
+        owner: int | None = None,
     ) -> Site:
-        """Bring a site of ``nodes`` nodes up (or return it if it is up and healthy)."""
+        """Bring a site of ``nodes`` nodes up (or return it if it is up and healthy).
+
+        ``owner``: the pid of a process whose death abandons the site (test sessions);
+        ``Site.abandoned()`` finds such sites so a later session can remove them.
+        """
         _check_name(name)
         if not 1 <= nodes <= MAX_NODES:
             raise InputError(f"--nodes must be between 1 and {MAX_NODES}, not {nodes}")
@@ -123,7 +128,7 @@ class Site:
                     )
                 log(f"lab {name} is partly up (a crash?): cleaning it before starting again")
                 existing._teardown()
-            return cls._create(name, nodes, requested, log)
+            return cls._create(name, nodes, requested, log, owner)
 
     @classmethod
     def load(cls, name: str = DEFAULT_NAME) -> Site | None:
@@ -155,6 +160,17 @@ class Site:
                 return False
             site._teardown()
             return True
+
+    @classmethod
+    def abandoned(cls) -> list[str]:
+        """Names of sites made for a process (``owner``) that is gone: a killed test run."""
+        names = []
+        for state in sorted(paths.run_dir().glob("*/state.json")):
+            journal = Journal.load(state)
+            owner = journal.site.get("owner") if journal is not None else None
+            if owner and not proc.is_same_process(owner[0], owner[1]):
+                names.append(journal.site["name"])  # type: ignore[union-attr]
+        return names
 
     def healthy(self) -> bool:
         """Every node's init is alive (what ``up`` checks before reusing a site)."""
@@ -215,7 +231,8 @@ class Site:
 
     @classmethod
     def _create(
-        cls, name: str, count: int, subnet: ipaddress.IPv4Network | None, log: Log
+        cls, name: str, count: int, subnet: ipaddress.IPv4Network | None, log: Log,
+        owner: int | None,
     ) -> Site:
         started = time.monotonic()
         base = rootfs.ensure_base(log=log)
@@ -234,6 +251,7 @@ class Site:
             "name": name, "subnet": str(network_), "bridge": leftovers.bridge_name(name),
             "base": str(base), "data": str(data), "sudo_user": recipe.sudo_user,
             "nodes": [], "hosts": {},
+            "owner": None if owner is None else [owner, proc.start_time(owner)],
         })
         journal.add("dir", path=str(data))
         site = cls(journal)
@@ -293,7 +311,7 @@ class Site:
         launcher = node.launch(member, self.base)
         self.journal.update(launcher_record, pid=launcher.pid,
                             started=proc.start_time(launcher.pid))
-        init = node.init_pid(launcher.pid)
+        init = node.init_pid(member, launcher.pid)
         self.journal.update(init_record, pid=init, started=proc.start_time(init))
 
     def _wait(self, member: Node) -> str:

@@ -99,3 +99,19 @@ def test_the_command_line_up_status_ssh_down(tmp_path) -> None:
     assert again.returncode == 0 and "was not up" in again.stderr
     gone = _kubeferry_lab("status", "--name", name)
     assert gone.returncode == 1 and "not up" in gone.stderr
+
+
+def test_a_site_whose_owner_died_is_found_abandoned() -> None:
+    name = f"o{os.getpid() % 100000}"
+    owner = subprocess.Popen(["sleep", "300"])
+    try:
+        Site.up(nodes=1, name=name, owner=owner.pid)
+        assert name not in Site.abandoned()
+        owner.kill()
+        owner.wait(timeout=10)
+        assert name in Site.abandoned()  # what the fixtures clean before a new session
+    finally:
+        owner.kill()
+        owner.wait(timeout=10)
+        Site.down_named(name)
+    assert leftovers.find(name) == []

@@ -52,7 +52,7 @@ def find(site: str) -> list[str]:
         found.append(f"cgroup {group}")
     found += [f"process {pid}" for pid in _processes_in(site)]
     places = [paths.run_dir() / site, paths.data_dir() / site]
-    found += [f"mount {m}" for m in _mounts_under(places)]
+    found += [f"mount {m}" for m in mounts_under(places)]
     found += [f"directory {p}" for p in places if p.exists()]
     return found
 
@@ -75,7 +75,8 @@ def _processes_in(site: str) -> list[int]:
     return pids
 
 
-def _mounts_under(places: list[Path]) -> list[str]:
+def mounts_under(places: list[Path]) -> list[str]:
+    """Mount points at or below any of ``places`` in this process's mount namespace."""
     found = []
     with open("/proc/self/mountinfo") as stream:
         for line in stream:

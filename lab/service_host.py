@@ -12,8 +12,9 @@ import os
 import subprocess
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
+from kubeferry.errors import OperationError
 from kubeferry.lab import network, proc
 
 if TYPE_CHECKING:
@@ -45,11 +46,15 @@ class ServiceHost:
         log: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        ready: Callable[[], bool] | None = None,
+        ready_timeout: float = 30.0,
     ) -> subprocess.Popen[bytes]:
         """Start a long-running process on this host; ``down`` stops it by pid if you don't.
 
         Its output goes to ``log``; it runs in this host's cgroup, so anything it forks is
-        found and stopped too.
+        found and stopped too. With ``ready``, waits (at most ``ready_timeout`` seconds)
+        until it returns true; a process that exits or is not ready by then is stopped and
+        reported with the end of its log.
         """
         assert self.site is not None, "a ServiceHost starts processes through its Site"
         resource = self.site.journal.add("process", host=self.name, argv=list(argv))
@@ -66,6 +71,18 @@ class ServiceHost:
         self.site.journal.update(
             resource, pid=process.pid, started=proc.start_time(process.pid)
         )
+        if ready is None:
+            return process
+        settled = proc.wait_until(
+            lambda: process.poll() is not None or ready(), ready_timeout, interval=0.1
+        )
+        if not settled or process.poll() is not None:
+            self.stop(process)
+            tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-3:])
+            raise OperationError(
+                f"{self.name}: {argv[0]} exited or was not ready in {ready_timeout:.0f}s: "
+                f"{tail or 'no output'} ({log})"
+            )
         return process
 
     def stop(self, process: subprocess.Popen[bytes], grace: float = 5.0) -> None:

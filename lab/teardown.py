@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kubeferry.errors import OperationError
-from kubeferry.lab import cgroups, network, proc
+from kubeferry.lab import cgroups, leftovers, network, proc
 
 
 def _process(resource: dict[str, Any]) -> None:
@@ -42,7 +42,7 @@ def _iptables(resource: dict[str, Any]) -> None:
 
 def _dir(resource: dict[str, Any]) -> None:
     path = Path(resource["path"])
-    mounted = _mounts_under(path)
+    mounted = leftovers.mounts_under([path])
     if mounted:
         raise OperationError(
             f"{mounted[0]} is still mounted inside {path}; not removing it (umount it first)"
@@ -51,18 +51,6 @@ def _dir(resource: dict[str, Any]) -> None:
         shutil.rmtree(path)
     with contextlib.suppress(OSError):
         path.parent.rmdir()  # the lab's data root, once no site uses it
-
-
-def _mounts_under(path: Path) -> list[str]:
-    """Mount points at or below ``path`` in the admin host's mount namespace."""
-    prefix = str(path).rstrip("/") + "/"
-    found = []
-    with open("/proc/self/mountinfo") as stream:
-        for line in stream:
-            point = line.split()[4].replace("\\040", " ")
-            if point == str(path) or point.startswith(prefix):
-                found.append(point)
-    return found
 
 
 REMOVERS: dict[str, Callable[[dict[str, Any]], None]] = {

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from kubeferry.errors import InputError
-from kubeferry.lab import leftovers, proc
+from kubeferry.errors import InputError, OperationError
+from kubeferry.lab import leftovers
 from kubeferry.lab.site import HARBOR_HOST, Site
 
 pytestmark = [pytest.mark.real, pytest.mark.lab]
@@ -27,9 +27,6 @@ def test_a_service_host_serves_nodes_and_down_stops_it(lab_site_factory, tmp_pat
         site.add_host("vip", 100)
 
     (tmp_path / "hello.txt").write_text("hello from the site\n")
-    server = host.start([sys.executable, "-c", SERVE.format(host.address)],
-                        log=tmp_path / "server.log", cwd=tmp_path)
-
     def listening() -> bool:
         try:
             with socket.create_connection((host.address, 8080), timeout=1):
@@ -37,7 +34,8 @@ def test_a_service_host_serves_nodes_and_down_stops_it(lab_site_factory, tmp_pat
         except OSError:
             return False
 
-    assert proc.wait_until(listening, 20), (tmp_path / "server.log").read_text()
+    server = host.start([sys.executable, "-c", SERVE.format(host.address)],
+                        log=tmp_path / "server.log", cwd=tmp_path, ready=listening)
     node = site.nodes[0]
     out = node.ssh(f"timeout 10 bash -c 'exec 3<>/dev/tcp/{host.address}/8080; "
                    "printf \"GET /hello.txt HTTP/1.0\\r\\n\\r\\n\" >&3; cat <&3'").stdout
@@ -57,6 +55,9 @@ def test_a_service_process_can_be_stopped_before_down(lab_site_factory, tmp_path
     host = site.add_host("svc", 3)
     sleeper = host.start(["sleep", "300"], log=tmp_path / "sleep.log")
     host.stop(sleeper)
+    with pytest.raises(OperationError, match="boom"):
+        host.start(["sh", "-c", "echo boom; exit 3"], log=tmp_path / "boom.log",
+                   ready=lambda: False, ready_timeout=10)
     assert sleeper.returncode is not None
     assert not any(r["kind"] == "process" and r.get("pid") == sleeper.pid
                    for r in site.journal.resources)

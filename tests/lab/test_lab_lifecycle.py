@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,6 +25,7 @@ def _kubeferry_lab(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_up_twice_is_a_no_op_and_down_twice_is_safe(lab_site_factory) -> None:
+    forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
     site = lab_site_factory(nodes=1)
     pid = site.init_pid(site.nodes[0])
     again = Site.up(nodes=1, name=site.name)
@@ -35,6 +37,7 @@ def test_up_twice_is_a_no_op_and_down_twice_is_safe(lab_site_factory) -> None:
     site.down()  # a second down from the same object: nothing to do
     assert Site.down_named(site.name) is False
     assert leftovers.find(site.name) == []
+    assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == forward  # never touched
 
 
 def test_down_cleans_up_after_a_crashed_node(lab_site_factory) -> None:

@@ -189,6 +189,17 @@ def test_modprobe_knows_the_modules_this_kernel_has(lab_site: Site) -> None:
     assert node.ssh("cat /proc/sys/net/bridge/bridge-nf-call-iptables").stdout.strip() in "01"
 
 
+def test_a_node_sets_its_own_network_sysctls_not_the_hosts(lab_site: Site) -> None:
+    node = lab_site.nodes[2]
+    host_forward = Path("/proc/sys/net/ipv4/ip_forward").read_text()
+    try:
+        node.ssh("sysctl -q -w net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1")
+        assert node.ssh("cat /proc/sys/net/ipv4/ip_forward").stdout.strip() == "1"
+        assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == host_forward
+    finally:
+        node.ssh("sysctl -q -w net.ipv4.ip_forward=0")
+
+
 def test_link_shaping_applies_and_clears(lab_site: Site) -> None:
     node = lab_site.nodes[2]
     try:
@@ -197,9 +208,16 @@ def test_link_shaping_applies_and_clears(lab_site: Site) -> None:
                                        capture_output=True, text=True, check=True).stdout
         assert "tbf" in node.ssh("tc qdisc show dev eth0").stdout
         _connects(lab_site.nodes[0], node.address, 22)
+        try:  # latency needs netem: applied where the kernel has it, refused in one line if not
+            lab_site.shape(node, rate="100mbit", delay="1ms")
+        except OperationError as error:
+            assert "CONFIG_NET_SCH_NETEM" in str(error)
+        else:
+            assert "netem" in node.ssh("tc qdisc show dev eth0").stdout
     finally:
         lab_site.shape(node, rate=None, delay=None)
     assert "tbf" not in node.ssh("tc qdisc show dev eth0").stdout
+    assert "netem" not in node.ssh("tc qdisc show dev eth0").stdout
 
 
 def test_status_reports_every_node_up(lab_site: Site) -> None:

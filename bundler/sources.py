@@ -1,0 +1,106 @@
+"""Where a build fetches from: defaults in ``manifests/sources.yaml``, remapped by the operator.
+
+The effective sources for one (Kubernetes, OS, arch) are three flat maps, name -> URL:
+``registries`` (upstream registry name as it appears in image names -> API endpoint),
+``repositories`` (package repositories for the OS) and ``files`` (pinned files).
+``kubeferry bundle sources`` prints them as YAML; ``--sources FILE`` takes the same
+schema back and replaces any entry it names; ``--mirror HOST=URL`` replaces a registry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from kubeferry import manifests
+from kubeferry.errors import InputError
+
+SECTIONS = ("registries", "repositories", "files")
+
+
+@dataclass
+class Sources:
+    """The effective sources of one build: every URL it may touch."""
+
+    registries: dict[str, str] = field(default_factory=dict)
+    repositories: dict[str, str] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, dict[str, str]]:
+        return {name: dict(getattr(self, name)) for name in SECTIONS}
+
+    def to_yaml(self, header: str = "") -> str:
+        body = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        return header + body
+
+
+def _render(value: str, context: dict[str, str]) -> str:
+    return value.format_map(context) if "{" in value else value
+
+
+def _select(section: Any, os_name: str, context: dict[str, str]) -> dict[str, str]:
+    """A section is a flat map, or per-OS maps under the OS name; flatten for ``os_name``."""
+    selected: dict[str, str] = {}
+    for key, value in (section or {}).items():
+        if isinstance(value, dict):
+            if key == os_name:
+                selected.update({k: _render(str(v), context) for k, v in value.items()})
+        else:
+            selected[str(key)] = _render(str(value), context)
+    return selected
+
+
+def default_sources(kubernetes: str, os_name: str, arch: str) -> Sources:
+    """The upstream sources for a build, with templates filled in for this release."""
+    major, minor, _ = kubernetes.split(".")
+    context = {"kubernetes": kubernetes, "minor": f"{major}.{minor}", "os": os_name,
+               "arch": arch, "rpm_arch": {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)}
+    data = manifests.load("sources")
+    return Sources(**{name: _select(data.get(name), os_name, context) for name in SECTIONS})
+
+
+def check_url(url: str, what: str) -> str:
+    """``url`` if it is an http(s) URL with a host, else InputError naming ``what``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InputError(f"{what}: {url!r} is not an http:// or https:// URL")
+    return url.rstrip("/")
+
+
+def parse_mirror(value: str) -> tuple[str, str]:
+    """``HOST=URL`` from ``--mirror`` as (host, url); InputError if malformed."""
+    host, sep, url = value.partition("=")
+    if not sep or not host or "/" in host:
+        raise InputError(
+            f"--mirror {value!r}: expected HOST=URL, e.g. registry.k8s.io=http://127.0.0.1:5000"
+        )
+    return host, check_url(url, f"--mirror {host}")
+
+
+def apply_overrides(sources: Sources, overrides_file: Path | None = None,
+                    mirrors: tuple[str, ...] = ()) -> Sources:
+    """``sources`` with the entries of ``--sources FILE`` and ``--mirror`` put in their place."""
+    if overrides_file is not None:
+        try:
+            data = yaml.safe_load(overrides_file.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise InputError(f"--sources {overrides_file}: cannot read it ({error})") from None
+        if not isinstance(data, dict) or set(data) - set(SECTIONS):
+            raise InputError(
+                f"--sources {overrides_file}: expected only the sections {', '.join(SECTIONS)}"
+                " (the output of 'kubeferry bundle sources')"
+            )
+        for name in SECTIONS:
+            section = data.get(name) or {}
+            if not isinstance(section, dict):
+                raise InputError(f"--sources {overrides_file}: '{name}' must map names to URLs")
+            for key, url in section.items():
+                getattr(sources, name)[str(key)] = check_url(str(url), f"--sources {name}.{key}")
+    for value in mirrors:
+        host, url = parse_mirror(value)
+        sources.registries[host] = url
+    return sources

@@ -12,7 +12,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ SHARED_FILES = ("doublelib.py", "clustermodel.py", "config-schema.yaml", "README
 BUILD_TIMEOUT = 300
 
 
-@lru_cache(maxsize=None)
+@cache
 def metadata() -> dict[str, Any]:
     return yaml.safe_load(METADATA.read_text())
 
@@ -75,9 +75,14 @@ def dependencies(name: str, version: str, flavour: str) -> list[str]:
 def release_row(version: str) -> dict[str, str]:
     """What the doubles bake in: the release's kubeadm image row (from manifests/kubernetes.yaml)."""
     images = image_set(version)
-    return {"version": images.kubernetes, "repository": images.kubeadm_repository, "pause": images.pause,
-            "etcd": images.etcd, "coredns": images.coredns,
-            "cri_tools": package_versions(version)["cri-tools"]}
+    return {
+        "version": images.kubernetes,
+        "repository": images.kubeadm_repository,
+        "pause": images.pause,
+        "etcd": images.etcd,
+        "coredns": images.coredns,
+        "cri_tools": package_versions(version)["cri-tools"],
+    }
 
 
 def stage(name: str, version: str, root: Path, interpreter: str = DEFAULT_INTERPRETER) -> list[str]:
@@ -113,9 +118,13 @@ def _run(command: list[str], what: str) -> None:
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
     except FileNotFoundError:
-        raise OperationError(f"{command[0]} not found: install it (scripts/bootstrap) to build {what}") from None
+        raise OperationError(
+            f"{command[0]} not found: install it (scripts/bootstrap) to build {what}"
+        ) from None
     if result.returncode != 0:
-        raise OperationError(f"{command[0]} failed building {what}: {result.stderr.strip().splitlines()[-1:]}")
+        raise OperationError(
+            f"{command[0]} failed building {what}: {result.stderr.strip().splitlines()[-1:]}"
+        )
 
 
 def build_debs(version: str, out_dir: Path, interpreter: str = DEFAULT_INTERPRETER) -> list[Path]:
@@ -133,14 +142,25 @@ def build_debs(version: str, out_dir: Path, interpreter: str = DEFAULT_INTERPRET
             stage(name, version, root, interpreter)
             control = root / "DEBIAN"
             control.mkdir()
-            size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink()) // 1024
-            fields = {"Package": name, "Version": full, "Architecture": "amd64",
-                      "Maintainer": "kubeferry air-gap lab <lab@kubeferry.invalid>", "Installed-Size": str(size),
-                      "Section": "misc", "Priority": "optional", "Homepage": "https://kubernetes.io"}
+            size = (
+                sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink()) // 1024
+            )
+            fields = {
+                "Package": name,
+                "Version": full,
+                "Architecture": "amd64",
+                "Maintainer": "kubeferry air-gap lab <lab@kubeferry.invalid>",
+                "Installed-Size": str(size),
+                "Section": "misc",
+                "Priority": "optional",
+                "Homepage": "https://kubernetes.io",
+            }
             depends = dependencies(name, version, "deb")
             if depends:
                 fields["Depends"] = ", ".join(depends)
-            fields["Description"] = f"{spec['summary']}\n Stand-in package of the kubeferry air-gap lab: not the real {name}."
+            fields["Description"] = (
+                f"{spec['summary']}\n Stand-in package of the kubeferry air-gap lab: not the real {name}."
+            )
             (control / "control").write_text("".join(f"{k}: {v}\n" for k, v in fields.items()))
             if spec.get("conffiles"):
                 (control / "conffiles").write_text("".join(f"{c}\n" for c in spec["conffiles"]))
@@ -168,18 +188,31 @@ def build_rpms(version: str, out_dir: Path, interpreter: str = DEFAULT_INTERPRET
             files = "\n".join(f"%config(noreplace) {p}" if p in conffiles else p for p in owned)
             requires = "".join(f"Requires: {r}\n" for r in dependencies(name, version, "rpm"))
             spec_text = (
-                "%define __os_install_post %{nil}\n%define _build_id_links none\n%define debug_package %{nil}\n"
+                "%define __os_install_post %{nil}\n%define _build_id_links none\n"
+                "%define debug_package %{nil}\n"
                 f"Name: {name}\nVersion: {versions[name]}\nRelease: {release}\nSummary: {spec['summary']}\n"
                 "License: ASL 2.0\nURL: https://kubernetes.io\nBuildArch: x86_64\nAutoReqProv: no\n"
-                f"{requires}\n%description\nStand-in package of the kubeferry air-gap lab: not the real {name}.\n\n"
+                f"{requires}\n%description\n"
+                f"Stand-in package of the kubeferry air-gap lab: not the real {name}.\n\n"
                 f"%install\nmkdir -p %{{buildroot}}\ncp -a {staging}/. %{{buildroot}}/\n\n%files\n{files}\n"
             )
             spec_file = Path(tmp) / f"{name}.spec"
             spec_file.write_text(spec_text)
             rpmdir = Path(tmp) / "rpms"
-            _run(["rpmbuild", "-bb", "--define", f"_topdir {tmp}/top", "--define", f"_rpmdir {rpmdir}",
-                  "--define", "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm", str(spec_file)],
-                 target.name)
+            _run(
+                [
+                    "rpmbuild",
+                    "-bb",
+                    "--define",
+                    f"_topdir {tmp}/top",
+                    "--define",
+                    f"_rpmdir {rpmdir}",
+                    "--define",
+                    "_build_name_fmt %%{NAME}-%%{VERSION}-%%{RELEASE}.%%{ARCH}.rpm",
+                    str(spec_file),
+                ],
+                target.name,
+            )
             shutil.move(str(rpmdir / target.name), target)
         built.append(target)
     return built

@@ -106,9 +106,7 @@ def is_fresh(beat: dict[str, Any] | None, now: float) -> bool:
     return bool(beat) and now - float(beat.get("time", 0)) < HEARTBEAT_STALE
 
 
-def cni_ready(
-    state: dict[str, Any], beats: dict[str, dict[str, Any]], node: str, now: float
-) -> bool:
+def cni_ready(state: dict[str, Any], beats: dict[str, dict[str, Any]], node: str, now: float) -> bool:
     """Calico is applied and its calico-node pod on ``node`` has all its images."""
     if "DaemonSet/kube-system/calico-node" not in state.get("objects", {}):
         return False

@@ -29,9 +29,7 @@ def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         sys.stdout.write(f"crictl version v{env.release.get('cri_tools', env.version)}\n")
         return
     settings = yaml.safe_load(read_text(env.path("/etc/crictl.yaml")) or "") or {}
-    endpoint = (
-        flags.get("-r") or flags.get("--runtime-endpoint") or settings.get("runtime-endpoint") or ""
-    )
+    endpoint = flags.get("-r") or flags.get("--runtime-endpoint") or settings.get("runtime-endpoint") or ""
     runtime = Containerd(env, str(endpoint))
     command = positional[0] if positional else ""
     extra["command"] = command

@@ -56,9 +56,7 @@ class Env:
             os.environ.get("KUBEFERRY_DOUBLE_STATE") or self.conf.get("state_dir") or DEFAULT_STATE
         )
         self.hostname = (
-            os.environ.get("KUBEFERRY_DOUBLE_NODE")
-            or self.conf.get("node_name")
-            or socket.gethostname()
+            os.environ.get("KUBEFERRY_DOUBLE_NODE") or self.conf.get("node_name") or socket.gethostname()
         ).lower()
         release = HERE / "release.yaml"
         self.release: dict[str, Any] = {}
@@ -367,9 +365,7 @@ class Containerd:
 
     def __init__(self, env: Env, cri_socket: str = "") -> None:
         self.env = env
-        socket_url = cri_socket or env.setting(
-            "cri_socket", "unix:///var/run/containerd/containerd.sock"
-        )
+        socket_url = cri_socket or env.setting("cri_socket", "unix:///var/run/containerd/containerd.sock")
         self.socket = str(env.path(socket_url.replace("unix://", "", 1)))
         self.config_file = env.path("/etc/containerd/config.toml")
         self.config = toml_load(self.config_file)
@@ -402,9 +398,7 @@ class Containerd:
                 timeout=timeout,
             )
         except FileNotFoundError:
-            return subprocess.CompletedProcess(
-                args, 127, "", f"{ctr}: executable file not found in $PATH"
-            )
+            return subprocess.CompletedProcess(args, 127, "", f"{ctr}: executable file not found in $PATH")
         except subprocess.TimeoutExpired:
             return subprocess.CompletedProcess(args, 124, "", f"ctr {' '.join(args)}: timed out")
 

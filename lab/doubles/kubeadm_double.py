@@ -149,16 +149,11 @@ class Config:
         return str(self.node_registration().get("name") or self.env.hostname).lower()
 
     def cri_socket(self) -> str:
-        return str(
-            self.node_registration().get("criSocket")
-            or "unix:///var/run/containerd/containerd.sock"
-        )
+        return str(self.node_registration().get("criSocket") or "unix:///var/run/containerd/containerd.sock")
 
     def ignored(self, flag: list[str] | None) -> set[str]:
         names = {n.lower() for n in (flag or [])}
-        names |= {
-            str(n).lower() for n in self.node_registration().get("ignorePreflightErrors") or []
-        }
+        names |= {str(n).lower() for n in self.node_registration().get("ignorePreflightErrors") or []}
         if "all" in names and len(names) > 1:
             raise Fail(
                 "ignore-preflight-errors: Invalid value: \"all\": don't specify individual checks if 'all' is used"
@@ -166,9 +161,7 @@ class Config:
         return names
 
     def cgroup_driver(self) -> str:
-        return str(
-            self.kubelet.get("cgroupDriver") or "systemd"
-        )  # kubeadm >= 1.22 defaults to systemd
+        return str(self.kubelet.get("cgroupDriver") or "systemd")  # kubeadm >= 1.22 defaults to systemd
 
 
 def validate_cluster(env: Env, cluster: dict[str, Any]) -> list[str]:
@@ -185,9 +178,7 @@ def validate_cluster(env: Env, cluster: dict[str, Any]) -> list[str]:
             try:
                 ipaddress.ip_network(part, strict=False)
             except ValueError:
-                problems.append(
-                    f'networking.{field}: Invalid value: "{value}": couldn\'t parse subnet'
-                )
+                problems.append(f'networking.{field}: Invalid value: "{value}": couldn\'t parse subnet')
     endpoint = cluster.get("controlPlaneEndpoint")
     if endpoint and not re.match(r"^[A-Za-z0-9.\-\[\]:]+$", str(endpoint)):
         problems.append(
@@ -217,9 +208,7 @@ def validate_node_registration(reg: dict[str, Any]) -> list[str]:
         ]
     socket_url = reg.get("criSocket")
     if socket_url and not str(socket_url).startswith(("unix://", "/")):
-        return [
-            f'nodeRegistration.criSocket: Invalid value: "{socket_url}": must be a unix socket path'
-        ]
+        return [f'nodeRegistration.criSocket: Invalid value: "{socket_url}": must be a unix socket path']
     return []
 
 
@@ -373,9 +362,7 @@ def service_check(env: Env) -> Check:
         if result.stdout.strip() in ("", "not-found") and result.returncode != 0:
             return ["kubelet service does not exist"], []
         if result.returncode != 0:
-            return [
-                "kubelet service is not enabled, please run 'systemctl enable kubelet.service'"
-            ], []
+            return ["kubelet service is not enabled, please run 'systemctl enable kubelet.service'"], []
         return ok()
 
     return check
@@ -391,9 +378,7 @@ def kubelet_version_check(env: Env, k8s_version: str) -> Check:
         result = subprocess.run([kubelet, "--version"], capture_output=True, text=True, timeout=30)
         match = re.search(r"v(\d+)\.(\d+)\.(\d+)", result.stdout)
         if result.returncode != 0 or not match:
-            return [], [
-                f"couldn't get kubelet version: {result.stderr.strip() or result.stdout.strip()}"
-            ]
+            return [], [f"couldn't get kubelet version: {result.stderr.strip() or result.stdout.strip()}"]
         if k8s_version:
             want = re.match(r"v?(\d+)\.(\d+)", k8s_version)
             if want and (int(match.group(1)), int(match.group(2))) > (
@@ -440,9 +425,7 @@ def cgroup_check(config: Config, runtime: Containerd) -> Check:
     return check
 
 
-def common_checks(
-    env: Env, config: Config, runtime: Containerd, k8s_version: str
-) -> list[tuple[str, Check]]:
+def common_checks(env: Env, config: Config, runtime: Containerd, k8s_version: str) -> list[tuple[str, Check]]:
     checks: list[tuple[str, Check]] = [
         ("CRI", lambda: ([], [runtime.running_error()] if runtime.running_error() else [])),
         ("Swap", swap_check(env)),
@@ -468,27 +451,21 @@ def ipv4_checks(env: Env) -> list[tuple[str, Check]]:
     ]
 
 
-def control_plane_checks(
-    env: Env, bind_port: int, cluster: dict[str, Any]
-) -> list[tuple[str, Check]]:
+def control_plane_checks(env: Env, bind_port: int, cluster: dict[str, Any]) -> list[tuple[str, Check]]:
     def root_check() -> tuple[list[str], list[str]]:
         return ([], ["user is not running as root"]) if os.geteuid() != 0 else ok()
 
     def cpu_check() -> tuple[list[str], list[str]]:
         count = os.cpu_count() or 1
         return (
-            ([], [f"the number of available CPUs {count} is less than the required 2"])
-            if count < 2
-            else ok()
+            ([], [f"the number of available CPUs {count} is less than the required 2"]) if count < 2 else ok()
         )
 
     def mem_check() -> tuple[list[str], list[str]]:
         text = read_text(env.path("/proc/meminfo")) or ""
         match = re.search(r"MemTotal:\s+(\d+) kB", text)
         if match and int(match.group(1)) // 1024 < 1700:
-            return [], [
-                f"the system RAM ({int(match.group(1)) // 1024} MB) is less than the minimum 1700 MB"
-            ]
+            return [], [f"the system RAM ({int(match.group(1)) // 1024} MB) is less than the minimum 1700 MB"]
         return ok()
 
     checks: list[tuple[str, Check]] = [
@@ -522,9 +499,7 @@ def image_pull_check(runtime: Containerd, images: list[str], policy: str) -> Che
                 continue
             error = runtime.pull(image)
             if error:
-                problems.append(
-                    f"failed to pull image {image}: output: {error}, error: exit status 1"
-                )
+                problems.append(f"failed to pull image {image}: output: {error}, error: exit status 1")
         return [], problems
 
     return check
@@ -552,13 +527,9 @@ def openssl(env: Env, *args: str) -> bytes:
     try:
         result = subprocess.run([binary, *args], capture_output=True, timeout=60)
     except FileNotFoundError:
-        raise Fail(
-            f"lab double: {binary} not found (the lab base root must contain openssl)"
-        ) from None
+        raise Fail(f"lab double: {binary} not found (the lab base root must contain openssl)") from None
     if result.returncode != 0:
-        raise Fail(
-            f"lab double: openssl {args[0]} failed: {result.stderr.decode(errors='replace').strip()}"
-        )
+        raise Fail(f"lab double: openssl {args[0]} failed: {result.stderr.decode(errors='replace').strip()}")
     return result.stdout
 
 
@@ -569,7 +540,9 @@ def make_ca(env: Env, crt: Path, key: Path, cn: str) -> None:
         "req",
         "-x509",
         "-newkey",
-        "rsa:2048",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
         "-nodes",
         "-keyout",
         str(key),
@@ -582,7 +555,7 @@ def make_ca(env: Env, crt: Path, key: Path, cn: str) -> None:
         "-addext",
         "basicConstraints=critical,CA:TRUE",
         "-addext",
-        "keyUsage=critical,digitalSignature,keyEncipherment,keyCertSign",
+        "keyUsage=critical,digitalSignature,keyCertSign",
     )
     os.chmod(key, 0o600)
 
@@ -594,7 +567,9 @@ def make_client_cert(env: Env, ca_crt: Path, ca_key: Path, subject: str) -> tupl
             env,
             "req",
             "-newkey",
-            "rsa:2048",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
             "-nodes",
             "-keyout",
             str(key),
@@ -636,8 +611,18 @@ def generate_pki(env: Env) -> None:
     make_ca(env, pki / "ca.crt", pki / "ca.key", "kubernetes")
     make_ca(env, pki / "front-proxy-ca.crt", pki / "front-proxy-ca.key", "front-proxy-ca")
     make_ca(env, pki / "etcd/ca.crt", pki / "etcd/ca.key", "etcd-ca")
-    openssl(env, "genrsa", "-out", str(pki / "sa.key"), "2048")
-    openssl(env, "rsa", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+    # EC keys throughout (kubeadm 1.25 makes RSA 2048): the same files, ten times faster to make.
+    openssl(
+        env,
+        "genpkey",
+        "-algorithm",
+        "EC",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-out",
+        str(pki / "sa.key"),
+    )
+    openssl(env, "pkey", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
     os.chmod(pki / "sa.key", 0o600)
 
 
@@ -653,9 +638,7 @@ def kubeconfig(server: str, ca_pem: bytes, user: str, cert: bytes, key: bytes) -
                 "cluster": {"certificate-authority-data": b64(ca_pem), "server": server},
             }
         ],
-        "contexts": [
-            {"name": f"{user}@kubernetes", "context": {"cluster": "kubernetes", "user": user}}
-        ],
+        "contexts": [{"name": f"{user}@kubernetes", "context": {"cluster": "kubernetes", "user": user}}],
         "current-context": f"{user}@kubernetes",
         "users": [
             {
@@ -685,17 +668,13 @@ def write_kubeconfigs(env: Env, server: str, names: tuple[str, ...]) -> None:
     for name in names:
         user, subject = subjects[name]
         cert, key = make_client_cert(env, pki / "ca.crt", pki / "ca.key", subject)
-        write_atomic(
-            env.path(f"/etc/kubernetes/{name}"), kubeconfig(server, ca_pem, user, cert, key), 0o600
-        )
+        write_atomic(env.path(f"/etc/kubernetes/{name}"), kubeconfig(server, ca_pem, user, cert, key), 0o600)
 
 
 def endpoint_of(cluster: dict[str, Any], advertise: str, bind_port: int) -> str:
     endpoint = cluster.get("controlPlaneEndpoint")
     if endpoint:
-        host, _, port = (
-            str(endpoint).rpartition(":") if ":" in str(endpoint) else (str(endpoint), "", "")
-        )
+        host, _, port = str(endpoint).rpartition(":") if ":" in str(endpoint) else (str(endpoint), "", "")
         return f"{host}:{port}" if port else f"{endpoint}:{bind_port}"
     return f"{advertise}:{bind_port}"
 
@@ -756,9 +735,7 @@ def write_static_pods(
         ]
     written = {}
     for name, command in pods.items():
-        write_atomic(
-            env.path(f"{MANIFESTS}/{name}.yaml"), static_pod(name, images[name], command), 0o600
-        )
+        write_atomic(env.path(f"{MANIFESTS}/{name}.yaml"), static_pod(name, images[name], command), 0o600)
         written[name] = images[name]
     return written
 
@@ -776,12 +753,8 @@ def write_kubelet_files(
         "staticPodPath": MANIFESTS,
         "authentication": {"x509": {"clientCAFile": f"{PKI}/ca.crt"}},
     }
-    kubelet.update(
-        {k: v for k, v in (config.kubelet or {}).items() if k not in ("apiVersion", "kind")}
-    )
-    write_atomic(
-        env.path("/var/lib/kubelet/config.yaml"), yaml.safe_dump(kubelet, sort_keys=False).encode()
-    )
+    kubelet.update({k: v for k, v in (config.kubelet or {}).items() if k not in ("apiVersion", "kind")})
+    write_atomic(env.path("/var/lib/kubelet/config.yaml"), yaml.safe_dump(kubelet, sort_keys=False).encode())
     args = [
         f"--container-runtime-endpoint={config.cri_socket()}",
         f"--pod-infra-container-image={images['pause']}",
@@ -804,9 +777,7 @@ def start_kubelet(env: Env) -> None:
     for command in (["systemctl", "daemon-reload"], ["systemctl", "restart", "kubelet"]):
         result = subprocess.run(command, capture_output=True, text=True, timeout=60)
         if result.returncode != 0:
-            out(
-                f"[kubelet-start] WARNING: unable to start the kubelet service: [{result.stderr.strip()}]"
-            )
+            out(f"[kubelet-start] WARNING: unable to start the kubelet service: [{result.stderr.strip()}]")
             out("[kubelet-start] Please ensure kubelet is reloadable and running manually.")
             return
 
@@ -828,9 +799,7 @@ def wait_for_kubelet(env: Env, node: str, static: dict[str, str], since: float, 
         detail = f" (static pod images not available: {', '.join(missing)})" if missing else ""
         raise Fail(
             "[kubelet-check] Initial timeout of 40s passed.\n\n"
-            "Unfortunately, an error has occurred:\n\ttimed out waiting for the condition"
-            + detail
-            + "\n\n"
+            "Unfortunately, an error has occurred:\n\ttimed out waiting for the condition" + detail + "\n\n"
             "This error is likely caused by:\n\t- The kubelet is not running\n"
             "\t- The kubelet is unhealthy due to a misconfiguration of the node in some way (required cgroups disabled)\n\n"
             f"error execution phase {phase}: couldn't initialize a Kubernetes cluster\n{STACK_HINT}"
@@ -973,14 +942,10 @@ def advertise_address(env: Env, init: dict[str, Any]) -> str:
     return match.group(1)
 
 
-def skip_set(
-    flag: list[str] | None, config_doc: dict[str, Any] | None, known: tuple[str, ...]
-) -> set[str]:
+def skip_set(flag: list[str] | None, config_doc: dict[str, Any] | None, known: tuple[str, ...]) -> set[str]:
     phases = set(flag or []) or set((config_doc or {}).get("skipPhases") or [])
     for phase in phases:
-        if phase not in known and not phase.startswith(
-            ("certs/", "kubeconfig/", "control-plane/", "etcd/")
-        ):
+        if phase not in known and not phase.startswith(("certs/", "kubeconfig/", "control-plane/", "etcd/")):
             raise Fail(f'invalid phase name "{phase}"\n{STACK_HINT}')
     return phases
 
@@ -1015,9 +980,7 @@ def cmd_init(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         )
         err(f"W0000 version.go:105] falling back to the local client version: v{env.version}")
         cluster["kubernetesVersion"] = f"v{env.version}"
-    problems = validate_cluster(env, cluster) + validate_node_registration(
-        config.node_registration()
-    )
+    problems = validate_cluster(env, cluster) + validate_node_registration(config.node_registration())
     problems += validate_certificate_key(str(init.get("certificateKey") or ""), "certificateKey")
     problems += validate_component_configs(config)
     for i, token in enumerate(init.get("bootstrapTokens") or []):
@@ -1044,9 +1007,7 @@ def cmd_init(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         checks += ipv4_checks(env)
         run_checks(checks, ignored)
         out("[preflight] Pulling images required for setting up a Kubernetes cluster")
-        out(
-            "[preflight] This might take a minute or two, depending on the speed of your internet connection"
-        )
+        out("[preflight] This might take a minute or two, depending on the speed of your internet connection")
         run_checks(
             [
                 (
@@ -1134,9 +1095,7 @@ def cmd_init(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
             },
         }
     env.state.write_file("ca.crt", env.path(f"{PKI}/ca.crt").read_bytes(), 0o644)
-    env.state.write_file(
-        "ca.key", env.path(f"{PKI}/ca.key").read_bytes(), 0o600
-    )  # the CSR signer's key
+    env.state.write_file("ca.key", env.path(f"{PKI}/ca.key").read_bytes(), 0o600)  # the CSR signer's key
     out(
         f'[wait-control-plane] Waiting for the kubelet to boot up the control plane as static Pods from directory "{MANIFESTS}". This can take up to 4m0s'
     )
@@ -1162,9 +1121,7 @@ def cmd_init(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         out(f"[bootstrap-token] Using token: {token}")
         with env.state.update() as data:
             if token not in [t["token"] for t in data.get("tokens", [])]:
-                record_token(
-                    data, token, ttl, "default bootstrap token generated by 'kubeadm init'"
-                )
+                record_token(data, token, ttl, "default bootstrap token generated by 'kubeadm init'")
     if "addon/coredns" not in skip and "addon" not in skip:
         out("[addons] Applied essential addon: CoreDNS")
     if "addon/kube-proxy" not in skip and "addon" not in skip:
@@ -1187,9 +1144,7 @@ def cmd_init(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         return
     if cluster.get("controlPlaneEndpoint"):
         shown_key = (
-            key
-            if flags.get("--upload-certs") and not flags.get("--skip-certificate-key-print")
-            else ""
+            key if flags.get("--upload-certs") and not flags.get("--skip-certificate-key-print") else ""
         )
         out(
             "You can now join any number of the control-plane node running the following command on each as root:\n"
@@ -1209,9 +1164,7 @@ def admin_guard(env: Env, flags: dict[str, Any]) -> dict[str, Any]:
     """Commands that talk to the API server need this node's admin kubeconfig and an initialised cluster."""
     path = flags.get("--kubeconfig") or str(env.path("/etc/kubernetes/admin.conf"))
     if not Path(path).exists():
-        raise Fail(
-            f"failed to load admin kubeconfig: open {path}: no such file or directory\n{STACK_HINT}"
-        )
+        raise Fail(f"failed to load admin kubeconfig: open {path}: no such file or directory\n{STACK_HINT}")
     state = env.state.read()
     if not state.get("init"):
         raise Fail(
@@ -1242,9 +1195,7 @@ def cmd_upload_certs(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         config = Config.from_file(env, flags["--config"])
         key = key or str((config.init or {}).get("certificateKey") or "")
     fail_validation(validate_certificate_key(key, "certificate-key"))
-    out(
-        '[upload-certs] Storing the certificates in Secret "kubeadm-certs" in the "kube-system" Namespace'
-    )
+    out('[upload-certs] Storing the certificates in Secret "kubeadm-certs" in the "kube-system" Namespace')
     key = upload_certs(env, key)
     if not flags.get("--skip-certificate-key-print"):
         out("[upload-certs] Using certificate key:")
@@ -1284,9 +1235,7 @@ def join_config_from_flags(env: Env, flags: dict[str, Any], positional: list[str
                 "token": token,
                 "apiServerEndpoint": positional[0] if positional else "",
                 "caCertHashes": flags.get("--discovery-token-ca-cert-hash") or [],
-                "unsafeSkipCAVerification": bool(
-                    flags.get("--discovery-token-unsafe-skip-ca-verification")
-                ),
+                "unsafeSkipCAVerification": bool(flags.get("--discovery-token-unsafe-skip-ca-verification")),
             }
         },
     }
@@ -1304,9 +1253,7 @@ def join_config_from_flags(env: Env, flags: dict[str, Any], positional: list[str
                 "--apiserver-advertise-address"
             ]
         if "--apiserver-bind-port" in flags:
-            join["controlPlane"]["localAPIEndpoint"]["bindPort"] = int(
-                flags["--apiserver-bind-port"]
-            )
+            join["controlPlane"]["localAPIEndpoint"]["bindPort"] = int(flags["--apiserver-bind-port"])
     config.join = join
     return config
 
@@ -1394,9 +1341,7 @@ def cmd_join(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     problems += validate_certificate_key(key, "controlPlane.certificateKey")
     fail_validation(problems)
     if disc.get("file"):
-        raise Fail(
-            "lab double: file-based discovery is not modelled; use discovery.bootstrapToken", 2
-        )
+        raise Fail("lab double: file-based discovery is not modelled; use discovery.bootstrapToken", 2)
     skip = skip_set(flags.get("--skip-phases"), join, JOIN_PHASES)
     node_name = config.node_name()
     role = "control-plane" if control_plane is not None else "worker"
@@ -1452,9 +1397,7 @@ def cmd_join(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         endpoint_cfg = control_plane.get("localAPIEndpoint") or {}
         advertise = advertise_address(env, {"localAPIEndpoint": endpoint_cfg})
         bind_port = int(endpoint_cfg.get("bindPort") or 6443)
-        out(
-            "[preflight] Running pre-flight checks before initializing the new control plane instance"
-        )
+        out("[preflight] Running pre-flight checks before initializing the new control plane instance")
         if "preflight" not in skip:
             run_checks(control_plane_checks(env, bind_port, cluster) + ipv4_checks(env), ignored)
             out("[preflight] Pulling images required for setting up a Kubernetes cluster")
@@ -1475,9 +1418,7 @@ def cmd_join(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         download_certs(env, key)
     else:
         env.path(PKI).mkdir(parents=True, exist_ok=True)
-        write_atomic(
-            env.path(join.get("caCertPath") or f"{PKI}/ca.crt"), env.state.read_file("ca.crt")
-        )
+        write_atomic(env.path(join.get("caCertPath") or f"{PKI}/ca.crt"), env.state.read_file("ca.crt"))
     with env.state.update() as data:
         nodes = [n for n in data.get("nodes", []) if n["name"] != node_name]
         order = max([n["order"] for n in data.get("nodes", [])], default=-1) + 1
@@ -1502,9 +1443,7 @@ def cmd_join(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
             f"https://{endpoint}",
             ("admin.conf", "kubelet.conf", "controller-manager.conf", "scheduler.conf"),
         )
-        static = write_static_pods(
-            env, cluster, images, advertise, bind_port, etcd="etcd" in images
-        )
+        static = write_static_pods(env, cluster, images, advertise, bind_port, etcd="etcd" in images)
         with env.state.update() as data:
             for node in data["nodes"]:
                 if node["name"] == node_name:
@@ -1543,14 +1482,10 @@ def write_kubeconfigs_from_cluster_ca(env: Env, endpoint: str) -> None:
         ca_crt, ca_key = Path(tmp, "ca.crt"), Path(tmp, "ca.key")
         ca_crt.write_bytes(env.state.read_file("ca.crt"))
         ca_key.write_bytes(env.state.read_file("ca.key"))
-        cert, key = make_client_cert(
-            env, ca_crt, ca_key, f"/O=system:nodes/CN=system:node:{env.hostname}"
-        )
+        cert, key = make_client_cert(env, ca_crt, ca_key, f"/O=system:nodes/CN=system:node:{env.hostname}")
         write_atomic(
             env.path("/etc/kubernetes/kubelet.conf"),
-            kubeconfig(
-                f"https://{endpoint}", ca_crt.read_bytes(), f"system:node:{env.hostname}", cert, key
-            ),
+            kubeconfig(f"https://{endpoint}", ca_crt.read_bytes(), f"system:node:{env.hostname}", cert, key),
             0o600,
         )
 
@@ -1611,9 +1546,7 @@ def cmd_token(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         },
     )
     if not positional or positional[0] not in ("create", "list", "delete", "generate"):
-        raise Fail(
-            'lab double: kubeadm token supports "create", "list", "delete" and "generate"', 2
-        )
+        raise Fail('lab double: kubeadm token supports "create", "list", "delete" and "generate"', 2)
     extra["command"] = f"token {positional[0]}"
     if positional[0] == "generate":
         out(new_token())
@@ -1636,9 +1569,7 @@ def cmd_token(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     if positional[0] == "delete":
         with env.state.update() as data:
             ids = {p.split(".")[0] for p in positional[1:]}
-            data["tokens"] = [
-                t for t in data.get("tokens", []) if t["token"].split(".")[0] not in ids
-            ]
+            data["tokens"] = [t for t in data.get("tokens", []) if t["token"].split(".")[0] not in ids]
         for token_id in positional[1:]:
             out(f'bootstrap token "{token_id.split(".")[0]}" deleted')
         return
@@ -1654,10 +1585,7 @@ def cmd_token(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         record_token(data, token, ttl, flags.get("--description", ""))
     if flags.get("--print-join-command"):
         init = state["init"]
-        out(
-            join_command(init["endpoint"], token, init["ca_hash"], key).replace(" \\\n\t", " ")
-            + " "
-        )
+        out(join_command(init["endpoint"], token, init["ca_hash"], key).replace(" \\\n\t", " ") + " ")
     else:
         out(token)
 
@@ -1692,9 +1620,7 @@ def cmd_reset(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         target = env.path(path)
         if target.is_dir():
             for child in target.iterdir():
-                shutil.rmtree(
-                    child
-                ) if child.is_dir() and not child.is_symlink() else child.unlink()
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
             removed.append(path)
     for name in (
         "admin.conf",
@@ -1719,9 +1645,7 @@ def cmd_reset(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     heartbeat = env.state.heartbeat_path(node)
     if heartbeat.exists():
         heartbeat.unlink()
-    out(
-        "\nThe reset process does not clean CNI configuration. To do so, you must remove /etc/cni/net.d"
-    )
+    out("\nThe reset process does not clean CNI configuration. To do so, you must remove /etc/cni/net.d")
 
 
 def cmd_config(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
@@ -1755,9 +1679,7 @@ def cmd_config(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     for image in images.values():
         error = runtime.pull(image)
         if error:
-            raise Fail(
-                f'failed to pull image "{image}": output: {error}, error: exit status 1\n{STACK_HINT}'
-            )
+            raise Fail(f'failed to pull image "{image}": output: {error}, error: exit status 1\n{STACK_HINT}')
         out(f"[config/images] Pulled {image}")
 
 

@@ -87,9 +87,7 @@ class Session:
         self.env = env
         self.flags = flags
         path = (
-            flags.get("--kubeconfig")
-            or os.environ.get("KUBECONFIG")
-            or str(Path.home() / ".kube" / "config")
+            flags.get("--kubeconfig") or os.environ.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
         )
         if not Path(path).exists():
             raise Fail(
@@ -99,23 +97,17 @@ class Session:
             config = yaml.safe_load(Path(path).read_text()) or {}
             context_name = config.get("current-context")
             context = next(c["context"] for c in config["contexts"] if c["name"] == context_name)
-            cluster = next(
-                c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"]
-            )
+            cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
         except (OSError, yaml.YAMLError, KeyError, StopIteration, TypeError):
             raise Fail(f'error: error loading config file "{path}": invalid kubeconfig') from None
         self.server = str(cluster.get("server", ""))
         self.state = env.state.read()
         host = self.server.split("://", 1)[-1].rstrip("/")
         if not self.state.get("init") or host not in self._endpoints():
-            raise Fail(
-                f"Unable to connect to the server: dial tcp {host}: connect: connection refused"
-            )
+            raise Fail(f"Unable to connect to the server: dial tcp {host}: connect: connection refused")
         ca = base64.b64decode(cluster.get("certificate-authority-data", "") or b"")
         if ca != env.state.read_file("ca.crt"):
-            raise Fail(
-                "Unable to connect to the server: x509: certificate signed by unknown authority"
-            )
+            raise Fail("Unable to connect to the server: x509: certificate signed by unknown authority")
         self.beats = env.state.heartbeats()
         self.now = time.time()
 
@@ -151,12 +143,10 @@ def containers_of(obj: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
     if obj.get("kind") != "Pod":
         spec = ((spec.get("template") or {}).get("spec")) or {}
     containers = [
-        {"name": c.get("name", ""), "image": c.get("image", "")}
-        for c in spec.get("containers") or []
+        {"name": c.get("name", ""), "image": c.get("image", "")} for c in spec.get("containers") or []
     ]
     init = [
-        {"name": c.get("name", ""), "image": c.get("image", "")}
-        for c in spec.get("initContainers") or []
+        {"name": c.get("name", ""), "image": c.get("image", "")} for c in spec.get("initContainers") or []
     ]
     return init + containers, bool(spec.get("hostNetwork"))
 
@@ -176,9 +166,7 @@ def site_registries(env: Env, hosts_dir: str) -> list[str]:
     if configured:
         return [str(r) for r in configured]
     if hosts_dir and Path(hosts_dir).is_dir():
-        return sorted(
-            p.name for p in Path(hosts_dir).iterdir() if p.is_dir() and p.name != "_default"
-        )
+        return sorted(p.name for p in Path(hosts_dir).iterdir() if p.is_dir() and p.name != "_default")
     return []
 
 
@@ -191,10 +179,7 @@ def admit(session: Session, objects: list[dict[str, Any]], source: str) -> None:
     pod_subnet = session.state["init"].get("podSubnet")
     for obj in objects:
         what = f"{resource_name(obj)}/{(obj.get('metadata') or {}).get('name', '')}"
-        if (
-            obj.get("kind") == "DaemonSet"
-            and (obj.get("metadata") or {}).get("name") == "calico-node"
-        ):
+        if obj.get("kind") == "DaemonSet" and (obj.get("metadata") or {}).get("name") == "calico-node":
             cidr = calico_cidr(obj)
             if cidr is None:
                 deny(
@@ -314,9 +299,7 @@ def node_objects(session: Session) -> list[dict[str, Any]]:
     for node in clustermodel.nodes(session.state):
         if node.get("reset") and node["name"] not in session.beats:
             continue
-        ready, message = clustermodel.node_ready(
-            session.state, session.beats, node["name"], session.now
-        )
+        ready, message = clustermodel.node_ready(session.state, session.beats, node["name"], session.now)
         beat = session.beats.get(node["name"]) or {}
         labels = {"kubernetes.io/hostname": node["name"], "kubernetes.io/os": "linux"}
         if node["role"] == "control-plane":
@@ -328,9 +311,7 @@ def node_objects(session: Session) -> list[dict[str, Any]]:
                 "metadata": {
                     "name": node["name"],
                     "labels": labels,
-                    "creationTimestamp": time.strftime(
-                        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(node["joined"])
-                    ),
+                    "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(node["joined"])),
                 },
                 "status": {
                     "conditions": [
@@ -373,9 +354,7 @@ def pod_objects(session: Session) -> list[dict[str, Any]]:
                 "spec": {
                     "nodeName": pod["node"],
                     "hostNetwork": pod["hostNetwork"],
-                    "containers": [
-                        {"name": c["name"], "image": c["image"]} for c in pod["containers"]
-                    ],
+                    "containers": [{"name": c["name"], "image": c["image"]} for c in pod["containers"]],
                 },
                 "status": {
                     "phase": phase,
@@ -430,16 +409,13 @@ def print_objects(session: Session, kind: str, items: list[dict[str, Any]]) -> N
     elif fmt in ("", "wide"):
         if not items:
             where = (
-                ""
-                if kind == "Node" or session.all_namespaces()
-                else f" in {session.namespace()} namespace"
+                "" if kind == "Node" or session.all_namespaces() else f" in {session.namespace()} namespace"
             )
             sys.stderr.write(f"No resources found{where}.\n")
             return
         if kind == "Node":
             rows = [
-                ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
-                + (["INTERNAL-IP"] if fmt == "wide" else [])
+                ["NAME", "STATUS", "ROLES", "AGE", "VERSION"] + (["INTERNAL-IP"] if fmt == "wide" else [])
             ]
             for item in items:
                 ready = item["status"]["conditions"][0]["status"] == "True"
@@ -577,13 +553,9 @@ def cmd_run(session: Session, positional: list[str], extra: dict[str, Any]) -> N
         for p in pod_objects(session)
         if p["metadata"]["name"].startswith("coredns-") and p["_status"] == "Running"
     ]
-    nodes_ready = [
-        n for n in node_objects(session) if n["status"]["conditions"][0]["status"] == "True"
-    ]
+    nodes_ready = [n for n in node_objects(session) if n["status"]["conditions"][0]["status"] == "True"]
     if not nodes_ready:
-        raise Fail(
-            f"error: timed out waiting for the condition (pod {name} Pending: no Ready node)"
-        )
+        raise Fail(f"error: timed out waiting for the condition (pod {name} Pending: no Ready node)")
     wanted = command[1]
     known = {
         "kubernetes": 1,
@@ -630,9 +602,7 @@ def cmd_version(env: Env, flags: dict[str, Any]) -> None:
 
 def cmd_cluster_info(session: Session, positional: list[str], extra: dict[str, Any]) -> None:
     out(f"Kubernetes control plane is running at {session.server}")
-    out(
-        f"CoreDNS is running at {session.server}/api/v1/namespaces/kube-system/services/kube-dns:dns/proxy"
-    )
+    out(f"CoreDNS is running at {session.server}/api/v1/namespaces/kube-system/services/kube-dns:dns/proxy")
 
 
 COMMANDS = {
@@ -647,9 +617,7 @@ COMMANDS = {
 def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     flags, positional = parse_flags(argv, GLOBAL)
     if not positional:
-        raise Fail(
-            "lab double: kubectl needs a command (apply, get, wait, run, version, cluster-info)", 1
-        )
+        raise Fail("lab double: kubectl needs a command (apply, get, wait, run, version, cluster-info)", 1)
     command, rest = positional[0], positional[1:]
     extra["command"] = command
     if command == "version":

@@ -392,7 +392,7 @@ class Containerd:
         ctr = self.env.setting("ctr", "ctr")
         try:
             return subprocess.run(
-                [ctr, "--address", self.socket, "--namespace", "k8s.io", *args],
+                [ctr, "--address", self.socket, "--connect-timeout", "5s", "--namespace", "k8s.io", *args],
                 capture_output=True,
                 text=True,
                 timeout=timeout,

@@ -427,7 +427,7 @@ def cgroup_check(config: Config, runtime: Containerd) -> Check:
 
 def common_checks(env: Env, config: Config, runtime: Containerd, k8s_version: str) -> list[tuple[str, Check]]:
     checks: list[tuple[str, Check]] = [
-        ("CRI", lambda: ([], [runtime.running_error()] if runtime.running_error() else [])),
+        ("CRI", lambda: ([], [e for e in [runtime.running_error()] if e])),
         ("Swap", swap_check(env)),
     ]
     for executable in ("crictl", "conntrack", "ip", "iptables", "mount", "nsenter"):

@@ -41,6 +41,7 @@ def workloads(state: dict[str, Any]) -> list[dict[str, Any]]:
                     "containers": [{"name": "kube-proxy", "image": images["kube-proxy"]}],
                     "hostNetwork": True,
                     "replicas": 0,
+                    "labels": {"k8s-app": "kube-proxy"},
                 }
             )
         if addons.get("coredns", True):
@@ -52,6 +53,7 @@ def workloads(state: dict[str, Any]) -> list[dict[str, Any]]:
                     "containers": [{"name": "coredns", "image": images["coredns"]}],
                     "hostNetwork": False,
                     "replicas": 2,
+                    "labels": {"k8s-app": "kube-dns"},
                 }
             )
     for key in sorted(state.get("objects", {})):
@@ -78,6 +80,7 @@ def pods(state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> list[dict[s
                     "containers": [{"name": component, "image": static[component]}],
                     "hostNetwork": True,
                     "owner": "Node",
+                    "labels": {"component": component, "tier": "control-plane"},
                 }
             )
     for load in workloads(state):
@@ -86,6 +89,7 @@ def pods(state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> list[dict[s
             "containers": load["containers"],
             "hostNetwork": bool(load.get("hostNetwork")),
             "owner": load["kind"],
+            "labels": dict(load.get("labels") or {}),
         }
         if load["kind"] == "DaemonSet":
             for node in members:
@@ -160,3 +164,19 @@ def service_ip(subnet: str, index: int) -> str:
 
     network = ipaddress.ip_network(subnet.split(",")[0], strict=False)
     return str(network.network_address + index)
+
+
+def matches(labels: dict[str, str], selector: str) -> bool:
+    """Equality-based label selector (``a=b,c!=d,e``) as kubectl -l takes it."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = term.split("==", 1) if "==" in term else term.split("=", 1)
+            if labels.get(key) != value:
+                return False
+        elif term not in labels:
+            return False
+    return True

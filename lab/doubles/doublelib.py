@@ -495,7 +495,7 @@ def registry_hosts(env: Env, hosts_dir: str, registry: str) -> list[dict[str, An
                 "skip_verify": bool(host.get("skip_verify")),
             }
         )
-    if data.get("server"):
+    if data.get("server") and str(data["server"]).rstrip("/") not in {e["url"] for e in endpoints}:
         endpoints.append(
             {
                 "url": str(data["server"]).rstrip("/"),

@@ -151,6 +151,14 @@ def containers_of(obj: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
     return init + containers, bool(spec.get("hostNetwork"))
 
 
+def template_labels(obj: dict[str, Any]) -> dict[str, str]:
+    """The labels the object's pods carry (the pod template's, or a Pod's own)."""
+    if obj.get("kind") == "Pod":
+        return dict((obj.get("metadata") or {}).get("labels") or {})
+    template = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
+    return dict(template.get("labels") or {})
+
+
 def calico_cidr(obj: dict[str, Any]) -> str | None:
     """CALICO_IPV4POOL_CIDR of a calico-node DaemonSet (None when it is not set)."""
     spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
@@ -273,6 +281,7 @@ def cmd_apply(session: Session, positional: list[str], extra: dict[str, Any]) ->
                 "images": [c["image"] for c in containers],
                 "hostNetwork": host_network,
                 "replicas": int((obj.get("spec") or {}).get("replicas", 1) or 1),
+                "labels": template_labels(obj),
             }
             if obj["kind"] == "DaemonSet" and meta.get("name") == "calico-node":
                 entry["calicoIPv4PoolCIDR"] = calico_cidr(obj)
@@ -350,7 +359,7 @@ def pod_objects(session: Session) -> list[dict[str, Any]]:
             {
                 "apiVersion": "v1",
                 "kind": "Pod",
-                "metadata": {"name": pod["name"], "namespace": pod["namespace"]},
+                "metadata": {"name": pod["name"], "namespace": pod["namespace"], "labels": pod["labels"]},
                 "spec": {
                     "nodeName": pod["node"],
                     "hostNetwork": pod["hostNetwork"],
@@ -468,6 +477,9 @@ def select(session: Session, resource: str, names: list[str]) -> tuple[str, list
             items = [i for i in items if i["metadata"]["namespace"] == session.namespace()]
     else:
         raise Fail(f'lab double: kubectl get/wait supports nodes and pods, not "{resource}"', 1)
+    selector = session.flags.get("-l") or session.flags.get("--selector")
+    if selector:
+        items = [i for i in items if clustermodel.matches(i["metadata"].get("labels") or {}, selector)]
     if names:
         missing = [n for n in names if n not in {i["metadata"]["name"] for i in items}]
         if missing:
@@ -499,7 +511,11 @@ def cmd_wait(session: Session, positional: list[str], extra: dict[str, Any]) -> 
     if "/" in resource:
         resource, name = resource.split("/", 1)
         names = [name]
-    if not names and not session.flags.get("--all"):
+    if (
+        not names
+        and not session.flags.get("--all")
+        and not (session.flags.get("-l") or session.flags.get("--selector"))
+    ):
         raise Fail("error: resource(s) were provided, but no name was specified", 1)
     from doublelib import parse_duration
 

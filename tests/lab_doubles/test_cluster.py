@@ -107,6 +107,20 @@ def test_ha_cluster_from_init_to_verify(lab: Lab) -> None:
     images = {c["image"] for p in pods for c in p["spec"]["containers"]}
     assert images and all(i.startswith("127.0.0.1:5000/") for i in images)
     assert all(p["status"]["phase"] == "Running" for p in pods)
+    dns_pods = kubectl(
+        cp1,
+        "wait",
+        "--for=condition=Ready",
+        "pods",
+        "-l",
+        "k8s-app=kube-dns",
+        "-n",
+        "kube-system",
+        "--timeout=30s",
+    )
+    assert dns_pods.returncode == 0 and len(dns_pods.stdout.splitlines()) == 2, dns_pods.stdout
+    calico_pods = kubectl(cp1, "get", "pods", "-A", "-l", "k8s-app=calico-node", "-o", "name").stdout.split()
+    assert len(calico_pods) == 3 and all(p.startswith("pod/calico-node-") for p in calico_pods)
     table = kubectl(cp1, "get", "nodes").stdout
     assert table.splitlines()[1].split()[:2] == ["cp1", "Ready"]
 

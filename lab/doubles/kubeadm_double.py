@@ -1449,7 +1449,7 @@ def cmd_join(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
                 if node["name"] == node_name:
                     node["static_pods"] = static
     else:
-        write_kubeconfigs_from_cluster_ca(env, endpoint)
+        write_kubeconfigs_from_cluster_ca(env, endpoint, node_name)
     out('[kubelet-start] Writing kubelet configuration to file "/var/lib/kubelet/config.yaml"')
     kubelet_cfg = Config(env)
     kubelet_cfg.kubelet = ((state["init"].get("config") or {}).get("kubelet")) or {}
@@ -1476,16 +1476,16 @@ def cmd_join(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         )
 
 
-def write_kubeconfigs_from_cluster_ca(env: Env, endpoint: str) -> None:
+def write_kubeconfigs_from_cluster_ca(env: Env, endpoint: str, node: str) -> None:
     """A worker's kubelet.conf: the cluster CA from cluster-info, a client cert the CSR signer issued."""
     with tempfile.TemporaryDirectory() as tmp:
         ca_crt, ca_key = Path(tmp, "ca.crt"), Path(tmp, "ca.key")
         ca_crt.write_bytes(env.state.read_file("ca.crt"))
         ca_key.write_bytes(env.state.read_file("ca.key"))
-        cert, key = make_client_cert(env, ca_crt, ca_key, f"/O=system:nodes/CN=system:node:{env.hostname}")
+        cert, key = make_client_cert(env, ca_crt, ca_key, f"/O=system:nodes/CN=system:node:{node}")
         write_atomic(
             env.path("/etc/kubernetes/kubelet.conf"),
-            kubeconfig(f"https://{endpoint}", ca_crt.read_bytes(), f"system:node:{env.hostname}", cert, key),
+            kubeconfig(f"https://{endpoint}", ca_crt.read_bytes(), f"system:node:{node}", cert, key),
             0o600,
         )
 
@@ -1612,6 +1612,12 @@ def cmd_reset(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         if answer not in ("y", "yes"):
             raise Fail("aborted reset operation")
     out("[preflight] Running pre-flight checks")
+    node = env.hostname
+    flag_file = read_text(env.path("/var/lib/kubelet/kubeadm-flags.env")) or ""
+    match = re.search(r"--hostname-override=([^\s\"]+)", flag_file)
+    if match:
+        node = match.group(1)
+    extra["node_name"] = node
     if systemd_running(env):
         out("[reset] Stopping the kubelet service")
         subprocess.run(["systemctl", "stop", "kubelet"], capture_output=True, timeout=60)
@@ -1633,15 +1639,15 @@ def cmd_reset(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         if target.exists():
             target.unlink()
     out(f"[reset] Deleting contents of directories: {removed}")
-    node = env.hostname
-    flag_file = read_text(env.path("/var/lib/kubelet/kubeadm-flags.env")) or ""
-    match = re.search(r"--hostname-override=(\S+?)\"?(\s|$)", flag_file)
-    if match:
-        node = match.group(1)
     with env.state.update() as data:
         for item in data.get("nodes", []):
             if item["name"] == node:
                 item["reset"] = True
+        live = [n for n in data.get("nodes", []) if n["role"] == "control-plane" and not n.get("reset")]
+        if data.get("init") and not live:
+            # the last control plane's etcd data is gone: so is the cluster (tokens, objects, nodes)
+            for key in ("init", "tokens", "certificate_key", "nodes", "objects", "applied"):
+                data.pop(key, None)
     heartbeat = env.state.heartbeat_path(node)
     if heartbeat.exists():
         heartbeat.unlink()

@@ -275,3 +275,19 @@ def test_reset_removes_the_node_files_and_a_rejoin_works(lab: Lab) -> None:
     assert rejoined.returncode == 0, rejoined.stderr
     assert [n["name"] for n in lab.record.nodes()] == ["cp1", "w1"]
     assert kubectl(cp1, "get", "nodes", "-o", "name").stdout.split() == ["node/cp1", "node/w1"]
+
+
+def test_resetting_the_last_control_plane_ends_the_cluster(lab: Lab) -> None:
+    cp1 = init_cluster(lab)
+    admin = cp1.root / "root/admin.conf"
+    admin.write_bytes((cp1.root / "etc/kubernetes/admin.conf").read_bytes())
+    reset = cp1.run("kubeadm", "reset", "-f")
+    assert reset.returncode == 0, reset.stderr
+    assert lab.record.init_config() is None and lab.record.nodes() == []
+    stale = cp1.run("kubectl", "--kubeconfig", str(admin), "get", "nodes")
+    assert stale.returncode == 1 and "connect: connection refused" in stale.stderr
+    again = cp1.run("kubeadm", "init", "--config", str(cp1.root / "root/init.yaml"), "--upload-certs")
+    assert again.returncode == 0, again.stderr
+    old_ca = cp1.run("kubectl", "--kubeconfig", str(admin), "get", "nodes")
+    assert old_ca.returncode == 1 and "x509: certificate signed by unknown authority" in old_ca.stderr
+    assert [c["exit_code"] for c in lab.record.invocations(program="kubeadm")] == [0, 0, 0]

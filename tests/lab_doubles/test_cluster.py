@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from configs import CERT_KEY, calico, dump, init_docs, join_docs
-from conftest import Lab, Node
+from doubles_configs import CERT_KEY, calico, dump, init_docs, join_docs
+from doubles_harness import Lab, Node
 
 
 def kubectl(node: Node, *args: str, stdin: str | None = None):

@@ -7,8 +7,8 @@ import signal
 import subprocess
 import sys
 
-from configs import SITE, dump, init_docs, with_change
-from conftest import KUBE_IMAGES, REGISTRY, Lab, Node
+from doubles_configs import SITE, dump, init_docs, with_change
+from doubles_harness import KUBE_IMAGES, REGISTRY, Lab, Node
 
 PREFLIGHT_TAIL = "[preflight] If you know what you are doing, you can make a check non-fatal with `--ignore-preflight-errors=...`"
 

@@ -199,6 +199,12 @@ def run_main(program: str, handler: Any, argv: list[str]) -> int:
             sys.stderr.write(fail.message if fail.message.endswith("\n") else fail.message + "\n")
     except KeyboardInterrupt:
         code, result = 130, "interrupted"
+    except Exception as error:  # a bug in the lab equipment: one line here, the trace in the log
+        import traceback
+
+        code, result = 1, f"lab double internal error: {type(error).__name__}: {error}"
+        extra["traceback"] = traceback.format_exc()
+        sys.stderr.write(result + f" (traceback in {env.state_dir}/invocations.jsonl)\n")
     shown, secrets = redact(argv)
     record = {
         "time": started,

@@ -791,7 +791,8 @@ def wait_for_kubelet(env: Env, node: str, static: dict[str, str], since: float, 
         beat = env.state.heartbeats().get(node) or {}
         if float(beat.get("time", 0)) >= since:
             present = set(beat.get("images", []))
-            if beat.get("sandbox_ok") and all(image in present for image in static.values()):
+            # a worker only needs its kubelet to register; static pods also need their sandbox
+            if not static or (beat.get("sandbox_ok") and all(image in present for image in static.values())):
                 return
         time.sleep(0.5)
     if static:

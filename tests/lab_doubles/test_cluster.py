@@ -291,3 +291,34 @@ def test_resetting_the_last_control_plane_ends_the_cluster(lab: Lab) -> None:
     old_ca = cp1.run("kubectl", "--kubeconfig", str(admin), "get", "nodes")
     assert old_ca.returncode == 1 and "x509: certificate signed by unknown authority" in old_ca.stderr
     assert [c["exit_code"] for c in lab.record.invocations(program="kubeadm")] == [0, 0, 0]
+
+
+def test_a_worker_without_registry_config_stays_not_ready(lab: Lab) -> None:
+    """The mistake a real air-gapped cluster shows late: one node cannot pull from the site registry.
+
+    (Removing hosts.toml would not do here: containerd falls back to plain HTTP for 127.0.0.1.)
+    """
+    cp1 = init_cluster(lab)
+    init = lab.record.init_config()
+    worker = lab.node("w1")
+    hosts = worker.root / "etc/containerd/certs.d/127.0.0.1:5000/hosts.toml"
+    hosts.write_text(hosts.read_text().replace("127.0.0.1:5000", "127.0.0.1:5999"))  # a wrong mirror address
+    worker.start_kubelet()
+    joined = worker.run(
+        "kubeadm",
+        "join",
+        "--config",
+        worker.config("join.yaml", dump(join_docs("w1", lab.record.tokens()[0]["token"], init["ca_hash"]))),
+    )
+    assert joined.returncode == 0, joined.stderr
+    assert kubectl(cp1, "apply", "-f", "-", stdin=calico("10.244.0.0/16")).returncode == 0
+    assert kubectl(cp1, "wait", "--for=condition=Ready", "node/cp1", "--timeout=30s").returncode == 0
+    late = kubectl(cp1, "wait", "--for=condition=Ready", "node/w1", "--timeout=5s")
+    assert late.returncode == 1 and "timed out waiting for the condition on nodes/w1" in late.stderr
+    pods = json.loads(kubectl(cp1, "get", "pods", "-A", "-o", "json").stdout)["items"]
+    on_worker = [p for p in pods if p["spec"]["nodeName"] == "w1"]
+    assert on_worker and all(p["status"]["phase"] == "Pending" for p in on_worker)
+    reasons = {p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] for p in on_worker}
+    assert reasons == {"ContainerCreating"}
+    beat = lab.record.heartbeats()["w1"]
+    assert not beat["sandbox_ok"] and "127.0.0.1:5000/google_containers/pause:3.8" in beat["pull_errors"]

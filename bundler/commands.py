@@ -2,9 +2,38 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from pathlib import Path
+
 import click
 
-from kubeferry.errors import OperationError
+from kubeferry.bundle_reader import Bundle
+from kubeferry.bundler.build import (
+    IMPLEMENTED,
+    BuildRequest,
+    build,
+    check_platform,
+    default_cache_dir,
+    effective_sources,
+    parse_include,
+)
+from kubeferry.console import human_bytes, progress_bars
+from kubeferry.versions import image_set
+
+_os_option = click.option("--os", "os_name", default="el7", show_default=True,
+                          help="Target OS: el7, el8, el9, ubuntu2004, ubuntu2204, debian12.")
+_arch_option = click.option("--arch", default="amd64", show_default=True,
+                            help="Target architecture: amd64 or arm64.")
+_k8s_option = click.option("--k8s", "kubernetes", required=True,
+                           help="Kubernetes patch release, e.g. 1.25.0.")
+_mirror_option = click.option(
+    "--mirror", "mirrors", multiple=True, metavar="HOST=URL",
+    help="Pull images of registry HOST from URL (http:// = plain HTTP); names stay upstream.")
+_sources_option = click.option(
+    "--sources", "sources_file", type=click.Path(path_type=Path, dir_okay=False),
+    help="YAML remapping any source (the schema 'kubeferry bundle sources' prints).")
 
 
 @click.group()
@@ -12,8 +41,128 @@ def bundle() -> None:
     """Build and read kubeferry bundles."""
 
 
-@bundle.command()
-@click.option("--k8s", "kubernetes", required=True, help="Kubernetes patch release, e.g. 1.25.0.")
-def build(kubernetes: str) -> None:
+@bundle.command("build")
+@_k8s_option
+@_os_option
+@_arch_option
+@click.option("--include", "include", default=",".join(IMPLEMENTED), show_default=True,
+              help="Content to bundle: images,packages,kernel,files.")
+@_mirror_option
+@_sources_option
+@click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Content-addressed download cache [default: $XDG_CACHE_HOME/kubeferry].")
+@click.option("--output", "output_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=Path("bundles"), show_default=True, help="Directory for the bundle file.")
+@click.option("--image-source", type=click.Choice(["registry", "docker"]), default="registry",
+              show_default=True, help="Take images from registries or a local Docker Engine.")
+@click.option("--registry-auth", type=click.Path(path_type=Path, dir_okay=False),
+              help="Registry credentials file in ~/.docker/config.json format.")
+@click.option("--registry-ca", type=click.Path(path_type=Path, dir_okay=False),
+              help="CA bundle (PEM) to trust for HTTPS registries and mirrors.")
+@click.option("--jobs", "workers", type=click.IntRange(1, 32), default=4, show_default=True,
+              help="Parallel downloads.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the bundle path.")
+def build_command(kubernetes: str, os_name: str, arch: str, include: str, mirrors: tuple[str, ...],
+                  sources_file: Path | None, cache_dir: Path | None, output_dir: Path,
+                  image_source: str, registry_auth: Path | None, registry_ca: Path | None,
+                  workers: int, quiet: bool) -> None:
     """Write one verifiable bundle file for a Kubernetes release."""
-    raise OperationError("bundle build is not implemented yet")
+    request = BuildRequest(
+        kubernetes=kubernetes, os=os_name, arch=arch, include=parse_include(include),
+        sources_file=sources_file, mirrors=mirrors, cache_dir=cache_dir or default_cache_dir(),
+        output_dir=output_dir, image_source=image_source, registry_auth=registry_auth,
+        registry_ca=registry_ca, workers=workers,
+    )
+    with progress_bars(quiet) as progress:
+        result = build(request, progress)
+    if quiet:
+        click.echo(str(result.path))
+        return
+    click.echo(f"bundle     {result.path}")
+    click.echo(f"digest     {result.metadata['membersDigest']}")
+    click.echo(f"images     {result.images}")
+    click.echo(f"downloaded {human_bytes(result.downloaded)}, from cache {human_bytes(result.cached)}")
+    click.echo(f"size       {human_bytes(result.size)} in {result.seconds:.1f} s")
+
+
+@bundle.command("sources")
+@_k8s_option
+@_os_option
+@_arch_option
+@_mirror_option
+@_sources_option
+def sources_command(kubernetes: str, os_name: str, arch: str, mirrors: tuple[str, ...],
+                    sources_file: Path | None) -> None:
+    """Print every source a build would touch, as YAML (the --sources schema)."""
+    images = image_set(kubernetes)
+    check_platform(os_name, arch)
+    sources = effective_sources(BuildRequest(kubernetes=images.kubernetes, os=os_name, arch=arch,
+                                             sources_file=sources_file, mirrors=mirrors))
+    header = (
+        f"# kubeferry bundle sources for Kubernetes {images.kubernetes}, {os_name}, {arch}.\n"
+        "# Feed back with --sources FILE to remap any entry. Registries also redirect to\n"
+        "# their blob storage and token services (registry.k8s.io -> regional storage,\n"
+        "# docker.io -> auth.docker.io, production.cloudflare.docker.com).\n"
+        "# Images:\n" + "".join(f"#   {name}\n" for name in images.images)
+    )
+    click.echo(sources.to_yaml(header), nl=False)
+
+
+@bundle.command("verify")
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
+def verify_command(bundle_path: Path) -> None:
+    """Check every member of BUNDLE. Exit 0 good, 1 corrupt or tampered, 2 not a bundle."""
+    result = Bundle.open(bundle_path).verify()
+    click.echo(f"{bundle_path}: OK, {result.members} members, {human_bytes(result.bytes)},"
+               f" {result.digest}")
+
+
+@bundle.command("inspect")
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole metadata as JSON.")
+def inspect_command(bundle_path: Path, as_json: bool) -> None:
+    """Show what BUNDLE holds (reads only its metadata; 'verify' checks the bytes)."""
+    opened = Bundle.open(bundle_path)
+    meta = opened.metadata
+    if as_json:
+        click.echo(json.dumps(meta, indent=2))
+        return
+    total = sum(member["size"] for member in opened.members)
+    click.echo(f"bundle      {bundle_path}")
+    click.echo(f"kubernetes  {meta['kubernetes']}   os {meta['os']}   arch {meta['arch']}")
+    click.echo(f"created     {meta.get('created', '?')} by kubeferry {meta.get('kubeferryVersion', '?')}")
+    click.echo(f"digest      {opened.digest}")
+    click.echo(f"members     {len(opened.members)} ({human_bytes(total)})")
+    click.echo(f"content     {', '.join(meta.get('include', []))}")
+    click.echo(f"images      {len(opened.images)}")
+    width = max((len(image["name"]) for image in opened.images), default=0)
+    for image in opened.images:
+        click.echo(f"  {image['name']:<{width}}  {image['digest'][:19]}  {human_bytes(image['size'])}")
+
+
+@bundle.command("images")
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
+@click.option("--output", "-o", "output", required=True, metavar="FILE|-",
+              help="Where to write the OCI image-layout tar; - for stdout.")
+def images_command(bundle_path: Path, output: str) -> None:
+    """Write BUNDLE's images as an OCI image-layout tar (for ctr/skopeo), verified on the way."""
+    opened = Bundle.open(bundle_path)
+    if output == "-":
+        if sys.stdout.isatty():
+            raise click.UsageError("refusing to write a tar to a terminal; use --output FILE or a pipe")
+        opened.write_images_layout(sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(output)
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        with open(partial, "wb") as handle:
+            count = opened.write_images_layout(handle)
+        os.replace(partial, target)
+    except OSError as error:
+        from kubeferry.errors import InputError
+
+        raise InputError(f"--output {output}: cannot write it ({error.strerror or error})") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    click.echo(f"{target}: {count} images (OCI image layout)", err=True)

@@ -1,9 +1,14 @@
-"""Which images a Kubernetes release needs, from ``manifests/kubernetes.yaml`` and ``calico.yaml``."""
+"""Which images a Kubernetes release needs, from ``manifests/kubernetes.yaml`` and ``calico.yaml``.
+
+The data is keyed by patch release because kubeadm changes etcd (and sometimes coredns)
+within a minor; docs/versions.md says where every value comes from.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from kubeferry import manifests
 from kubeferry.errors import InputError
@@ -19,9 +24,13 @@ def _key(version: str) -> tuple[int, int, int]:
     return tuple(int(part) for part in match.groups())  # type: ignore[return-value]
 
 
+def _releases() -> dict[str, Any]:
+    return {str(k): v for k, v in manifests.load("kubernetes")["releases"].items()}
+
+
 def supported_versions() -> list[str]:
     """Every patch release kubeferry has an image set for, oldest first."""
-    return sorted((str(v) for v in manifests.load("kubernetes")["releases"]), key=_key)
+    return sorted(_releases(), key=_key)
 
 
 def supported_range() -> str:
@@ -30,22 +39,68 @@ def supported_range() -> str:
     return f"{versions[0]}-{versions[-1]}"
 
 
+def minor_of(version: str) -> str:
+    """``1.25`` for ``1.25.3`` or ``v1.25.3``."""
+    major, minor, _ = _key(version)
+    return f"{major}.{minor}"
+
+
+@dataclass(frozen=True)
+class CalicoRelease:
+    """One calico release: its images and the manifest kubeferry installs it from."""
+
+    version: str
+    images: tuple[str, ...]
+    manifest_url: str
+    manifest_sha256: str | None  # None where no verified copy was at hand
+    tested: tuple[str, ...]  # Kubernetes minors tigera tests this release with
+
+
+def calico_release(version: str) -> CalicoRelease:
+    """The calico release ``version`` (``v3.24.5``) as listed in ``manifests/calico.yaml``."""
+    releases = manifests.load("calico")["releases"]
+    row = releases.get(version)
+    if row is None:
+        raise InputError(
+            f"calico {version!r} is not in kubeferry's data: choose one of {', '.join(releases)}"
+        )
+    manifest = row["manifest"]
+    return CalicoRelease(
+        version=version,
+        images=tuple(str(image) for image in row["images"]),
+        manifest_url=str(manifest["url"]),
+        manifest_sha256=manifest.get("sha256"),
+        tested=tuple(str(minor) for minor in row.get("tested", ())),
+    )
+
+
+def calico_for(kubernetes_minor: str) -> str:
+    """The calico release matched to a Kubernetes minor (``1.25`` -> ``v3.24.5``)."""
+    return str(manifests.load("calico")["kubernetes"][kubernetes_minor])
+
+
 @dataclass(frozen=True)
 class ImageSet:
     """The images one Kubernetes release needs: kubeadm's set plus calico."""
 
     kubernetes: str
-    kubeadm_repository: str
+    kubeadm_repository: str  # kubeadm's default imageRepository for this release
     pause: str
     etcd: str
     coredns: str
     calico: str
     calico_images: tuple[str, ...]
+    calico_manifest_url: str = ""
+    calico_manifest_sha256: str | None = None
 
     @property
     def minor(self) -> str:
-        major, minor, _ = _key(self.kubernetes)
-        return f"{major}.{minor}"
+        return minor_of(self.kubernetes)
+
+    @property
+    def tag(self) -> str:
+        """The tag of the kube-* images: ``v1.25.0`` (a ``+`` becomes ``_``)."""
+        return "v" + self.kubernetes.replace("+", "_")
 
     @property
     def pause_image(self) -> str:
@@ -55,16 +110,35 @@ class ImageSet:
     @property
     def kubeadm_images(self) -> tuple[str, ...]:
         """kubeadm's images under their upstream names (``kubeadm config images list``)."""
-        tag = "v" + self.kubernetes.replace("+", "_")
         repo = UPSTREAM_REPOSITORY
         return (
-            f"{repo}/kube-apiserver:{tag}",
-            f"{repo}/kube-controller-manager:{tag}",
-            f"{repo}/kube-scheduler:{tag}",
-            f"{repo}/kube-proxy:{tag}",
+            f"{repo}/kube-apiserver:{self.tag}",
+            f"{repo}/kube-controller-manager:{self.tag}",
+            f"{repo}/kube-scheduler:{self.tag}",
+            f"{repo}/kube-proxy:{self.tag}",
             self.pause_image,
             f"{repo}/etcd:{self.etcd}",
             f"{repo}/coredns/coredns:{self.coredns}",
+        )
+
+    def kubeadm_images_for(self, repository: str | None = None) -> tuple[str, ...]:
+        """The names this release's kubeadm asks for with ``imageRepository: repository``.
+
+        ``None`` means kubeadm's own default (``kubeadm_repository``: k8s.gcr.io before
+        1.24.9). kubeadm puts coredns under ``<repo>/coredns/coredns`` only when the
+        repository is its default; any other repository gets the flat ``<repo>/coredns``
+        (images.go GetDNSImage), so a Harbor project must hold coredns at that path.
+        """
+        repo = (repository or self.kubeadm_repository).rstrip("/")
+        dns = "coredns/coredns" if repo == self.kubeadm_repository else "coredns"
+        return (
+            f"{repo}/kube-apiserver:{self.tag}",
+            f"{repo}/kube-controller-manager:{self.tag}",
+            f"{repo}/kube-scheduler:{self.tag}",
+            f"{repo}/kube-proxy:{self.tag}",
+            f"{repo}/pause:{self.pause}",
+            f"{repo}/etcd:{self.etcd}",
+            f"{repo}/{dns}:{self.coredns}",
         )
 
     @property
@@ -73,24 +147,33 @@ class ImageSet:
         return self.kubeadm_images + self.calico_images
 
 
+def _unsupported(version: str) -> InputError:
+    if not _VERSION.match(version.strip()):
+        return InputError(
+            f"Kubernetes version {version!r} is not a patch release like 1.25.0:"
+            f" choose a release in {supported_range()}"
+        )
+    return InputError(
+        f"Kubernetes {version!r} is not supported: choose a release in {supported_range()}"
+    )
+
+
 def image_set(version: str) -> ImageSet:
     """The image set for ``version`` (``1.25.0`` or ``v1.25.0``); InputError if unsupported."""
-    normalized = version[1:] if version.startswith("v") else version
-    releases = {str(k): v for k, v in manifests.load("kubernetes")["releases"].items()}
-    row = releases.get(normalized)
+    normalized = version.strip()
+    normalized = normalized[1:] if normalized.startswith("v") else normalized
+    row = _releases().get(normalized)
     if row is None:
-        raise InputError(
-            f"Kubernetes {version!r} is not supported: choose a release in {supported_range()}"
-        )
-    calico = manifests.load("calico")
-    major, minor, _ = _key(normalized)
-    calico_version = calico["kubernetes"][f"{major}.{minor}"]
+        raise _unsupported(version)
+    calico = calico_release(calico_for(minor_of(normalized)))
     return ImageSet(
         kubernetes=normalized,
-        kubeadm_repository=row["repository"],
+        kubeadm_repository=str(row["repository"]),
         pause=str(row["pause"]),
         etcd=str(row["etcd"]),
         coredns=str(row["coredns"]),
-        calico=calico_version,
-        calico_images=tuple(calico["releases"][calico_version]["images"]),
+        calico=calico.version,
+        calico_images=calico.images,
+        calico_manifest_url=calico.manifest_url,
+        calico_manifest_sha256=calico.manifest_sha256,
     )

@@ -1,0 +1,171 @@
+"""``kubeferry bundle build`` as a Python API: one release in, one bundle file out."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from kubeferry import __version__, manifests
+from kubeferry.bundle_format import bundle_filename
+from kubeferry.bundler.content import Content
+from kubeferry.bundler.images import layout_content, pull_images
+from kubeferry.bundler.sources import Sources, apply_overrides, default_sources
+from kubeferry.bundler.writer import write_bundle
+from kubeferry.errors import InputError
+from kubeferry.oci.store import BlobStore
+from kubeferry.versions import ImageSet, image_set
+
+IMPLEMENTED = ("images",)
+
+Progress = Callable[[str, int, int], None]  # (phase, bytes just done, phase total)
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/kubeferry``, or ``~/.cache/kubeferry``."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kubeferry"
+
+
+def check_platform(os_name: str, arch: str) -> None:
+    platforms = manifests.load("platforms")
+    if os_name not in platforms["oses"]:
+        raise InputError(f"--os {os_name!r} is not supported: choose one of "
+                         + ", ".join(platforms["oses"]))
+    if arch not in platforms["arches"]:
+        raise InputError(f"--arch {arch!r} is not supported: choose one of "
+                         + ", ".join(platforms["arches"]))
+
+
+def parse_include(value: str) -> tuple[str, ...]:
+    """``images,files`` as a tuple; InputError for unknown or not-yet-available content."""
+    known = manifests.load("platforms")["content"]
+    names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    unknown = [name for name in names if name not in known]
+    if unknown or not names:
+        raise InputError(f"--include {value!r}: choose from {', '.join(known)}")
+    pending = [name for name in names if name not in IMPLEMENTED]
+    if pending:
+        raise InputError(
+            f"--include {','.join(pending)}: not available in this kubeferry yet;"
+            f" build with --include {','.join(IMPLEMENTED)}"
+        )
+    return names
+
+
+@dataclass
+class BuildRequest:
+    """Everything a build needs; the CLI fills it from flags."""
+
+    kubernetes: str
+    os: str = "el7"
+    arch: str = "amd64"
+    include: tuple[str, ...] = IMPLEMENTED
+    sources_file: Path | None = None
+    mirrors: tuple[str, ...] = ()
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    output_dir: Path = Path("bundles")
+    image_source: str = "registry"
+    registry_auth: Path | None = None
+    registry_ca: Path | None = None
+    workers: int = 4
+
+
+@dataclass
+class BuildResult:
+    path: Path
+    metadata: dict[str, Any]
+    images: int
+    downloaded: int
+    cached: int
+    size: int
+    seconds: float
+
+
+def effective_sources(request: BuildRequest) -> Sources:
+    return apply_overrides(default_sources(request.kubernetes, request.os, request.arch),
+                           request.sources_file, request.mirrors)
+
+
+def build(request: BuildRequest, progress: Progress | None = None) -> BuildResult:
+    """Fetch what ``request`` names into the cache and write the bundle file."""
+    started = time.monotonic()
+    images = image_set(request.kubernetes)
+    check_platform(request.os, request.arch)
+    sources = effective_sources(request)
+    output_dir = request.output_dir
+    if not output_dir.is_dir():
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise InputError(f"--output {output_dir}: cannot create it ({error.strerror})") from None
+    store = BlobStore(request.cache_dir)
+    contents: list[Content] = []
+    downloaded = cached = 0
+    if "images" in request.include:
+        source = _image_source(request, sources)
+        pulled = pull_images(
+            images.images, source, store, request.arch, request.workers,
+            progress=(lambda n, total: progress("pull", n, total)) if progress else None,
+        )
+        downloaded, cached = pulled.downloaded, pulled.cached
+        contents.append(layout_content(pulled, store))
+    metadata = _metadata(request, images, sources, contents)
+    members = [member for content in contents for member in content.members]
+    target = output_dir / bundle_filename(request.kubernetes, request.os, request.arch)
+    total = sum(member.size for member in members)
+    written = write_bundle(
+        target, metadata, members,
+        progress=(lambda n: progress("write", n, total)) if progress else None,
+        mtime=int(time.time()),
+    )
+    return BuildResult(
+        path=target, metadata=written, images=len(images.images) if contents else 0,
+        downloaded=downloaded, cached=cached, size=target.stat().st_size,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _image_source(request: BuildRequest, sources: Sources):
+    if request.image_source == "docker":
+        from kubeferry.oci.docker_source import DockerSource
+
+        return DockerSource()
+    from kubeferry.oci.auth import Credentials
+    from kubeferry.oci.client import RegistryClient
+
+    return RegistryClient(
+        endpoints=sources.registries,
+        credentials=Credentials.from_docker_config(request.registry_auth),
+        ca_file=str(request.registry_ca) if request.registry_ca else None,
+    )
+
+
+def _metadata(request: BuildRequest, images: ImageSet, sources: Sources,
+              contents: list[Content]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {
+        "kubernetes": request.kubernetes,
+        "os": request.os,
+        "arch": request.arch,
+        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "kubeferryVersion": __version__,
+        "include": list(request.include),
+        "sources": sources.to_dict(),
+        "imageSet": {
+            "kubeadmRepository": images.kubeadm_repository,
+            "pause": images.pause,
+            "pauseImage": images.pause_image,
+            "etcd": images.etcd,
+            "coredns": images.coredns,
+            "calico": images.calico,
+            "kubeadmImages": list(images.kubeadm_images),
+            "calicoImages": list(images.calico_images),
+        },
+        "images": [],
+    }
+    for content in contents:
+        metadata.update(content.metadata)
+    return metadata

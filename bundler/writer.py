@@ -1,0 +1,102 @@
+"""Write a bundle file: metadata first, then every member, to a temp name renamed at the end."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import Any, Callable
+
+from kubeferry.bundle_format import FORMAT, FORMAT_VERSION, METADATA_NAME, members_digest
+from kubeferry.bundler.content import Member
+from kubeferry.errors import OperationError
+
+CHUNK = 1 << 20
+
+
+def write_bundle(
+    target: Path,
+    metadata: dict[str, Any],
+    members: list[Member],
+    progress: Callable[[int], None] | None = None,
+    mtime: int = 0,
+) -> dict[str, Any]:
+    """Write ``members`` and their metadata as the bundle ``target``; return the metadata.
+
+    The bytes of each member are hashed again as they are copied, so a damaged cache
+    file can never end up in a bundle under a good checksum.
+    """
+    paths = [member.path for member in members]
+    if len(set(paths)) != len(paths):
+        raise OperationError("internal error: two bundle members share a path")
+    listed = [{"path": m.path, "size": m.size, "sha256": m.sha256} for m in members]
+    metadata = {
+        "format": FORMAT,
+        "formatVersion": FORMAT_VERSION,
+        **metadata,
+        "members": listed,
+        "membersDigest": members_digest(listed),
+    }
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        with open(partial, "wb") as handle:
+            with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                raw = json.dumps(metadata, indent=1, sort_keys=False).encode() + b"\n"
+                tar.addfile(_info(METADATA_NAME, len(raw), mtime), io.BytesIO(raw))
+                for member in members:
+                    _add_member(tar, member, mtime, progress)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return metadata
+
+
+def _info(name: str, size: int, mtime: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mode = 0o644
+    info.mtime = mtime
+    return info
+
+
+class _HashingReader:
+    """Reads a file, hashing what passes, reporting progress."""
+
+    def __init__(self, handle, progress: Callable[[int], None] | None) -> None:
+        self._handle = handle
+        self._progress = progress
+        self.sha256 = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self.sha256.update(data)
+        if self._progress and data:
+            self._progress(len(data))
+        return data
+
+
+def _add_member(tar: tarfile.TarFile, member: Member, mtime: int,
+                progress: Callable[[int], None] | None) -> None:
+    try:
+        with open(member.source, "rb") as source:
+            if os.fstat(source.fileno()).st_size != member.size:
+                raise OperationError(
+                    f"cache file {member.source} for {member.path} changed size;"
+                    " delete it and build again"
+                )
+            reader = _HashingReader(source, progress)
+            tar.addfile(_info(member.path, member.size, mtime), reader)
+    except FileNotFoundError:
+        raise OperationError(
+            f"cache file {member.source} for {member.path} is gone; build again"
+        ) from None
+    if reader.sha256.hexdigest() != member.sha256:
+        raise OperationError(
+            f"cache file {member.source} for {member.path} does not match its sha256;"
+            " delete it and build again"
+        )

@@ -1,0 +1,54 @@
+"""The bundle file format, shared by the writer (build stage) and every reader.
+
+A bundle is one uncompressed POSIX tar (pax headers). Its first member is
+``kubeferry-bundle.json``, the metadata; every other member is a regular file listed
+in the metadata's ``members`` with its size and sha256, in the order they follow.
+Images live under ``images/`` as one OCI image layout; packages, kernel and files
+under their own prefixes. See docs/bundle-format.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from typing import Any, Iterable
+
+FORMAT = "kubeferry-bundle"
+FORMAT_VERSION = 1
+METADATA_NAME = "kubeferry-bundle.json"
+IMAGES_PREFIX = "images/"
+BUNDLE_SUFFIX = ".tar"
+
+# Annotations on the images/index.json entries (what `ctr images import` names images by).
+CONTAINERD_NAME = "io.containerd.image.name"
+OCI_REF_NAME = "org.opencontainers.image.ref.name"
+
+
+def bundle_filename(kubernetes: str, os_name: str, arch: str) -> str:
+    """``kubeferry-k8s-1.25.0-el7-amd64.tar``: the name says what is inside."""
+    return f"kubeferry-k8s-{kubernetes}-{os_name}-{arch}{BUNDLE_SUFFIX}"
+
+
+def unsafe_path_reason(path: str) -> str | None:
+    """Why ``path`` may not be a bundle member (escapes the root, not canonical), or None."""
+    if not path or "\\" in path or "\x00" in path:
+        return "is not a plain relative path"
+    if path.startswith("/"):
+        return "is an absolute path"
+    parts = path.split("/")
+    if ".." in parts:
+        return "climbs out of the bundle with '..'"
+    if posixpath.normpath(path) != path or "." in parts or "" in parts:
+        return "is not a canonical relative path"
+    return None
+
+
+def members_digest(members: Iterable[dict[str, Any]]) -> str:
+    """The aggregate digest: sha256 over one ``<sha256> <size> <path>`` line per member, in order.
+
+    It names the whole content of a bundle in one value an operator can compare.
+    """
+    digest = hashlib.sha256()
+    for member in members:
+        digest.update(f"{member['sha256']} {member['size']} {member['path']}\n".encode())
+    return "sha256:" + digest.hexdigest()

@@ -1,0 +1,301 @@
+"""Read a bundle without extracting it: metadata, verified member streams, images out.
+
+Every read checks what it reads: member paths (nothing may escape the extraction root,
+no links, no duplicates, nothing unlisted), sizes, sha256 of every byte, and truncation.
+A bundle that fails any check is refused with one line naming the member.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Callable, Iterator
+
+from kubeferry.bundle_format import (
+    CONTAINERD_NAME,
+    FORMAT,
+    FORMAT_VERSION,
+    IMAGES_PREFIX,
+    METADATA_NAME,
+    members_digest,
+    unsafe_path_reason,
+)
+from kubeferry.errors import InputError, OperationError
+
+CHUNK = 1 << 20
+IMAGES_INDEX = IMAGES_PREFIX + "index.json"
+MAX_METADATA_BYTES = 64 << 20
+
+
+class NotABundle(InputError):
+    """The file is unreadable or is not a kubeferry bundle (exit 2)."""
+
+
+class CorruptBundle(OperationError):
+    """The bundle is damaged or was tampered with (exit 1)."""
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    members: int
+    bytes: int
+    digest: str
+
+
+class Bundle:
+    """An open bundle file. Cheap to open: only the metadata is read until you stream."""
+
+    def __init__(self, path: Path, metadata: dict[str, Any]) -> None:
+        self.path = path
+        self.metadata = metadata
+        self.members: list[dict[str, Any]] = metadata["members"]
+        self._by_path = {member["path"]: member for member in self.members}
+
+    # -- opening -------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path) -> Bundle:
+        """Read and check the metadata of the bundle at ``path``."""
+        path = Path(path)
+        try:
+            with open(path, "rb") as handle, _tar_stream(handle, path) as tar:
+                info = _next_member(tar, path)
+                if info is None or info.name != METADATA_NAME:
+                    raise NotABundle(f"{path}: not a kubeferry bundle (no {METADATA_NAME} first)")
+                metadata = _read_metadata(tar, info, path)
+        except OSError as error:
+            raise NotABundle(f"{path}: cannot read it ({error.strerror or error})") from None
+        return cls(path, metadata)
+
+    # -- what it holds ---------------------------------------------------------------
+
+    @property
+    def digest(self) -> str:
+        return self.metadata["membersDigest"]
+
+    @property
+    def kubernetes(self) -> str:
+        return self.metadata["kubernetes"]
+
+    @property
+    def os(self) -> str:
+        return self.metadata["os"]
+
+    @property
+    def arch(self) -> str:
+        return self.metadata["arch"]
+
+    @property
+    def images(self) -> list[dict[str, Any]]:
+        return self.metadata.get("images", [])
+
+    def member(self, path: str) -> dict[str, Any] | None:
+        return self._by_path.get(path)
+
+    # -- streaming ---------------------------------------------------------------------
+
+    def stream(
+        self, want: Callable[[str], bool] = lambda path: False
+    ) -> Iterator[tuple[dict[str, Any], Iterator[bytes]]]:
+        """Walk the whole bundle once, verifying every member; yield the wanted ones.
+
+        For each wanted member this yields ``(entry, chunks)``. The chunks are handed out
+        as they are read; the member's sha256 is checked when it ends, so a consumer must
+        treat its output as provisional until the walk finishes without CorruptBundle.
+        """
+        seen: set[str] = set()
+        expected = iter(self.members)
+        try:
+            with open(self.path, "rb") as handle, _tar_stream(handle, self.path) as tar:
+                _next_member(tar, self.path)  # the metadata, checked by open()
+                while True:
+                    info = _next_member(tar, self.path)
+                    if info is None:
+                        break
+                    entry = self._check_header(info, seen)
+                    listed = next(expected, None)
+                    if listed is None or listed["path"] != info.name:
+                        raise CorruptBundle(
+                            f"{self.path}: member {info.name} is out of order"
+                            " (members must follow the metadata's list)"
+                        )
+                    chunks = _verified_chunks(tar, info, entry, self.path)
+                    if want(info.name):
+                        yield entry, chunks
+                    for _ in chunks:  # drain what the consumer did not read
+                        pass
+        except OSError as error:
+            raise NotABundle(f"{self.path}: cannot read it ({error.strerror or error})") from None
+        missing = next(expected, None)
+        if missing is not None:
+            raise CorruptBundle(f"{self.path}: truncated: member {missing['path']} is missing")
+
+    def _check_header(self, info: tarfile.TarInfo, seen: set[str]) -> dict[str, Any]:
+        name = info.name
+        reason = unsafe_path_reason(name)
+        if reason:
+            raise CorruptBundle(f"{self.path}: refusing member {name!r}: it {reason}")
+        if not info.isreg():
+            kind = "a link" if info.issym() or info.islnk() else "not a regular file"
+            raise CorruptBundle(f"{self.path}: refusing member {name}: it is {kind}")
+        if name in seen:
+            raise CorruptBundle(f"{self.path}: refusing member {name}: it appears twice")
+        seen.add(name)
+        entry = self._by_path.get(name)
+        if entry is None:
+            raise CorruptBundle(f"{self.path}: refusing member {name}: it is not in the metadata")
+        if info.size != entry["size"]:
+            raise CorruptBundle(
+                f"{self.path}: member {name} has {info.size} bytes, the metadata says {entry['size']}"
+            )
+        return entry
+
+    def verify(self) -> VerifyResult:
+        """Read every byte; CorruptBundle naming the first bad member, else a summary."""
+        total = 0
+        index: bytes | None = None
+        for entry, chunks in self.stream(want=lambda path: True):
+            data = b"".join(chunks) if entry["path"] == IMAGES_INDEX else None
+            for _ in chunks:
+                pass
+            index = data if data is not None else index
+            total += entry["size"]
+        self._check_images_index(index)
+        return VerifyResult(members=len(self.members), bytes=total, digest=self.digest)
+
+    def _check_images_index(self, index: bytes | None) -> None:
+        """The metadata's image list must say what images/index.json says."""
+        if index is None:
+            if self.images:
+                raise CorruptBundle(f"{self.path}: lists images but has no {IMAGES_INDEX}")
+            return
+        from_index = sorted(
+            (m.get("annotations", {}).get(CONTAINERD_NAME, ""), m["digest"])
+            for m in json.loads(index)["manifests"]
+        )
+        from_metadata = sorted((image["name"], image["digest"]) for image in self.images)
+        if from_index != from_metadata:
+            raise CorruptBundle(
+                f"{self.path}: the image list in the metadata does not match {IMAGES_INDEX}"
+            )
+
+    def read_member(self, path: str) -> bytes | None:
+        """The verified bytes of one small member (reads up to it), or None if not listed."""
+        if path not in self._by_path:
+            return None
+        for _entry, chunks in self._stream_until(path):
+            return b"".join(chunks)
+        return None
+
+    def _stream_until(self, path: str) -> Iterator[tuple[dict[str, Any], Iterator[bytes]]]:
+        walk = self.stream(want=lambda name: name == path)
+        for entry, chunks in walk:
+            data = list(chunks)  # the checksum is verified once the chunks are exhausted
+            yield entry, iter(data)
+            walk.close()
+            return
+
+    # -- images out ---------------------------------------------------------------------
+
+    def write_images_layout(self, out: IO[bytes]) -> int:
+        """Write the images as an OCI image-layout tar (what ``ctr images import`` reads).
+
+        Streams members from the bundle, verified as they pass; returns the image count.
+        """
+        if self.member(IMAGES_INDEX) is None:
+            raise InputError(f"{self.path}: this bundle holds no images")
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as layout:
+            for entry, chunks in self.stream(want=lambda p: p.startswith(IMAGES_PREFIX)):
+                info = tarfile.TarInfo(entry["path"][len(IMAGES_PREFIX):])
+                info.size = entry["size"]
+                info.mode = 0o644
+                info.mtime = 0
+                layout.addfile(info, _ChunkReader(chunks))
+        return len(self.images)
+
+
+class _ChunkReader:
+    """A minimal file object over an iterator of byte chunks (for tarfile.addfile)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+
+    def read(self, size: int = -1) -> bytes:
+        while size < 0 or len(self._buffer) < size:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                break
+            self._buffer += chunk
+        if size < 0:
+            data, self._buffer = self._buffer, b""
+        else:
+            data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+
+def _tar_stream(handle: IO[bytes], path: Path) -> tarfile.TarFile:
+    try:
+        return tarfile.open(fileobj=handle, mode="r|")
+    except tarfile.TarError:
+        raise NotABundle(f"{path}: not a kubeferry bundle (not a tar file)") from None
+
+
+def _next_member(tar: tarfile.TarFile, path: Path) -> tarfile.TarInfo | None:
+    try:
+        return tar.next()
+    except tarfile.TarError as error:
+        raise CorruptBundle(f"{path}: damaged or truncated tar ({error})") from None
+
+
+def _read_metadata(tar: tarfile.TarFile, info: tarfile.TarInfo, path: Path) -> dict[str, Any]:
+    if not info.isreg() or info.size > MAX_METADATA_BYTES:
+        raise NotABundle(f"{path}: {METADATA_NAME} is not a plausible metadata file")
+    handle = tar.extractfile(info)
+    try:
+        raw = handle.read() if handle else b""
+        metadata = json.loads(raw)
+    except (tarfile.TarError, OSError, ValueError):
+        raise CorruptBundle(f"{path}: {METADATA_NAME} is damaged") from None
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        raise NotABundle(f"{path}: not a kubeferry bundle ({METADATA_NAME} has no format)")
+    if metadata.get("formatVersion") != FORMAT_VERSION:
+        raise NotABundle(
+            f"{path}: bundle format {metadata.get('formatVersion')} is not readable by this"
+            f" kubeferry (reads {FORMAT_VERSION}); use a matching kubeferry"
+        )
+    members = metadata.get("members")
+    if not isinstance(members, list) or not all(
+        isinstance(m, dict) and {"path", "size", "sha256"} <= set(m) for m in members
+    ):
+        raise CorruptBundle(f"{path}: {METADATA_NAME} has no valid member list")
+    if members_digest(members) != metadata.get("membersDigest"):
+        raise CorruptBundle(f"{path}: the member list does not match its digest (tampered?)")
+    return metadata
+
+
+def _verified_chunks(
+    tar: tarfile.TarFile, info: tarfile.TarInfo, entry: dict[str, Any], path: Path
+) -> Iterator[bytes]:
+    """The member's bytes in chunks; CorruptBundle at the end if they do not match."""
+    digest = hashlib.sha256()
+    remaining = info.size
+    handle = tar.extractfile(info)
+    assert handle is not None
+    try:
+        while remaining > 0:
+            chunk = handle.read(min(CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+            digest.update(chunk)
+            yield chunk
+    except (tarfile.TarError, OSError) as error:
+        raise CorruptBundle(f"{path}: truncated in member {info.name} ({error})") from None
+    if remaining:
+        raise CorruptBundle(f"{path}: truncated in member {info.name}")
+    if digest.hexdigest() != entry["sha256"]:
+        raise CorruptBundle(f"{path}: member {info.name} does not match its sha256 (corrupt or tampered)")

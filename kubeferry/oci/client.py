@@ -1,0 +1,942 @@
+"""A daemonless registry client: resolve, pull into the blob store, and push.
+
+Why not oras-py's provider: it lets requests follow redirects, has no timeouts, retries
+only on exceptions and HTTP 500 with fixed sleeps (not 429/503, no Retry-After), writes
+blobs without checking size or digest, and cannot resume. This client:
+
+- follows redirects by hand (registry.k8s.io answers every /v2/ call with 307) and sends
+  an Authorization header only to the origin that challenged for it;
+- retries 429 (honouring Retry-After), 5xx, resets, refusals and timeouts with bounded
+  exponential backoff;
+- streams blobs into the store's partial file, hashing as it goes, resumes with Range,
+  and publishes a blob only when size and digest match.
+
+``endpoints`` maps an upstream registry name to the URL its bytes come from, so
+``--mirror registry.k8s.io=http://127.0.0.1:5000`` keeps upstream names in the bundle.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import email.utils
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Union
+from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
+
+import requests
+import urllib3
+
+from kubeferry.errors import InputError, OperationError
+from kubeferry.oci import mediatypes
+from kubeferry.oci.auth import Authorizer, Credentials
+from kubeferry.oci.descriptor import Descriptor
+from kubeferry.oci.reference import DIGEST_RE, ImageReference
+from kubeferry.oci.store import BlobStore, digest_of
+
+Progress = Callable[[int], None]
+Body = Union[bytes, Callable[[], BinaryIO], None]
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MAX_REDIRECTS = 5
+MAX_MANIFEST_BYTES = 4 << 20  # distribution refuses larger manifests too
+MAX_BACKOFF = 30.0
+_CHUNK = 1 << 16
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Errors while reading a body: the connection broke, timed out or ended early.
+_STREAM_ERRORS = (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError)
+
+
+@dataclass
+class ResolvedImage:
+    """One single-platform image as resolved from a registry, with every digest recorded."""
+
+    reference: ImageReference
+    index_digest: str | None
+    index_media_type: str | None
+    manifest_digest: str
+    manifest_media_type: str
+    manifest: bytes
+    config: Descriptor
+    layers: list[Descriptor]
+    platform: dict
+    index: bytes | None = None
+    # What resolve() itself downloaded: manifest/index/config bytes and the blob digests.
+    fetched_bytes: int = field(default=0, compare=False)
+    fetched_blobs: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def blobs(self) -> list[Descriptor]:
+        """The config and the layers: every blob the manifest needs."""
+        return [self.config, *self.layers]
+
+    @property
+    def pinned(self) -> ImageReference:
+        """The reference pinned to the single-platform manifest digest."""
+        return self.reference.with_digest(self.manifest_digest)
+
+
+@dataclass
+class PullResult:
+    image: ResolvedImage
+    bytes_downloaded: int
+    bytes_cached: int
+
+
+def _origin(url: str) -> str:
+    """``scheme://host:port`` with the default port made explicit: what auth is keyed on."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    port = parts.port or _DEFAULT_PORTS.get(scheme, 0)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+def _with_params(url: str, params: dict[str, str]) -> str:
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _reason(error: BaseException) -> str:
+    """A short, human reason for a network failure."""
+    text = str(error)
+    untrusted = re.search(r"certificate verify failed: ([^(')]+)", text)
+    if untrusted:
+        return f"certificate verify failed: {untrusted.group(1).strip()}"
+    for needle, reason in (
+        ("Connection refused", "connection refused"),
+        ("Connection reset", "connection reset"),
+        ("Name or service not known", "host name does not resolve"),
+        ("Temporary failure in name resolution", "host name does not resolve"),
+        ("No route to host", "no route to host"),
+        ("Network is unreachable", "network is unreachable"),
+        ("IncompleteRead", "connection closed mid-transfer"),
+    ):
+        if needle in text:
+            return reason
+    if isinstance(error, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)):
+        return "timed out"
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _trust_bundle(ca_file: str) -> str:
+    """A CA file trusting ``ca_file`` as well as the usual roots.
+
+    requests takes one bundle path; passing only the lab/Harbor CA would make every other
+    registry (docker.io, a redirect target) untrusted. So both go into one temp file.
+    """
+    try:
+        custom = Path(ca_file).read_bytes()
+    except OSError as error:
+        raise InputError(f"cannot read CA file {ca_file}: {error.strerror}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in custom:
+        raise InputError(f"CA file {ca_file} holds no PEM certificate")
+    system = os.environ.get("REQUESTS_CA_BUNDLE") or requests.utils.DEFAULT_CA_BUNDLE_PATH
+    try:
+        roots = Path(system).read_bytes()
+    except OSError:
+        roots = b""
+    with tempfile.NamedTemporaryFile(prefix="kubeferry-ca-", suffix=".pem", delete=False) as out:
+        out.write(roots + b"\n" + custom)
+    atexit.register(_unlink_quietly, out.name)  # close() removes it earlier
+    return out.name
+
+
+def _unlink_quietly(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _media_type_of(data: dict, fallback: str | None) -> str:
+    declared = data.get("mediaType")
+    if isinstance(declared, str) and declared:
+        return declared
+    if fallback:
+        return fallback
+    if data.get("schemaVersion") == 1:
+        return mediatypes.DOCKER_SCHEMA1
+    return mediatypes.OCI_INDEX if "manifests" in data else mediatypes.OCI_MANIFEST
+
+
+def _wanted_platform(os_name: str, arch: str) -> tuple[str, str, tuple[str, ...]]:
+    """(os, architecture, acceptable variants); an empty variant tuple accepts any."""
+    arch, _, variant = arch.partition("/")
+    if variant:
+        return os_name, arch, (variant,)
+    if arch == "arm64":
+        return os_name, arch, ("v8", "")
+    return os_name, arch, ()
+
+
+def _platform_text(platform: dict) -> str:
+    text = f"{platform.get('os', '?')}/{platform.get('architecture', '?')}"
+    return text + (f"/{platform['variant']}" if platform.get("variant") else "")
+
+
+class RegistryClient:
+    """Talks the OCI distribution API to registries, mirrors and Harbor."""
+
+    def __init__(
+        self,
+        endpoints: dict[str, str] | None = None,
+        credentials: Credentials | None = None,
+        ca_file: str | None = None,
+        timeout: float = 30.0,
+        max_retries: int = 5,
+        backoff: float = 0.5,
+    ) -> None:
+        self._endpoints: dict[str, str] = {}
+        for registry, url in (endpoints or {}).items():
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise InputError(
+                    f"endpoint {url!r} for {registry} must be an http:// or https:// URL"
+                )
+            self._endpoints[registry] = url.rstrip("/")
+        self.timeout = timeout
+        self.max_retries = max_retries
+        self.backoff = backoff
+        self.verify: str | bool = _trust_bundle(ca_file) if ca_file else True
+        self.session = requests.Session()
+        # A no-op auth keeps requests from adding ~/.netrc credentials to our requests.
+        self.session.auth = lambda request: request
+        self.session.headers["User-Agent"] = "kubeferry"
+        self.authorizer = Authorizer(credentials, self._send)
+        self.sleep: Callable[[float], None] = time.sleep  # replaceable, to observe backoff
+
+    def close(self) -> None:
+        self.session.close()
+        if isinstance(self.verify, str):
+            _unlink_quietly(self.verify)
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- endpoints and errors -------------------------------------------------------------
+
+    def endpoint(self, registry: str) -> str:
+        """The API base URL for an upstream registry name."""
+        if registry in self._endpoints:
+            return self._endpoints[registry]
+        if registry == "docker.io":
+            return "https://registry-1.docker.io"
+        return f"https://{registry}"
+
+    def _where(self, registry: str) -> str:
+        url = self.endpoint(registry)
+        return registry if url == f"https://{registry}" else f"{registry} at {url}"
+
+    def _fail(self, response: requests.Response, what: str, registry: str) -> OperationError:
+        """An error for an unexpected response, naming the thing and the registry."""
+        status = response.status_code
+        detail = ""
+        try:
+            errors = json.loads(response.content[:65536]).get("errors") or []
+            detail = f": {errors[0].get('message') or errors[0].get('code')}" if errors else ""
+        except (ValueError, AttributeError, TypeError, IndexError, OSError):
+            detail = ""
+        where = self._where(registry)
+        if status == 401:
+            return OperationError(
+                f"{what}: access denied by {where} (HTTP 401{detail}); "
+                "check the credentials in --registry-auth FILE"
+            )
+        if status == 403:
+            return OperationError(f"{what}: forbidden by {where} (HTTP 403{detail})")
+        if status == 404:
+            return OperationError(f"{what}: not found at {where} (HTTP 404{detail})")
+        return OperationError(f"{what}: {where} answered HTTP {status}{detail}")
+
+    # -- transport --------------------------------------------------------------------------
+
+    def _sleep(self, attempt: int, response: requests.Response | None = None) -> None:
+        """Back off exponentially; a 429/503 Retry-After is honoured up to MAX_BACKOFF."""
+        delay = min(self.backoff * (2**attempt), MAX_BACKOFF)
+        if response is not None:
+            asked = _retry_after(response)
+            if asked is not None:
+                delay = min(max(asked, delay), MAX_BACKOFF)
+        self.sleep(delay)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str] | None = None,
+        params: Any = None,
+        data: Body = None,
+        stream: bool = False,
+        where: str | None = None,
+    ) -> requests.Response:
+        """One HTTP exchange without redirects, retried on 429/5xx and network failures."""
+        where = where or urlsplit(url).netloc
+        attempt = 0
+        while True:
+            body = data() if callable(data) else data
+            try:
+                response = self.session.request(
+                    method,
+                    url,
+                    headers=headers,
+                    params=params,
+                    data=body,
+                    stream=stream,
+                    timeout=self.timeout,
+                    verify=self.verify,
+                    allow_redirects=False,
+                )
+            except requests.exceptions.SSLError as error:
+                raise OperationError(
+                    f"cannot reach {where}: TLS verification failed ({_reason(error)}); "
+                    "pass the registry's CA certificate"
+                ) from None
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
+                if attempt >= self.max_retries:
+                    raise OperationError(f"cannot reach {where}: {_reason(error)}") from None
+                self._sleep(attempt)
+                attempt += 1
+                continue
+            finally:
+                if callable(data) and body is not None:
+                    body.close()
+            if response.status_code in RETRY_STATUSES:
+                if attempt >= self.max_retries:
+                    response.close()
+                    raise OperationError(
+                        f"{where} answered HTTP {response.status_code} to {method} "
+                        f"{urlsplit(url).path} {attempt + 1} times; try again later"
+                    )
+                self._sleep(attempt, response)
+                response.close()
+                attempt += 1
+                continue
+            return response
+
+    def _request(
+        self,
+        registry: str,
+        method: str,
+        url: str,
+        *,
+        scopes: list[str],
+        headers: dict[str, str] | None = None,
+        params: Any = None,
+        data: Body = None,
+        stream: bool = False,
+    ) -> requests.Response:
+        """A registry API call: endpoint mapping, auth challenges, redirects by hand."""
+        base = self.endpoint(registry)
+        own_origin = _origin(base)
+        login_host = urlsplit(base).netloc
+        where = self._where(registry)
+        if not url.startswith(("http://", "https://")):
+            url = base + url
+        hops = 0
+        answered: set[str] = set()
+        while True:
+            origin = _origin(url)
+            own = origin == own_origin
+            sent = dict(headers or {})
+            authorization = self.authorizer.header(origin, login_host, own, scopes)
+            if authorization:
+                sent["Authorization"] = authorization
+            response = self._send(
+                method, url, headers=sent, params=params, data=data, stream=stream, where=where
+            )
+            status = response.status_code
+            if status == 401 and origin not in answered:
+                answered.add(origin)
+                response.close()
+                self.authorizer.answer(origin, login_host, own, scopes, response)
+                continue
+            if status in REDIRECTS:
+                location = response.headers.get("Location")
+                response.close()
+                if not location:
+                    raise OperationError(f"{where} sent HTTP {status} without a Location")
+                if hops >= MAX_REDIRECTS:
+                    raise OperationError(f"{where}: more than {MAX_REDIRECTS} redirects")
+                url = urljoin(response.url or url, location)
+                params = None  # the Location carries its own query
+                hops += 1
+                if status == 303:
+                    method, data = "GET", None
+                continue
+            return response
+
+    # -- pull ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _pull_scope(ref: ImageReference) -> list[str]:
+        return [f"repository:{ref.repository}:pull"]
+
+    @staticmethod
+    def _push_scope(ref: ImageReference) -> list[str]:
+        return [f"repository:{ref.repository}:pull,push"]
+
+    def _head_manifest(self, ref: ImageReference) -> tuple[str, str | None] | None:
+        """(digest, media type) of a tag, or None if the registry does not say."""
+        response = self._request(
+            ref.registry,
+            "HEAD",
+            f"/v2/{ref.repository}/manifests/{ref.reference}",
+            scopes=self._pull_scope(ref),
+            headers={"Accept": mediatypes.ACCEPT},
+        )
+        response.close()
+        if response.status_code != 200:
+            return None
+        digest = response.headers.get("Docker-Content-Digest", "")
+        if not DIGEST_RE.match(digest):
+            return None
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return digest, content_type or None
+
+    def _get_manifest(
+        self, ref: ImageReference, reference: str, expected: str | None
+    ) -> tuple[bytes, str | None, str]:
+        """GET a manifest and verify it: against ``expected``, else Docker-Content-Digest."""
+        what = f"manifest {reference} of {ref}"
+        response = self._request(
+            ref.registry,
+            "GET",
+            f"/v2/{ref.repository}/manifests/{reference}",
+            scopes=self._pull_scope(ref),
+            headers={"Accept": mediatypes.ACCEPT},
+            stream=True,
+        )
+        try:
+            if response.status_code != 200:
+                raise self._fail(response, what, ref.registry)
+            data = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
+        except _STREAM_ERRORS as error:
+            raise OperationError(f"{what}: download failed: {_reason(error)}") from None
+        finally:
+            response.close()
+        if len(data) > MAX_MANIFEST_BYTES:
+            raise OperationError(f"{what} is larger than {MAX_MANIFEST_BYTES} bytes; refused")
+        actual = digest_of(data)
+        if expected is not None and actual != expected:
+            raise OperationError(
+                f"manifest {expected} of {ref} does not match its digest (got {actual})"
+            )
+        announced = response.headers.get("Docker-Content-Digest", "")
+        if expected is None and announced.startswith("sha256:") and announced != actual:
+            raise OperationError(
+                f"manifest of {ref} does not match the registry's digest {announced} "
+                f"(got {actual})"
+            )
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
+        return data, content_type or None, actual
+
+    def _manifest_bytes(
+        self,
+        ref: ImageReference,
+        reference: str,
+        expected: str | None,
+        store: BlobStore | None,
+        fetched: list[int],
+    ) -> tuple[bytes, str | None, str]:
+        """A manifest from the store when its digest is known and present, else the registry."""
+        media_type = None
+        if store is not None and expected is None:
+            head = self._head_manifest(ref)
+            if head is not None:
+                expected, media_type = head
+        if store is not None and expected is not None and store.has(expected):
+            return store.get_bytes(expected), media_type, expected
+        data, got_type, digest = self._get_manifest(ref, reference, expected)
+        fetched[0] += len(data)
+        if store is not None:
+            store.put_bytes(data, digest)
+        return data, got_type or media_type, digest
+
+    def resolve(
+        self,
+        ref: ImageReference,
+        arch: str = "amd64",
+        os: str = "linux",
+        store: BlobStore | None = None,
+    ) -> ResolvedImage:
+        """Resolve ``ref`` to its single-platform manifest for ``os``/``arch``.
+
+        With a ``store``, a tag is HEADed first and manifests already stored are not
+        downloaded again (a warm rebuild transfers nothing); fetched manifests are stored.
+        """
+        fetched = [0]
+        data, media_type, digest = self._manifest_bytes(
+            ref, ref.reference, ref.digest, store, fetched
+        )
+        document = self._parse(data, f"manifest of {ref}")
+        media_type = _media_type_of(document, media_type)
+        self._refuse_schema1(ref, media_type, document)
+        index_digest = index_media_type = index_bytes = None
+        platform: dict | None = None
+        if media_type in mediatypes.INDEX_TYPES:
+            index_digest, index_media_type, index_bytes = digest, media_type, data
+            child = self._pick_child(ref, document, os, arch)
+            platform = dict(child.platform or {})
+            data, _, digest = self._manifest_bytes(ref, child.digest, child.digest, store, fetched)
+            document = self._parse(data, f"manifest {child.digest} of {ref}")
+            media_type = _media_type_of(document, child.media_type)
+            self._refuse_schema1(ref, media_type, document)
+        if media_type not in mediatypes.MANIFEST_TYPES:
+            raise OperationError(f"{ref}: unsupported manifest media type {media_type!r}")
+        where = f"manifest {digest} of {ref}"
+        config = Descriptor.from_dict(document.get("config"), where)
+        layers_data = document.get("layers")
+        if not isinstance(layers_data, list):
+            raise OperationError(f"{where} has no layers list")
+        layers = [Descriptor.from_dict(layer, where) for layer in layers_data]
+        fetched_blobs: tuple[str, ...] = ()
+        if platform is None:
+            platform, config_fetched = self._config_platform(ref, config, store, fetched)
+            if config_fetched:
+                fetched_blobs = (config.digest,)
+            wanted_os, wanted_arch, variants = _wanted_platform(os, arch)
+            if platform and (
+                platform.get("os") != wanted_os or platform.get("architecture") != wanted_arch
+            ):
+                raise OperationError(
+                    f"{ref} is a single-platform image for {_platform_text(platform)}, "
+                    f"not {wanted_os}/{arch}"
+                )
+        return ResolvedImage(
+            reference=ref,
+            index_digest=index_digest,
+            index_media_type=index_media_type,
+            manifest_digest=digest,
+            manifest_media_type=media_type,
+            manifest=data,
+            config=config,
+            layers=layers,
+            platform=platform,
+            index=index_bytes,
+            fetched_bytes=fetched[0],
+            fetched_blobs=fetched_blobs,
+        )
+
+    @staticmethod
+    def _parse(data: bytes, where: str) -> dict:
+        try:
+            document = json.loads(data)
+        except ValueError:
+            raise OperationError(f"{where} is not valid JSON") from None
+        if not isinstance(document, dict):
+            raise OperationError(f"{where} is not a JSON object")
+        return document
+
+    @staticmethod
+    def _refuse_schema1(ref: ImageReference, media_type: str, document: dict) -> None:
+        if media_type in mediatypes.SCHEMA1_TYPES or document.get("schemaVersion") == 1:
+            raise OperationError(
+                f"{ref} is a Docker schema 1 manifest, which kubeferry does not read; "
+                "push it again with a current docker or skopeo (schema 2 / OCI)"
+            )
+
+    @staticmethod
+    def _pick_child(ref: ImageReference, index: dict, os_name: str, arch: str) -> Descriptor:
+        """The index entry for the wanted platform, preferring an exact variant match."""
+        wanted_os, wanted_arch, variants = _wanted_platform(os_name, arch)
+        entries = index.get("manifests")
+        if not isinstance(entries, list):
+            raise OperationError(f"index of {ref} has no manifests list")
+        children = [Descriptor.from_dict(entry, f"index of {ref}") for entry in entries]
+        matches = []
+        for child in children:
+            platform = child.platform or {}
+            if platform.get("os") != wanted_os or platform.get("architecture") != wanted_arch:
+                continue
+            variant = platform.get("variant") or ""
+            if variants and variant not in variants:
+                continue
+            rank = variants.index(variant) if variants else 0
+            matches.append((rank, child))
+        if not matches:
+            available = ", ".join(
+                sorted({_platform_text(c.platform) for c in children if c.platform})
+            )
+            raise OperationError(
+                f"{ref} has no {wanted_os}/{arch} image (it has: {available or 'none'})"
+            )
+        matches.sort(key=lambda item: item[0])
+        return matches[0][1]
+
+    def _config_platform(
+        self,
+        ref: ImageReference,
+        config: Descriptor,
+        store: BlobStore | None,
+        fetched: list[int],
+    ) -> tuple[dict, bool]:
+        """The platform a single-platform image's config declares (it has no index to say)."""
+        if store is not None:
+            got = self.fetch_blob(ref, config, store)
+            fetched[0] += got
+            data = store.get_bytes(config.digest)
+        else:
+            data = self._blob_bytes(ref, config)
+            fetched[0] += len(data)
+            got = len(data)
+        document = self._parse(data, f"config {config.digest} of {ref}")
+        platform = {
+            key: document[key]
+            for key in ("os", "architecture", "variant")
+            if isinstance(document.get(key), str) and document[key]
+        }
+        return platform, got > 0
+
+    def _blob_bytes(self, ref: ImageReference, descriptor: Descriptor) -> bytes:
+        """A small blob read into memory and verified (used without a store)."""
+        what = f"blob {descriptor.digest} of {ref}"
+        response = self._request(
+            ref.registry,
+            "GET",
+            f"/v2/{ref.repository}/blobs/{descriptor.digest}",
+            scopes=self._pull_scope(ref),
+            stream=True,
+        )
+        try:
+            if response.status_code != 200:
+                raise self._fail(response, what, ref.registry)
+            data = response.raw.read(descriptor.size + 1, decode_content=False)
+        except _STREAM_ERRORS as error:
+            raise OperationError(f"{what}: download failed: {_reason(error)}") from None
+        finally:
+            response.close()
+        actual = digest_of(data)
+        if len(data) != descriptor.size or actual != descriptor.digest:
+            raise OperationError(f"{what} does not match its digest (got {actual})")
+        return data
+
+    def fetch_blob(
+        self,
+        ref: ImageReference,
+        descriptor: Descriptor,
+        store: BlobStore,
+        progress: Progress | None = None,
+    ) -> int:
+        """Download one blob into the store; returns the bytes that crossed the network."""
+        if store.has(descriptor.digest):
+            return 0
+        with store.lock(descriptor.digest):
+            if store.has(descriptor.digest):
+                return 0
+            return self._download(ref, descriptor, store, progress)
+
+    def _download(
+        self,
+        ref: ImageReference,
+        descriptor: Descriptor,
+        store: BlobStore,
+        progress: Progress | None,
+    ) -> int:
+        digest, size = descriptor.digest, descriptor.size
+        what = f"blob {digest} of {ref}"
+        partial = store.partial_path(digest)
+        fetched = 0
+        failures = 0
+        fresh_retry_used = False
+        while True:
+            offset = partial.stat().st_size if partial.exists() else 0
+            if offset > size:
+                partial.unlink()
+                offset = 0
+            resumed = offset > 0
+            hasher = hashlib.sha256()
+            if offset:
+                with open(partial, "rb") as handle:
+                    for chunk in iter(lambda: handle.read(1 << 20), b""):
+                        hasher.update(chunk)
+            if offset < size:
+                try:
+                    offset, got, hasher = self._stream_blob(
+                        ref, descriptor, partial, offset, hasher, progress
+                    )
+                    fetched += got
+                except _Interrupted as interrupted:
+                    fetched += interrupted.got
+                    failures += 1
+                    if failures > self.max_retries:
+                        raise OperationError(
+                            f"{what}: download from {self._where(ref.registry)} kept failing "
+                            f"({interrupted.reason}); run again to resume"
+                        ) from None
+                    self._sleep(failures - 1)
+                    continue
+            actual = "sha256:" + hasher.hexdigest()
+            if offset != size or actual != digest:
+                partial.unlink(missing_ok=True)
+                if resumed and not fresh_retry_used:
+                    fresh_retry_used = True  # the old partial may be stale: one clean try
+                    continue
+                raise OperationError(f"{what} does not match its digest (got {actual})")
+            store.commit_partial(digest, actual_digest=actual)
+            return fetched
+
+    def _stream_blob(
+        self,
+        ref: ImageReference,
+        descriptor: Descriptor,
+        partial: Any,
+        offset: int,
+        hasher: Any,
+        progress: Progress | None,
+    ) -> tuple[int, int, Any]:
+        """One GET (with Range when resuming) appended to the partial file.
+
+        Returns (bytes now in the partial file, bytes received, the hasher over the whole
+        file); raises _Interrupted when the
+        transfer breaks, after keeping what arrived so the next try resumes from there.
+        """
+        what = f"blob {descriptor.digest} of {ref}"
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        response = self._request(
+            ref.registry,
+            "GET",
+            f"/v2/{ref.repository}/blobs/{descriptor.digest}",
+            scopes=self._pull_scope(ref),
+            headers=headers,
+            stream=True,
+        )
+        got = 0
+        try:
+            status = response.status_code
+            if status == 206 and offset and self._range_start(response) == offset:
+                mode = "ab"
+            elif status == 200:
+                mode, offset = "wb", 0  # the server ignored Range: start again from byte 0
+                hasher = hashlib.sha256()
+            elif status in (206, 416):
+                partial.unlink(missing_ok=True)  # unusable range answer: start over
+                raise _Interrupted(f"HTTP {status} to a Range request", 0)
+            else:
+                raise self._fail(response, what, ref.registry)
+            with open(partial, mode) as out:
+                try:
+                    for chunk in response.raw.stream(_CHUNK, decode_content=False):
+                        if offset + len(chunk) > descriptor.size:
+                            out.close()
+                            partial.unlink(missing_ok=True)
+                            raise OperationError(
+                                f"{what} is larger than the {descriptor.size} bytes its "
+                                "descriptor says; refused"
+                            )
+                        out.write(chunk)
+                        hasher.update(chunk)
+                        offset += len(chunk)
+                        got += len(chunk)
+                        if progress is not None:
+                            progress(len(chunk))
+                except _STREAM_ERRORS as error:
+                    raise _Interrupted(_reason(error), got) from None
+            if offset < descriptor.size:
+                raise _Interrupted("connection closed mid-transfer", got)
+            return offset, got, hasher
+        finally:
+            response.close()
+
+    @staticmethod
+    def _range_start(response: requests.Response) -> int | None:
+        value = response.headers.get("Content-Range", "")
+        if not value.startswith("bytes "):
+            return None
+        try:
+            return int(value[len("bytes ") :].split("-", 1)[0])
+        except ValueError:
+            return None
+
+    def pull(
+        self,
+        ref: ImageReference,
+        store: BlobStore,
+        arch: str = "amd64",
+        os: str = "linux",
+        workers: int = 4,
+        progress: Progress | None = None,
+    ) -> PullResult:
+        """Resolve ``ref`` and download its config and layers in parallel (bounded)."""
+        image = self.resolve(ref, arch, os, store)
+        unique = {blob.digest: blob for blob in image.blobs}
+        cached = sum(
+            blob.size
+            for blob in unique.values()
+            if blob.digest not in image.fetched_blobs and store.has(blob.digest)
+        )
+        missing = [blob for blob in unique.values() if not store.has(blob.digest)]
+        downloaded = image.fetched_bytes
+        if missing:
+            with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+                futures = [
+                    pool.submit(self.fetch_blob, ref, blob, store, progress) for blob in missing
+                ]
+                done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+                for future in pending:
+                    future.cancel()
+                for future in futures:
+                    if future.done() and not future.cancelled() and future.exception():
+                        raise future.exception()  # type: ignore[misc]
+                downloaded += sum(future.result() for future in futures)
+        return PullResult(image=image, bytes_downloaded=downloaded, bytes_cached=cached)
+
+    # -- push -----------------------------------------------------------------------------
+
+    def ping(self, registry: str) -> bool:
+        """Check that ``registry`` speaks the v2 API and accepts our credentials."""
+        response = self._request(registry, "GET", "/v2/", scopes=[])
+        response.close()
+        if response.status_code != 200:
+            raise self._fail(response, "registry API check", registry)
+        return True
+
+    def blob_exists(self, ref: ImageReference, digest: str) -> bool:
+        response = self._request(
+            ref.registry,
+            "HEAD",
+            f"/v2/{ref.repository}/blobs/{digest}",
+            scopes=self._push_scope(ref),
+        )
+        response.close()
+        if response.status_code == 200:
+            return True
+        if response.status_code == 404:
+            return False
+        raise self._fail(response, f"blob {digest} of {ref.name}", ref.registry)
+
+    def mount_blob(self, ref: ImageReference, digest: str, from_repository: str) -> bool:
+        """Ask the registry to link a blob from another repository: True when mounted."""
+        response = self._request(
+            ref.registry,
+            "POST",
+            f"/v2/{ref.repository}/blobs/uploads/",
+            scopes=[*self._push_scope(ref), f"repository:{from_repository}:pull"],
+            params={"mount": digest, "from": from_repository},
+            headers={"Content-Length": "0"},
+        )
+        response.close()
+        if response.status_code == 201:
+            return True
+        if response.status_code == 202:
+            location = response.headers.get("Location")
+            if location:  # not mountable: drop the upload session it opened instead
+                cancel = self._request(
+                    ref.registry,
+                    "DELETE",
+                    urljoin(response.url, location),
+                    scopes=self._push_scope(ref),
+                )
+                cancel.close()
+            return False
+        raise self._fail(response, f"mount of blob {digest} into {ref.name}", ref.registry)
+
+    def push_blob(self, ref: ImageReference, descriptor: Descriptor, store: BlobStore) -> int:
+        """Upload one blob (skipped when the registry has it); returns bytes sent."""
+        digest = descriptor.digest
+        if self.blob_exists(ref, digest):
+            return 0
+        what = f"upload of blob {digest} to {ref.name}"
+        start = self._request(
+            ref.registry,
+            "POST",
+            f"/v2/{ref.repository}/blobs/uploads/",
+            scopes=self._push_scope(ref),
+            headers={"Content-Length": "0"},
+        )
+        start.close()
+        location = start.headers.get("Location")
+        if start.status_code != 202 or not location:
+            raise self._fail(start, what, ref.registry)
+        size = store.size(digest)
+        finish = self._request(
+            ref.registry,
+            "PUT",
+            _with_params(urljoin(start.url, location), {"digest": digest}),
+            scopes=self._push_scope(ref),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            data=lambda: store.open(digest),
+        )
+        finish.close()
+        if finish.status_code != 201:
+            raise self._fail(finish, what, ref.registry)
+        return size
+
+    def push_manifest(self, ref: ImageReference, data: bytes, media_type: str) -> str:
+        """PUT a manifest under the ref's tag (or digest); returns its digest."""
+        digest = digest_of(data)
+        target = ref.tag or ref.digest or digest
+        response = self._request(
+            ref.registry,
+            "PUT",
+            f"/v2/{ref.repository}/manifests/{target}",
+            scopes=self._push_scope(ref),
+            headers={"Content-Type": media_type},
+            data=data,
+        )
+        response.close()
+        if response.status_code not in (200, 201):
+            raise self._fail(response, f"push of manifest {digest} to {ref}", ref.registry)
+        announced = response.headers.get("Docker-Content-Digest")
+        if announced and announced.startswith("sha256:") and announced != digest:
+            raise OperationError(
+                f"{self._where(ref.registry)} stored manifest {digest} of {ref} "
+                f"as {announced}; refused"
+            )
+        return digest
+
+    def push_image(
+        self,
+        ref: ImageReference,
+        image: ResolvedImage,
+        store: BlobStore,
+        mount_from: str | None = None,
+    ) -> int:
+        """Push a resolved single-platform image: blobs (mounted when possible), then manifest.
+
+        Returns the blob bytes uploaded (0 when the registry had them all).
+        """
+        sent = 0
+        for blob in {blob.digest: blob for blob in image.blobs}.values():
+            if self.blob_exists(ref, blob.digest):
+                continue
+            if mount_from and self.mount_blob(ref, blob.digest, mount_from):
+                continue
+            sent += self.push_blob(ref, blob, store)
+        self.push_manifest(ref, image.manifest, image.manifest_media_type)
+        return sent
+
+
+class _Interrupted(Exception):
+    """A blob transfer broke after ``got`` bytes; the partial file keeps them."""
+
+    def __init__(self, reason: str, got: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.got = got

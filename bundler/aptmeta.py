@@ -18,7 +18,6 @@ from typing import Iterable, Iterator
 from kubeferry.bundler.pkgmodel import DEB, Cap, Or, Package, Req
 from kubeferry.bundler.rpmmd import MetadataError, open_compressed
 from kubeferry.bundler.versioncmp import DEB_RELATIONS
-
 from kubeferry.errors import OperationError
 
 # Preferred order of Packages indexes when a Release lists several.

@@ -38,7 +38,6 @@ from kubeferry.bundler.pkgmodel import (
     newer_first,
     package_satisfies,
 )
-
 from kubeferry.errors import InputError, OperationError
 
 

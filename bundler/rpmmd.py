@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import IO, Iterable, Iterator
 
 import yaml
+
 from kubeferry.bundler.pkgmodel import RPM, And, Cap, If, Or, Package, Req, Unless
 from kubeferry.bundler.versioncmp import RPM_FLAGS
-
 from kubeferry.errors import OperationError
 
 REPO_NS = "http://linux.duke.edu/metadata/repo"
@@ -271,20 +271,20 @@ def parse_primary(path: Path, repo: str, arches: Iterable[str], where: str) -> l
     return packages
 
 
-def primary_entries(path: Path, checksums: set[str], where: str) -> dict[str, bytes]:
-    """The upstream ``<package>`` elements of the given checksums, serialized, by checksum.
+def primary_entries(path: Path, checksums: set[str], where: str) -> dict[str, ET.Element]:
+    """The upstream ``<package>`` elements with the given checksums, by checksum.
 
     The bundle's primary.xml reuses them verbatim except for location and checksum.
     """
-    ET.register_namespace("", COMMON_NS)
-    ET.register_namespace("rpm", RPM_NS)
-    found: dict[str, bytes] = {}
+    found: dict[str, ET.Element] = {}
+    if not checksums:
+        return found
     with open_compressed(path) as stream:
         for element in _iter_elements(stream, f"{_C}package", where):
             checksum_el = element.find(f"{_C}checksum")
             key = (checksum_el.text or "").strip().lower() if checksum_el is not None else ""
             if key in checksums:
-                found[key] = ET.tostring(element, encoding="utf-8")
+                found[key] = element
                 if len(found) == len(checksums):
                     break
     return found

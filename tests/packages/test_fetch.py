@@ -6,8 +6,8 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from kubeferry.bundler.fetch import ChecksumMismatch, Fetcher
 
+from kubeferry.bundler.fetch import ChecksumMismatch, Fetcher
 from kubeferry.errors import OperationError
 
 from .httpserver import StaticServer, cut

@@ -7,6 +7,7 @@ import lzma
 from pathlib import Path
 
 import pytest
+
 from kubeferry.bundler.aptmeta import (
     dearmor,
     parse_depends,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from kubeferry.bundler.aptmeta import parse_relation
 from kubeferry.bundler.pkgmodel import DEB, RPM, Cap, If, Or, Package
 from kubeferry.bundler.resolver import Pin, Resolver, Universe, Unsatisfiable
-
 from kubeferry.errors import InputError
 
 

@@ -15,7 +15,7 @@ from kubeferry.bundler.content import Content
 from kubeferry.bundler.sources import Sources
 
 from .httpserver import StaticServer
-from .standin_rpm import RpmSpec, TestKey, build_rpms, make_repo
+from .standin_rpm import RpmSpec, SigningKey, build_rpms, make_repo
 
 K8S_VERSIONS = {"1.24.17": "150400.1.1", "1.25.0": "150500.1.1", "1.25.1": "150500.1.1"}
 
@@ -138,7 +138,7 @@ class StandinRepos:
 def el8_standin(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("el8-standin")
     work = tmp_path_factory.mktemp("rpmbuild")
-    key = TestKey(tmp_path_factory.mktemp("gpg") / "home")
+    key = SigningKey(tmp_path_factory.mktemp("gpg") / "home")
     try:
         rpms = {}
         for name, specs in el8_standin_specs().items():

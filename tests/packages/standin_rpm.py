@@ -94,7 +94,7 @@ def build_rpms(specs: list[RpmSpec], out_dir: Path, work: Path) -> list[Path]:
         return list(pool.map(lambda s: build_rpm(s, out_dir, work), specs))
 
 
-class TestKey:
+class SigningKey:
     """A throwaway OpenPGP signing key in its own GNUPGHOME; ``close()`` stops its agent."""
 
     def __init__(self, home: Path, name: str = "kubeferry test packages"):

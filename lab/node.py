@@ -110,7 +110,7 @@ def prepare(node: Node, base: Path, public_key: str, sudo_user: str) -> None:
 
 def new_identity() -> tuple[str, str]:
     """A fresh machine-id and product_uuid, as two distinct machines would have."""
-    return uuid.uuid4().hex, str(uuid.uuid4()).upper()
+    return uuid.uuid4().hex, str(uuid.uuid4())
 
 
 def _host_key(name: str) -> tuple[str, str]:

@@ -240,10 +240,8 @@ class Site:
         base = rootfs.ensure_base(log=log)
         recipe = rootfs.Recipe.default()
         data = paths.data_dir() / name
-        if data.exists():  # node disks of a site whose state is gone (the host rebooted)
-            teardown.remove({"kind": "dir", "path": str(data)})
-        data.mkdir(parents=True)
-        _check_overlay_capable(data)
+        data.parent.mkdir(parents=True, exist_ok=True)
+        _check_overlay_capable(data.parent)
         run = paths.run_dir() / name
         if run.exists():
             shutil.rmtree(run)
@@ -255,6 +253,9 @@ class Site:
             "owner": None if owner is None else [owner, proc.start_time(owner)],
         })
         journal.add("dir", path=str(data))
+        if data.exists():  # node disks of a site whose state is gone (the host rebooted)
+            teardown.remove({"kind": "dir", "path": str(data)})
+        data.mkdir(parents=True)
         site = cls(journal)
         site._make(count, recipe, log)
         log(f"lab {name} up: {count} nodes in {time.monotonic() - started:.1f}s")

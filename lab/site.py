@@ -311,10 +311,13 @@ class Site:
         launcher_record = self.journal.add("process", node=member.name, role="launcher")
         init_record = self.journal.add("process", node=member.name, role="init", stop="kill")
         launcher = node.launch(member, self.base)
-        self.journal.update(launcher_record, pid=launcher.pid,
-                            started=proc.start_time(launcher.pid))
-        init = node.init_pid(member, launcher.pid)
-        self.journal.update(init_record, pid=init, started=proc.start_time(init))
+        self._record_pid(launcher_record, launcher.pid)
+        self._record_pid(init_record, node.init_pid(member, launcher.pid))
+
+    def _record_pid(self, record: dict, pid: int) -> None:
+        """Record a pid with its start time; one already gone is recorded as nothing to stop."""
+        started = proc.start_time(pid)
+        self.journal.update(record, pid=pid if started is not None else None, started=started)
 
     def _wait(self, member: Node) -> str:
         record = self._init_record(member)

@@ -39,6 +39,7 @@ def mirrors(registry_url: str) -> tuple[str, ...]:
 
 def seed_upstream(registry_url: str, kubernetes: str, profile: str = "tiny",
                   arch: str = "amd64", platforms: tuple[str, ...] = ("amd64", "arm64"),
+                  ca_file: str | None = None, auth: tuple[str, str] | None = None,
                   ) -> dict[str, PushedImage]:
     """Push every image of ``kubernetes`` into ``registry_url``; full upstream name -> image."""
     spec = _spec()
@@ -54,5 +55,5 @@ def seed_upstream(registry_url: str, kubernetes: str, profile: str = "tiny",
             layers.append(standin_layer(f"{layer}-{seed}", max(2048, size // divisor)))
         shape = spec["shapes"].get(key, spec["shapes"]["default"])
         pushed[name] = push_image(registry_url, ref.repository, ref.tag, layers, shape=shape,
-                                  arch=arch, platforms=platforms)
+                                  arch=arch, platforms=platforms, ca_file=ca_file, auth=auth)
     return pushed

@@ -153,3 +153,23 @@ def test_registry_down_is_one_clear_line(tmp_path: Path) -> None:
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
     assert not list((tmp_path / "o").glob("*.tar"))
+
+
+def test_https_mirror_with_custom_ca_and_credentials_file(tmp_path: Path) -> None:
+    """An internal mirror behind HTTPS (own CA) and htpasswd: --registry-ca, --registry-auth."""
+    from kubeferry.lab.registry import write_docker_config
+    from kubeferry.lab.upstream import seed_upstream
+
+    with Registry(tmp_path / "mirror", tls=True, htpasswd={"ferry": "s3cret-pass"}) as mirror:
+        seed_upstream(mirror.url, "1.25.0", ca_file=mirror.ca_file, auth=("ferry", "s3cret-pass"))
+        auth = write_docker_config(tmp_path / "auth.json", mirror.host, "ferry", "s3cret-pass")
+        common = ["bundle", "build", "--k8s", "1.25.0", *mirror_flags(mirror),
+                  "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "out")]
+        no_ca = kubeferry(*common, "--registry-auth", str(auth))
+        assert no_ca.returncode == 1 and len(no_ca.stderr.strip().splitlines()) == 1, no_ca.stderr
+        no_auth = kubeferry(*common, "--registry-ca", mirror.ca_file)
+        assert no_auth.returncode == 1 and len(no_auth.stderr.strip().splitlines()) == 1
+        good = kubeferry(*common, "--registry-ca", mirror.ca_file, "--registry-auth", str(auth))
+        assert good.returncode == 0, good.stderr
+        assert "s3cret-pass" not in good.stdout + good.stderr + no_auth.stderr
+    assert kubeferry("bundle", "verify", str(next((tmp_path / "out").glob("*.tar")))).returncode == 0

@@ -102,7 +102,7 @@ def double_conf(
 ) -> str:
     """The text of /etc/kubeferry-lab/double.conf for a node (same on every node).
 
-    ``site_registries``: registry hosts (``harbor.lab:443`` style, as in image names) whose
+    ``site_registries``: registry hosts exactly as image names spell them (``harbor.lab``) whose
     images kubectl apply admits; empty = every host with a containerd certs.d/hosts.toml.
     The node name defaults to the node's hostname.
     """

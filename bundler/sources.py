@@ -60,7 +60,11 @@ def default_sources(kubernetes: str, os_name: str, arch: str) -> Sources:
     context = {"kubernetes": kubernetes, "minor": f"{major}.{minor}", "os": os_name,
                "arch": arch, "rpm_arch": {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)}
     data = manifests.load("sources")
-    return Sources(**{name: _select(data.get(name), os_name, context) for name in SECTIONS})
+    sources = Sources(**{name: _select(data.get(name), os_name, context) for name in SECTIONS})
+    from kubeferry.bundler.files import pinned_file_urls  # files.py imports Sources
+
+    sources.files = {**pinned_file_urls(kubernetes), **sources.files}
+    return sources
 
 
 def check_url(url: str, what: str) -> str:

@@ -50,6 +50,8 @@ class InstallContext:
     _logs: dict[str, HostLog] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _secret_lock: threading.Lock = field(default_factory=threading.Lock)
+    state_lock: threading.Lock = field(default_factory=threading.Lock)
+    progress_factory: Callable[[str], Callable[[int], None]] | None = None
 
     def __post_init__(self) -> None:
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
@@ -84,6 +86,10 @@ class InstallContext:
                                         log=self.log(host))
                 self._connections[host.name] = connection
             return connection
+
+    def progress(self, phase: str) -> Callable[[int], None] | None:
+        """A byte-progress callback for ``phase`` (None when not on a terminal)."""
+        return self.progress_factory(phase) if self.progress_factory else None
 
     def close(self) -> None:
         for connection in self._connections.values():

@@ -129,3 +129,27 @@ def test_apt_installs_offline_from_the_bundle(debian_bundle, tmp_path: Path) -> 
                          "kubectl 1.25.0-1.1 install ok installed"]
     assert lines[3] == "kubelet 1.25.0-1.1 install ok installed"
     assert _chroot(root, "kubelet").stdout.strip() == "kubelet 1.25.0-1.1"
+
+
+@pytest.mark.real
+def test_installed_set_model_is_debootstrap_minbase(kubernetes_apt, tmp_path: Path) -> None:
+    """The set a build assumes installed is exactly what debootstrap --variant=minbase
+    installs (over-counting would leave a node without a package nobody bundled)."""
+    from kubeferry.bundler.fetch import Fetcher
+    from kubeferry.bundler.packages import _load, _universe, installed_set
+    from kubeferry.bundler.repositories import os_spec
+
+    spec = os_spec("debian12")
+    sources = _sources(kubernetes_apt.url)
+    repos = _load(spec.repositories_for("amd64"), spec, "amd64", sources,
+                  Fetcher(cache_root() / "build-cache"), {})
+    installed, warnings = installed_set(spec, _universe(spec, repos), repos)
+    assert warnings == []
+    release = parse_release(requests.get(f"{MIRROR}/dists/bookworm/InRelease",
+                                         timeout=(15, 60)).text, "bookworm")
+    status = subprocess.run(["tar", "-xzOf", str(minbase_tarball(release.fields["Version"])),
+                             "./var/lib/dpkg/status"], capture_output=True, text=True,
+                            timeout=300, check=True).stdout
+    debootstrapped = {line.split()[1] for line in status.splitlines()
+                      if line.startswith("Package: ")}
+    assert {p.name for p in installed} == debootstrapped

@@ -14,11 +14,12 @@ from typing import Any, Callable, Protocol, Sequence
 
 from kubeferry.bundle_format import CONTAINERD_NAME, IMAGES_PREFIX, OCI_REF_NAME
 from kubeferry.bundler.content import Content, Member
+from kubeferry.oci import mediatypes
+from kubeferry.oci.convert import docker_to_oci
 from kubeferry.oci.reference import ImageReference
 from kubeferry.oci.store import BlobStore, Descriptor
 
 OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
 
 class ImageSource(Protocol):
@@ -62,21 +63,53 @@ def pull_images(
             wanted.setdefault(blob.digest, (ref, blob))
     missing = [(ref, blob) for ref, blob in wanted.values() if not store.has(blob.digest)]
     total_missing = sum(blob.size for _, blob in missing)
-    cached = sum(blob.size for _, blob in wanted.values()) - total_missing
+    # resolve() may have fetched small blobs (configs, to read a platform): not cache hits
+    during_resolve = {digest for image in resolved for digest in image.fetched_blobs}
+    cached = sum(blob.size for digest, (_, blob) in wanted.items()
+                 if digest not in during_resolve) - total_missing
     on_bytes = (lambda n: progress(n, total_missing)) if progress else None
     with ThreadPoolExecutor(max_workers=workers) as pool:
         fetched = list(pool.map(
             lambda item: source.fetch_blob(item[0], item[1], store, on_bytes), missing))
-    return PulledImages(images=list(zip(refs, resolved)), downloaded=sum(fetched), cached=cached)
+    during_resolve_bytes = sum(image.fetched_bytes for image in resolved)
+    return PulledImages(images=list(zip(refs, resolved)), downloaded=sum(fetched) + during_resolve_bytes,
+                        cached=cached)
 
 
-def _index_entry(ref: ImageReference, image: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class BundledImage:
+    """One image as the bundle stores it: an OCI manifest over the upstream blobs."""
+
+    name: str  # the full upstream name
+    digest: str  # of the manifest as stored in the bundle
+    manifest: bytes
+    blobs: tuple[Descriptor, ...]
+    platform: dict[str, Any]
+    upstream_digest: str  # of the single-platform manifest upstream
+    index_digest: str | None  # of the upstream index or list it was picked from
+
+
+def bundled_image(ref: ImageReference, image: Any, store: BlobStore) -> BundledImage:
+    """``image`` as stored in a bundle; Docker schema2 manifests become OCI manifests."""
+    manifest = image.manifest
+    if image.manifest_media_type == mediatypes.DOCKER_MANIFEST:
+        manifest = docker_to_oci(manifest)
+    elif image.manifest_media_type != mediatypes.OCI_MANIFEST:
+        raise ValueError(f"{ref}: unexpected manifest type {image.manifest_media_type}")
+    return BundledImage(
+        name=str(ref), digest=store.put_bytes(manifest), manifest=manifest,
+        blobs=tuple(image.blobs), platform=dict(image.platform or {}),
+        upstream_digest=image.manifest_digest, index_digest=image.index_digest,
+    )
+
+
+def _index_entry(image: BundledImage) -> dict[str, Any]:
     """An index.json entry that ``ctr images import`` names after the full upstream name."""
     entry: dict[str, Any] = {
-        "mediaType": image.manifest_media_type,
-        "digest": image.manifest_digest,
+        "mediaType": mediatypes.OCI_MANIFEST,
+        "digest": image.digest,
         "size": len(image.manifest),
-        "annotations": {CONTAINERD_NAME: str(ref), OCI_REF_NAME: str(ref)},
+        "annotations": {CONTAINERD_NAME: image.name, OCI_REF_NAME: image.name},
     }
     if image.platform:
         entry["platform"] = image.platform
@@ -89,33 +122,32 @@ def layout_content(pulled: PulledImages, store: BlobStore) -> Content:
     ``index.json`` points straight at single-platform manifests, so containerd imports
     exactly the platform the bundle was built for, under the upstream names.
     """
-    entries = [_index_entry(ref, image) for ref, image in pulled.images]
-    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries},
-                       indent=1).encode()
+    images = [bundled_image(ref, image, store) for ref, image in pulled.images]
+    index = json.dumps({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
+                        "manifests": [_index_entry(image) for image in images]}, indent=1).encode()
     members = [
         _store_member(store, IMAGES_PREFIX + "oci-layout", store.put_bytes(OCI_LAYOUT)),
         _store_member(store, IMAGES_PREFIX + "index.json", store.put_bytes(index)),
     ]
     seen: set[str] = set()
-    for _, image in pulled.images:
-        digests = [image.manifest_digest] + [blob.digest for blob in image.blobs]
-        for digest in digests:
+    for image in images:
+        for digest in [image.digest] + [blob.digest for blob in image.blobs]:
             if digest not in seen:
                 seen.add(digest)
                 members.append(_store_member(store, _blob_path(digest), digest))
-    metadata = {"images": [_image_metadata(ref, image) for ref, image in pulled.images]}
-    return Content(kind="images", members=members, metadata=metadata)
+    return Content(kind="images", members=members,
+                   metadata={"images": [_image_metadata(image) for image in images]})
 
 
-def _image_metadata(ref: ImageReference, image: Any) -> dict[str, Any]:
+def _image_metadata(image: BundledImage) -> dict[str, Any]:
     return {
-        "name": str(ref),
-        "digest": image.manifest_digest,
-        "mediaType": image.manifest_media_type,
+        "name": image.name,
+        "digest": image.digest,
+        "upstreamDigest": image.upstream_digest,
         "indexDigest": image.index_digest,
         "platform": image.platform,
         "size": len(image.manifest) + sum(blob.size for blob in image.blobs),
-        "layers": len(image.layers),
+        "layers": len(image.blobs) - 1,
     }
 
 

@@ -43,7 +43,8 @@ def write_bundle(
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
         with open(partial, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT,
+                              copybufsize=CHUNK) as tar:
                 raw = json.dumps(metadata, indent=1, sort_keys=False).encode() + b"\n"
                 tar.addfile(_info(METADATA_NAME, len(raw), mtime), io.BytesIO(raw))
                 for member in members:

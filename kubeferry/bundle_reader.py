@@ -53,6 +53,7 @@ class Bundle:
         self.metadata = metadata
         self.members: list[dict[str, Any]] = metadata["members"]
         self._by_path = {member["path"]: member for member in self.members}
+        self._offsets: dict[str, int] | None = None
 
     # -- opening -------------------------------------------------------------------
 
@@ -94,6 +95,41 @@ class Bundle:
 
     def member(self, path: str) -> dict[str, Any] | None:
         return self._by_path.get(path)
+
+    # -- random access -------------------------------------------------------------------
+
+    def offsets(self) -> dict[str, int]:
+        """Where each member's bytes start in the file: read headers only, seeking past data.
+
+        Checks paths, types, sizes and listing as ``stream`` does, but not the bytes: a
+        reader at an offset must verify what it reads (the node checks sha256 on arrival).
+        """
+        if self._offsets is None:
+            seen: set[str] = set()
+            offsets: dict[str, int] = {}
+            try:
+                with tarfile.open(self.path, mode="r:") as tar:
+                    for info in tar:
+                        if info.name == METADATA_NAME and not offsets and not seen:
+                            seen.add(info.name)
+                            continue
+                        self._check_header(info, seen)
+                        offsets[info.name] = info.offset_data
+            except tarfile.TarError as error:
+                raise CorruptBundle(f"{self.path}: damaged or truncated tar ({error})") from None
+            except OSError as error:
+                raise NotABundle(f"{self.path}: cannot read it ({error.strerror or error})") from None
+            missing = [m["path"] for m in self.members if m["path"] not in offsets]
+            if missing:
+                raise CorruptBundle(f"{self.path}: truncated: member {missing[0]} is missing")
+            self._offsets = offsets
+        return self._offsets
+
+    def open_member(self, path: str, start: int = 0) -> IO[bytes]:
+        """A file positioned at byte ``start`` of member ``path`` (read at most its size)."""
+        handle = open(self.path, "rb")  # noqa: SIM115 - the caller closes it
+        handle.seek(self.offsets()[path] + start)
+        return handle
 
     # -- streaming ---------------------------------------------------------------------
 

@@ -27,8 +27,11 @@ def cli() -> None:
 
 def _register_commands() -> None:
     from kubeferry.bundler.commands import bundle
+    from kubeferry.installer.commands import install_command, inventory_group
 
     cli.add_command(bundle)
+    cli.add_command(install_command)
+    cli.add_command(inventory_group)
 
 
 def fail(message: str, code: int) -> None:

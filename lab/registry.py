@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import yaml
+
 from kubeferry.lab.pki import ServerCertificate, make_server_pki
 from kubeferry.lab.token_service import TokenService
 

@@ -169,6 +169,33 @@ def build_manifest(config: bytes, layers: list[Layer], docker: bool) -> bytes:
     return json.dumps(manifest, indent=3).encode()
 
 
+def docker_archive(
+    name: str, layers: list[Union[bytes, Layer]], arch: str = "amd64", os: str = "linux"
+) -> bytes:
+    """A ``docker save`` tar (manifest.json, <id>.json, <layer>/layer.tar) for ``docker load``."""
+    built = [layer_from(content) for content in layers]
+    config = build_config(built, arch, os)
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+
+        def add(member: str, data: bytes) -> None:
+            info = tarfile.TarInfo(member)
+            info.size, info.mode = len(data), 0o644
+            archive.addfile(info, io.BytesIO(data))
+
+        layer_names = []
+        for layer in built:
+            layer_name = f"{layer.diff_id.split(':')[1]}/layer.tar"
+            if layer_name not in layer_names:
+                add(layer_name, gzip.decompress(layer.blob))
+            layer_names.append(layer_name)
+        add(config_name, config)
+        entry = {"Config": config_name, "RepoTags": [name], "Layers": layer_names}
+        add("manifest.json", json.dumps([entry]).encode())
+    return buffer.getvalue()
+
+
 class _Pusher:
     """Just enough registry client to seed a registry: Basic or anonymous/Basic Bearer."""
 

@@ -32,6 +32,7 @@ from urllib.parse import parse_qsl, urlsplit
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
 from kubeferry.lab.pki import ServerCertificate, make_ca, make_certificate
 
 Authorize = Callable[["str | None", str, "list[str]"], "list[str]"]

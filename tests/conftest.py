@@ -6,6 +6,9 @@ import os
 
 import pytest
 
+# The air-gap lab's fixtures (lab_site, lab_site_factory), for the lab's and the installer's tests.
+pytest_plugins = ["kubeferry.lab.fixtures"]
+
 _skipped: list[str] = []
 
 

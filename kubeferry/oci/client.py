@@ -50,7 +50,7 @@ RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_REDIRECTS = 5
 MAX_MANIFEST_BYTES = 4 << 20  # distribution refuses larger manifests too
 MAX_BACKOFF = 30.0
-_CHUNK = 1 << 16
+_CHUNK = 1 << 20
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Errors while reading a body: the connection broke, timed out or ended early.
 _STREAM_ERRORS = (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError)
@@ -471,7 +471,8 @@ class RegistryClient:
                 expected, media_type = head
         if store is not None and expected is not None and store.has(expected):
             return store.get_bytes(expected), media_type, expected
-        data, got_type, digest = self._get_manifest(ref, reference, expected)
+        # by digest when HEAD named one: a tag moved in between cannot mix two manifests
+        data, got_type, digest = self._get_manifest(ref, expected or reference, expected)
         fetched[0] += len(data)
         if store is not None:
             store.put_bytes(data, digest)
@@ -783,7 +784,10 @@ class RegistryClient:
         workers: int = 4,
         progress: Progress | None = None,
     ) -> PullResult:
-        """Resolve ``ref`` and download its config and layers in parallel (bounded)."""
+        """Resolve ``ref`` and download its config and layers in parallel (bounded).
+
+        ``progress`` gets byte counts as they arrive, from several threads at once.
+        """
         image = self.resolve(ref, arch, os, store)
         unique = {blob.digest: blob for blob in image.blobs}
         cached = sum(

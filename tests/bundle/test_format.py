@@ -145,3 +145,22 @@ def test_not_a_bundle(tmp_path: Path) -> None:
 def test_member_hash_helper(tmp_path: Path) -> None:
     (tmp_path / "x").write_bytes(b"abc")
     assert sha256_file(tmp_path / "x").startswith("ba7816bf")
+
+
+def test_random_access_reads_members_at_their_offsets(tmp_path: Path) -> None:
+    files = {"files/a": b"A" * 3000, "images/blobs/sha256/x": bytes(range(256)) * 40}
+    target = tmp_path / "b.tar"
+    write_bundle(target, dict(BASE), _members(tmp_path, files))
+    bundle = Bundle.open(target)
+    for path, data in files.items():
+        with bundle.open_member(path) as handle:
+            assert handle.read(len(data)) == data
+        with bundle.open_member(path, start=100) as handle:
+            assert handle.read(len(data) - 100) == data[100:]
+
+
+def test_random_access_refuses_hostile_members(tmp_path: Path) -> None:
+    listed, actual = _entry("../escape", b"x")
+    bundle = Bundle.open(_raw_bundle(tmp_path / "b.tar", [listed], [actual]))
+    with pytest.raises(CorruptBundle, match="'..'"):
+        bundle.offsets()

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
 from kubeferry.lab.registry import Registry
 from kubeferry.lab.standin_images import PushedImage, push_image, standin_layer
-
 from kubeferry.oci.auth import Credentials
 from kubeferry.oci.client import RegistryClient
 from kubeferry.oci.store import BlobStore

@@ -7,11 +7,11 @@ import threading
 from typing import Callable
 
 import pytest
+
+from kubeferry.errors import OperationError
 from kubeferry.lab.proxy import Exchange, Fault, Proxy
 from kubeferry.lab.registry import Registry
 from kubeferry.lab.standin_images import PushedImage
-
-from kubeferry.errors import OperationError
 from kubeferry.oci import mediatypes
 from kubeferry.oci.client import RegistryClient
 from kubeferry.oci.reference import ImageReference

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
+from kubeferry.errors import OperationError
 from kubeferry.lab.proxy import Exchange, Fault, Proxy
 from kubeferry.lab.registry import Registry, write_docker_config
 from kubeferry.lab.standin_images import push_image
 from kubeferry.lab.token_service import TokenService
-
-from kubeferry.errors import OperationError
 from kubeferry.oci.auth import Credentials
 from kubeferry.oci.client import RegistryClient
 from kubeferry.oci.reference import ImageReference
@@ -235,3 +236,22 @@ def test_every_call_redirected_like_registry_k8s_io(
         (e.header("Authorization") or "Bearer -").startswith("Bearer ") for e in backend_requests
     )
     assert [r.username for r in service.requests] == [None]
+
+
+def test_expired_tokens_are_fetched_again(
+    tmp_path: Path, store: BlobStore, make_client: Client
+) -> None:
+    """Tokens are reused within their expires_in (here 1 s) and fetched anew after it."""
+    with TokenService(
+        tmp_path, users=dict([BOB]), anonymous_pull=True, lifetime=1
+    ) as service, Registry(tmp_path / "registry", token=service) as running:
+        push_image(running.url, "public/pause", "3.8", [BASE], auth=BOB)
+        service.requests.clear()
+        client = make_client({"registry.k8s.io": running.url})
+        ref = ImageReference.parse("registry.k8s.io/public/pause:3.8")
+        client.resolve(ref)
+        client.resolve(ref)
+        assert len(service.requests) == 1
+        time.sleep(1.0)
+        client.resolve(ref)
+        assert len(service.requests) == 2

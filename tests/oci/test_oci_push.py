@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
+
+from kubeferry.errors import OperationError
 from kubeferry.lab.proxy import Proxy
 from kubeferry.lab.registry import Registry, write_docker_config
 from kubeferry.lab.standin_images import PushedImage
 from kubeferry.lab.token_service import TokenService
-
-from kubeferry.errors import OperationError
 from kubeferry.oci import mediatypes
 from kubeferry.oci.auth import Credentials
 from kubeferry.oci.client import RegistryClient

@@ -6,11 +6,11 @@ import itertools
 from typing import Callable
 
 import pytest
+
+from kubeferry.errors import OperationError
 from kubeferry.lab.proxy import Exchange, Fault, Proxy
 from kubeferry.lab.registry import Registry, free_port
 from kubeferry.lab.standin_images import PushedImage
-
-from kubeferry.errors import OperationError
 from kubeferry.oci.client import MAX_BACKOFF, RegistryClient
 from kubeferry.oci.reference import ImageReference
 from kubeferry.oci.store import BlobStore
@@ -187,3 +187,14 @@ def test_registry_down_is_one_clear_line(store: BlobStore, make_client: Client) 
     with pytest.raises(OperationError) as caught:
         client.pull(REF, store)
     assert str(caught.value) == f"cannot reach registry.k8s.io at {url}: connection refused"
+
+
+def test_redirect_loops_are_bounded(registry: Registry, make_client: Client) -> None:
+    def loop(exchange: Exchange) -> Fault:
+        return Fault(status=302, headers={"Location": exchange.path + "x"})
+
+    with Proxy(None, loop) as proxy:
+        client = make_client({"registry.k8s.io": proxy.url})
+        with pytest.raises(OperationError, match="more than 5 redirects"):
+            client.resolve(REF)
+        assert len(proxy.requests()) == 6

@@ -1,0 +1,81 @@
+"""Benchmark: `kubeferry bundle build` against the way kubespray-offline and kubeasz do it.
+
+Both read the same local registry holding stand-in images of Kubernetes 1.25.0 with
+realistic compressed sizes (lab/upstream.yaml, ~413 MB, base layers shared as upstream
+shares them), in the same run:
+
+- baseline: `skopeo copy docker://... docker-archive:<image>.tar` for each image, one
+  after another, then `tar cf` of the archives (the runbooks' k8s_1.25.0.tar);
+- kubeferry cold: `bundle build` with an empty cache;
+- kubeferry warm: the same build again (the cache holds everything).
+
+Prints wall times, the cold speed-up, bytes and the size ratio against the unique
+compressed blob bytes. Run as root: `.venv/bin/python bench/bundle_build.py`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from kubeferry.bundle_reader import Bundle
+from kubeferry.bundler.build import BuildRequest, build
+from kubeferry.console import human_bytes
+from kubeferry.lab.registry import Registry
+from kubeferry.lab.upstream import mirrors, seed_upstream
+from kubeferry.oci.reference import ImageReference
+from kubeferry.versions import image_set
+
+KUBERNETES = "1.25.0"
+
+
+def baseline(registry: Registry, work: Path) -> tuple[float, int]:
+    """skopeo copy each image to a docker-archive, sequentially, then tar them up."""
+    archives = work / "archives"
+    archives.mkdir(parents=True)
+    started = time.monotonic()
+    for name in image_set(KUBERNETES).images:
+        ref = ImageReference.parse(name)
+        target = archives / (ref.repository.replace("/", "_") + ".tar")
+        subprocess.run(
+            ["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+             f"docker://{registry.host}/{ref.repository}:{ref.tag}",
+             f"docker-archive:{target}:{name}"],
+            check=True, timeout=1800, stdin=subprocess.DEVNULL)
+    bundle = work / f"k8s_{KUBERNETES}.tar"
+    subprocess.run(["tar", "cf", str(bundle), "-C", str(archives), "."], check=True, timeout=1800)
+    return time.monotonic() - started, bundle.stat().st_size
+
+
+def main() -> None:
+    work = Path(tempfile.mkdtemp(prefix="kubeferry-bench-"))
+    try:
+        with Registry(work / "registry") as registry:
+            print(f"seeding {registry.url} with realistic stand-ins of {KUBERNETES} ...", flush=True)
+            seed_upstream(registry.url, KUBERNETES, profile="realistic", platforms=("amd64",))
+            request = BuildRequest(kubernetes=KUBERNETES, mirrors=mirrors(registry.url),
+                                   cache_dir=work / "cache", output_dir=work / "out")
+            base_seconds, base_size = baseline(registry, work / "baseline")
+            cold = build(request)
+            warm = build(request)
+        unique = sum(m["size"] for m in Bundle.open(cold.path).members
+                     if m["path"].startswith("images/blobs/"))
+        print(f"baseline (skopeo docker-archive x10, then tar): {base_seconds:6.1f} s "
+              f"{human_bytes(base_size)}")
+        print(f"kubeferry cold:                                {cold.seconds:6.1f} s "
+              f"{human_bytes(cold.size)} downloaded {human_bytes(cold.downloaded)}")
+        print(f"kubeferry warm:                                {warm.seconds:6.1f} s "
+              f"downloaded {human_bytes(warm.downloaded)}")
+        print(f"cold speed-up vs baseline:   {base_seconds / cold.seconds:.2f}x (target >= 2x)")
+        print(f"bundle / unique blob bytes:  {cold.size / unique:.4f} (target <= 1.05)")
+        print(f"baseline / bundle size:      {base_size / cold.size:.2f}x")
+        print(f"warm rebuild downloaded:     {warm.downloaded} bytes (target 0)")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

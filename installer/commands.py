@@ -1,0 +1,112 @@
+"""``kubeferry install``, ``kubeferry harbor seed``, ``kubeferry inventory example``."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import click
+
+from kubeferry.bundle_reader import Bundle
+from kubeferry.console import progress_bars
+from kubeferry.errors import InputError, OperationError
+from kubeferry.installer import inventory as inventory_module
+from kubeferry.installer.context import InstallContext, InstallOptions
+from kubeferry.installer.phases import all_phases
+from kubeferry.installer.workflow import HostResult, run, select
+
+
+def _names(value: str | None) -> tuple[str, ...]:
+    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
+
+
+@click.command("install")
+@click.option("--bundle", "bundle_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="The bundle file from 'kubeferry bundle build'.")
+@click.option("--inventory", "inventory_path", required=True,
+              type=click.Path(path_type=Path, dir_okay=False), help="The site inventory (YAML).")
+@click.option("--only", help="Run only these phases (comma-separated).")
+@click.option("--skip", help="Skip these phases (comma-separated).")
+@click.option("--plan", is_flag=True, help="Print what each phase would change per host; change nothing.")
+@click.option("--forks", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="Hosts worked on in parallel.")
+@click.option("--accept-new-host-keys", is_flag=True,
+              help="Trust unknown SSH host keys on first use (a changed key is still refused).")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False),
+              help="Where per-host logs go [default: runs/<time>].")
+def install_command(bundle_path: Path, inventory_path: Path, only: str | None, skip: str | None,
+                    plan: bool, forks: int, accept_new_host_keys: bool, yes: bool,
+                    run_dir: Path | None) -> None:
+    """Turn a bundle and an inventory into a running cluster over SSH."""
+    inventory = inventory_module.load(inventory_path)
+    phases = select(all_phases(), _names(only), _names(skip))
+    bundle = Bundle.open(bundle_path)
+    for warning in inventory.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    if not plan and not yes:
+        if not sys.stdin.isatty():
+            raise InputError("install changes the nodes: pass --yes to confirm (or --plan to look first)")
+        click.confirm(f"Install Kubernetes {bundle.kubernetes} on {len(inventory.hosts)} hosts"
+                      f" ({', '.join(p.name for p in phases)})?", abort=True)
+    if not plan:
+        click.echo(f"verifying {bundle_path} ...", err=True)
+        bundle.verify()
+    run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    options = InstallOptions(plan=plan, forks=forks, accept_new_host_keys=accept_new_host_keys,
+                             yes=yes, run_dir=run_dir)
+    with progress_bars(quiet=plan) as bars:
+        ctx = InstallContext(inventory=inventory, bundle=bundle, options=options,
+                             progress_factory=lambda phase: lambda n: bars(phase, n, 0))
+        try:
+            results = run(ctx, phases, report=_report)
+        finally:
+            ctx.close()
+    _summary(results, run_dir)
+    failed = [r for r in results if r.status == "failed"]
+    if failed:
+        first = failed[0]
+        raise OperationError(
+            f"{len(failed)} host(s) failed; first: {first.host} in phase {first.phase}:"
+            f" {first.detail} (log: {run_dir / (first.host + '.log')}); fix it and run the"
+            " same command again to resume")
+
+
+def _report(result: HostResult) -> None:
+    if result.plan:
+        for line in result.plan:
+            click.echo(f"[{result.phase}] {result.host}: would {line}")
+    elif result.status == "ok" and not result.detail:
+        click.echo(f"[{result.phase}] {result.host}: ok")
+    else:
+        detail = f" ({result.detail})" if result.detail else ""
+        click.echo(f"[{result.phase}] {result.host}: {result.status}{detail}")
+
+
+def _summary(results: list[HostResult], run_dir: Path) -> None:
+    table: dict[str, dict[str, str]] = defaultdict(dict)
+    phases: list[str] = []
+    for result in results:
+        table[result.host][result.phase] = result.status
+        if result.phase not in phases:
+            phases.append(result.phase)
+    if not results:
+        return
+    width = max(len(host) for host in table) + 2
+    click.echo("\n" + "host".ljust(width) + "".join(p[:10].ljust(11) for p in phases))
+    for host, row in table.items():
+        click.echo(host.ljust(width) + "".join(row.get(p, "-").ljust(11) for p in phases))
+    click.echo(f"logs: {run_dir}/")
+
+
+@click.group("inventory")
+def inventory_group() -> None:
+    """Inventory helpers."""
+
+
+@inventory_group.command("example")
+def inventory_example() -> None:
+    """Print a commented example inventory."""
+    click.echo(inventory_module.example(), nl=False)

@@ -1,0 +1,97 @@
+"""What every phase sees: the inventory, the bundle, connections, logs, shared state.
+
+Built once per run (kubeadm's data initializer): phases get this object, never flags.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from kubeferry.bundle_reader import Bundle
+from kubeferry.installer.inventory import Host, Inventory, SecretRef
+from kubeferry.installer.ssh import Connection
+
+
+@dataclass
+class InstallOptions:
+    plan: bool = False
+    forks: int = 10
+    accept_new_host_keys: bool = False
+    yes: bool = False
+    run_dir: Path = Path("runs")
+
+
+class HostLog:
+    """Append-only per-host log under the run directory; never given secrets."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        with self._lock, open(self.path, "a") as handle:
+            handle.write(f"{stamp} {line}\n")
+
+
+@dataclass
+class InstallContext:
+    inventory: Inventory
+    bundle: Bundle
+    options: InstallOptions
+    stdin_reader: Callable[[], str] | None = None  # how a `stdin` secret is read (once)
+    state: dict[str, Any] = field(default_factory=dict)  # values phases hand to later phases
+    _secrets: dict[str, str] = field(default_factory=dict)
+    _connections: dict[str, Connection] = field(default_factory=dict)
+    _logs: dict[str, HostLog] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _secret_lock: threading.Lock = field(default_factory=threading.Lock)
+    state_lock: threading.Lock = field(default_factory=threading.Lock)
+    progress_factory: Callable[[str], Callable[[int], None]] | None = None
+
+    def __post_init__(self) -> None:
+        self.options.run_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.options.run_dir
+
+    def log(self, host: Host | str) -> HostLog:
+        name = host if isinstance(host, str) else host.name
+        with self._lock:
+            if name not in self._logs:
+                self._logs[name] = HostLog(self.run_dir / f"{name}.log")
+            return self._logs[name]
+
+    def secret(self, ref: SecretRef | None) -> str | None:
+        """The secret ``ref`` names, read once per run (stdin can only be read once)."""
+        if ref is None:
+            return None
+        with self._secret_lock:
+            if ref.source not in self._secrets:
+                self._secrets[ref.source] = ref.read(self.stdin_reader)
+            return self._secrets[ref.source]
+
+    def conn(self, host: Host) -> Connection:
+        """The SSH connection to ``host`` (opened on first use, reused by later phases)."""
+        with self._lock:
+            connection = self._connections.get(host.name)
+            if connection is None:
+                connection = Connection(host, accept_new_host_keys=self.options.accept_new_host_keys,
+                                        password=self.secret(host.ssh.password),
+                                        log=self.log(host))
+                self._connections[host.name] = connection
+            return connection
+
+    def progress(self, phase: str) -> Callable[[int], None] | None:
+        """A byte-progress callback for ``phase`` (None when not on a terminal)."""
+        return self.progress_factory(phase) if self.progress_factory else None
+
+    def close(self) -> None:
+        for connection in self._connections.values():
+            connection.close()
+        self._connections.clear()

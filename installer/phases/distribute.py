@@ -1,0 +1,98 @@
+"""Phase ``distribute``: each node gets only what its roles need, streamed from the bundle.
+
+Members are copied to ``/var/lib/kubeferry/bundle/<path>`` on the node, read at their
+offsets in the bundle (never extracted on the admin host), written as ``<path>.part`` and
+renamed only after ``sha256sum`` on the node matched the bundle's listing. An
+interrupted transfer resumes from the bytes already on the node; a complete file is
+never sent again.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from kubeferry.errors import OperationError
+from kubeferry.installer.context import InstallContext
+from kubeferry.installer.inventory import Host
+from kubeferry.installer.roles import NODE_BUNDLE_DIR, MemberPlan
+from kubeferry.installer.workflow import Phase
+
+
+def _member_plan(ctx: InstallContext) -> MemberPlan:
+    with ctx.state_lock:
+        if "member_plan" not in ctx.state:
+            ctx.state["member_plan"] = MemberPlan(ctx.bundle)
+        return ctx.state["member_plan"]
+
+
+def wanted(ctx: InstallContext, host: Host) -> list[dict]:
+    first = host.name == ctx.inventory.first_control_plane.name
+    return _member_plan(ctx).members_for(host, first_control_plane=first)
+
+
+def _on_node(ctx: InstallContext, host: Host) -> dict[str, int]:
+    """Relative path -> size of every file already under the node's bundle directory."""
+    command = (f"cd {NODE_BUNDLE_DIR} 2>/dev/null && find . -type f -exec wc -c {{}} + | "
+               "awk '$2 != \"total\" {print $1, substr($2, 3)}'")
+    result = ctx.conn(host).run(command, check=False)
+    sizes = {}
+    for line in result.stdout.splitlines():
+        size, _, path = line.partition(" ")
+        if size.isdigit() and path:
+            sizes[path] = int(size)
+    return sizes
+
+
+def _todo(ctx: InstallContext, host: Host) -> list[tuple[dict, int]]:
+    """(member, bytes already there as .part) for every member the node still lacks."""
+    present = _on_node(ctx, host)
+    todo = []
+    for member in wanted(ctx, host):
+        if present.get(member["path"]) == member["size"]:
+            continue  # renamed into place only after its sha256 matched
+        partial = present.get(member["path"] + ".part", 0)
+        todo.append((member, partial if partial <= member["size"] else -1))
+    return todo
+
+
+def plan(ctx: InstallContext, host: Host) -> list[str]:
+    todo = _todo(ctx, host)
+    if not todo:
+        return []
+    remaining = sum(m["size"] - max(0, done) for m, done in todo)
+    resumed = sum(1 for _, done in todo if done > 0)
+    return [f"send {len(todo)} files ({remaining} bytes)" + (f", resuming {resumed}" if resumed else "")]
+
+
+def apply(ctx: InstallContext, host: Host) -> str:
+    conn = ctx.conn(host)
+    todo = _todo(ctx, host)
+    sent = 0
+    for member, done in todo:
+        final = f"{NODE_BUNDLE_DIR}/{member['path']}"
+        part = final + ".part"
+        if done < 0:  # longer than the member: not ours to resume
+            conn.run(f"rm -f {shlex.quote(part)}")
+            done = 0
+        if done == 0:
+            conn.run(f"mkdir -p \"$(dirname {shlex.quote(final)})\" && : > {shlex.quote(part)}")
+        remaining = member["size"] - done
+        with ctx.bundle.open_member(member["path"], start=done) as source:
+            conn.upload(source, part, remaining, progress=ctx.progress("distribute"))
+        sent += remaining
+        check = f"{member['sha256']}  {part}\n".encode()
+        result = conn.run(f"sha256sum -c --status && mv -f {shlex.quote(part)} {shlex.quote(final)}"
+                          f" || {{ rm -f {shlex.quote(part)}; exit 3; }}", stdin=check, check=False)
+        if not result.ok:
+            raise OperationError(f"{host.name}: {member['path']} arrived damaged (sha256 differs);"
+                                 " run the install again to resend it")
+    return f"sent {len(todo)} files, {sent} bytes" if todo else ""
+
+
+PHASE = Phase(
+    name="distribute",
+    short="send each node what its roles need from the bundle, verified by sha256",
+    hosts=lambda ctx: ctx.inventory.hosts,
+    apply=apply,
+    plan=plan,
+)

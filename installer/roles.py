@@ -1,0 +1,57 @@
+"""What each node gets from the bundle, by its roles."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from kubeferry.bundle_format import IMAGES_PREFIX
+from kubeferry.bundle_reader import Bundle
+from kubeferry.installer.inventory import Host
+
+# Images a worker runs; control planes run every image of the bundle.
+WORKER_IMAGES = ("kube-proxy", "pause", "coredns", "calico/")
+NODE_BUNDLE_DIR = "/var/lib/kubeferry/bundle"
+
+
+def images_for(bundle: Bundle, host: Host) -> list[dict[str, Any]]:
+    """The bundle's image entries ``host`` needs in its containerd."""
+    if host.is_control_plane:
+        return list(bundle.images)
+    if not host.is_worker:
+        return []
+    return [image for image in bundle.images
+            if any(part in image["name"] for part in WORKER_IMAGES)]
+
+
+class MemberPlan:
+    """Which bundle members each host receives (manifests read once from the bundle)."""
+
+    def __init__(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self._blobs: dict[str, list[str]] = {}
+
+    def _image_blobs(self, image: dict[str, Any]) -> list[str]:
+        digest = image["digest"]
+        if digest not in self._blobs:
+            path = f"{IMAGES_PREFIX}blobs/sha256/{digest.split(':', 1)[1]}"
+            manifest = json.loads(self.bundle.read_member(path) or b"{}")
+            digests = [digest, manifest["config"]["digest"]]
+            digests += [layer["digest"] for layer in manifest.get("layers", [])]
+            self._blobs[digest] = [f"{IMAGES_PREFIX}blobs/sha256/{d.split(':', 1)[1]}" for d in digests]
+        return self._blobs[digest]
+
+    def members_for(self, host: Host, first_control_plane: bool) -> list[dict[str, Any]]:
+        """Member entries (path, size, sha256) ``host`` needs, each once, in bundle order."""
+        wanted: set[str] = set()
+        images = images_for(self.bundle, host)
+        if images:
+            wanted.add(IMAGES_PREFIX + "oci-layout")
+            for image in images:
+                wanted.update(self._image_blobs(image))
+        for member in self.bundle.members:
+            path = member["path"]
+            if path.startswith(("packages/", "kernel/")) or (
+                    first_control_plane and path.startswith("files/")):
+                wanted.add(path)
+        return [member for member in self.bundle.members if member["path"] in wanted]

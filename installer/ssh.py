@@ -1,0 +1,243 @@
+"""SSH to the nodes (paramiko): commands, streamed uploads, host keys verified by default.
+
+Nodes need only POSIX sh and coreutils: commands are sh command lines built with
+``shlex.quote``; uploads are ``cat >>`` over an exec channel (no sftp-server needed).
+Secrets travel on stdin, never on a command line, and stdin is never logged.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Callable
+
+import paramiko
+
+from kubeferry.errors import InputError, OperationError
+from kubeferry.installer.inventory import Host, SSHSettings
+
+CHUNK = 1 << 18
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    rc: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+
+class CommandFailed(OperationError):
+    def __init__(self, host: str, result: CommandResult) -> None:
+        detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        last = detail[-1] if detail else "no output"
+        super().__init__(f"{host}: `{_short(result.command)}` exited {result.rc}: {last}")
+        self.result = result
+
+
+def _short(command: str, limit: int = 80) -> str:
+    line = " ".join(command.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class _LearnNewHostKeys(paramiko.MissingHostKeyPolicy):
+    """Trust on first use: record an unknown host's key. A changed key is still refused."""
+
+    def __init__(self, known_hosts: Path, lock: threading.Lock) -> None:
+        self.known_hosts = known_hosts
+        self.lock = lock
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        with self.lock:
+            self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.known_hosts, "a") as handle:
+                handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+_known_hosts_lock = threading.Lock()
+
+
+class Connection:
+    """One node over SSH. Thread-safe for sequential use per thread; open one per worker."""
+
+    def __init__(self, host: Host, accept_new_host_keys: bool = False,
+                 password: str | None = None, log: Callable[[str], None] | None = None) -> None:
+        self.host = host
+        self.settings: SSHSettings = host.ssh
+        self.accept_new_host_keys = accept_new_host_keys
+        self._password = password
+        self._log = log or (lambda line: None)
+        self._client: paramiko.SSHClient | None = None
+        self._jump: paramiko.SSHClient | None = None
+
+    # -- connecting ------------------------------------------------------------------------
+
+    def _new_client(self) -> paramiko.SSHClient:
+        client = paramiko.SSHClient()
+        known_hosts = Path(self.settings.known_hosts).expanduser()
+        if known_hosts.exists():
+            try:
+                client.load_host_keys(str(known_hosts))
+            except (OSError, paramiko.SSHException) as error:
+                raise InputError(f"known hosts file {known_hosts}: cannot read it ({error})") from None
+        if self.accept_new_host_keys:
+            client.set_missing_host_key_policy(_LearnNewHostKeys(known_hosts, _known_hosts_lock))
+        else:
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        return client
+
+    def _connect_kwargs(self, user: str, key_file: str | None) -> dict:
+        kwargs = {"username": user, "timeout": self.settings.timeout,
+                  "banner_timeout": self.settings.timeout, "auth_timeout": self.settings.timeout,
+                  "allow_agent": False, "look_for_keys": False}
+        if key_file:
+            kwargs["key_filename"] = str(Path(key_file).expanduser())
+        if self._password:
+            kwargs["password"] = self._password
+        return kwargs
+
+    def client(self) -> paramiko.SSHClient:
+        if self._client is not None and self._client.get_transport() is not None \
+                and self._client.get_transport().is_active():
+            return self._client
+        self.close()
+        where = f"{self.host.name} ({self.settings.user}@{self.host.address}:{self.settings.port})"
+        client = self._new_client()
+        sock = None
+        try:
+            bastion = self.settings.bastion
+            if bastion is not None:
+                self._jump = self._new_client()
+                jump_key = bastion.key_file or self.settings.key_file
+                self._jump.connect(bastion.host, port=bastion.port,
+                                   **self._connect_kwargs(bastion.user, jump_key))
+                sock = self._jump.get_transport().open_channel(
+                    "direct-tcpip", (self.host.address, self.settings.port), ("127.0.0.1", 0))
+            client.connect(self.host.address, port=self.settings.port, sock=sock,
+                           **self._connect_kwargs(self.settings.user, self.settings.key_file))
+        except paramiko.BadHostKeyException:
+            raise OperationError(
+                f"{where}: host key does not match the known hosts file {self.settings.known_hosts}"
+                " — refusing to connect (if the node was reinstalled, remove its old key)") from None
+        except paramiko.SSHException as error:
+            if "not found in known_hosts" in str(error):
+                raise OperationError(
+                    f"{where}: host key unknown (not in {self.settings.known_hosts}); add it, or run"
+                    " with --accept-new-host-keys to trust it on first use") from None
+            raise OperationError(f"{where}: SSH failed: {error}") from None
+        except (socket.timeout, TimeoutError):
+            raise OperationError(f"{where}: SSH timed out after {self.settings.timeout:.0f} s") from None
+        except OSError as error:
+            raise OperationError(f"{where}: cannot connect: {error.strerror or error}") from None
+        transport = client.get_transport()
+        if transport is not None:
+            transport.set_keepalive(15)
+            transport.window_size = 16 << 20
+        self._client = client
+        return client
+
+    def close(self) -> None:
+        for attribute in ("_client", "_jump"):
+            client = getattr(self, attribute)
+            if client is not None:
+                client.close()
+                setattr(self, attribute, None)
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- commands -----------------------------------------------------------------------------
+
+    def _wrap(self, command: str) -> str:
+        if self.settings.sudo and self.settings.user != "root":
+            return "sudo -n sh -c " + shlex.quote(command)
+        return command
+
+    def run(self, command: str, *, stdin: bytes | None = None, timeout: float = 600,
+            check: bool = True) -> CommandResult:
+        """Run an sh command line; ``stdin`` bytes are fed to it (and never logged)."""
+        wrapped = self._wrap(command)
+        self._log(f"$ {command}")
+        try:
+            channel = self.client().get_transport().open_session(timeout=self.settings.timeout)
+            channel.settimeout(timeout)
+            channel.exec_command(wrapped)
+            if stdin is not None:
+                channel.sendall(stdin)
+            channel.shutdown_write()
+            stdout, stderr = _drain(channel, timeout)
+            rc = channel.recv_exit_status()
+        except (paramiko.SSHException, OSError, socket.timeout) as error:
+            self.close()
+            raise OperationError(f"{self.host.name}: `{_short(command)}` lost the SSH session:"
+                                 f" {error or type(error).__name__}") from None
+        result = CommandResult(command, rc, stdout.decode(errors="replace"),
+                               stderr.decode(errors="replace"))
+        tail = result.stderr.strip()[-500:]
+        self._log(f"  -> exit {rc}" + (f"; stderr: {tail}" if tail else ""))
+        if check and rc != 0:
+            raise CommandFailed(self.host.name, result)
+        return result
+
+    def upload(self, source: IO[bytes], remote_path: str, size: int,
+               progress: Callable[[int], None] | None = None, timeout: float = 3600) -> None:
+        """Append ``size`` bytes read from ``source`` to ``remote_path`` (resume by offset)."""
+        command = "cat >> " + shlex.quote(remote_path)
+        self._log(f"$ {command}  # {size} bytes")
+        try:
+            channel = self.client().get_transport().open_session(timeout=self.settings.timeout)
+            channel.settimeout(timeout)
+            channel.exec_command(self._wrap(command))
+            remaining = size
+            while remaining > 0:
+                block = source.read(min(CHUNK, remaining))
+                if not block:
+                    raise OperationError(f"{self.host.name}: the source of {remote_path} ended early")
+                channel.sendall(block)
+                remaining -= len(block)
+                if progress:
+                    progress(len(block))
+            channel.shutdown_write()
+            _, stderr = _drain(channel, timeout)
+            rc = channel.recv_exit_status()
+        except (paramiko.SSHException, OSError, socket.timeout) as error:
+            self.close()
+            raise OperationError(f"{self.host.name}: upload of {remote_path} broke off:"
+                                 f" {error or type(error).__name__}") from None
+        if rc != 0:
+            result = CommandResult(command, rc, "", stderr.decode(errors="replace"))
+            raise CommandFailed(self.host.name, result)
+
+
+def _drain(channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
+    """Read stdout and stderr to the end without either filling up (bounded by ``timeout``)."""
+    stdout, stderr = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout
+    while True:
+        progressed = False
+        while channel.recv_ready():
+            stdout += channel.recv(CHUNK)
+            progressed = True
+        while channel.recv_stderr_ready():
+            stderr += channel.recv_stderr(CHUNK)
+            progressed = True
+        if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+            break
+        if time.monotonic() > deadline:
+            channel.close()
+            raise socket.timeout(f"no end after {timeout:.0f} s")
+        if not progressed:
+            time.sleep(0.005)
+    return bytes(stdout), bytes(stderr)

@@ -1,0 +1,138 @@
+"""Ordered, named phases, each runnable alone and idempotent (kubeadm's workflow), fanned
+out over hosts (kubeadm runs on one node; kubeferry drives many).
+
+A phase is plain data: a name, a one-line description, which hosts it touches, and two
+functions per host: ``plan`` (read facts, say what would change) and ``apply`` (make it
+so, idempotently). A phase that completes on a host leaves a marker there
+(``/var/lib/kubeferry/phases/<name>``, holding the bundle digest), so a re-run repeats
+only what did not finish. A failed host does not stop the others in its phase; the run
+stops after that phase and the summary names host, phase and log file.
+"""
+
+from __future__ import annotations
+
+import shlex
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from kubeferry.errors import InputError, KubeferryError
+from kubeferry.installer.context import InstallContext
+from kubeferry.installer.inventory import Host
+
+MARKER_DIR = "/var/lib/kubeferry/phases"
+ADMIN = "admin-host"  # the name results use for work done on the admin host itself
+
+
+@dataclass
+class HostResult:
+    host: str
+    phase: str
+    status: str  # "changed", "ok" (nothing to change), "done" (marker: finished before), "failed"
+    detail: str = ""
+    plan: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One step of the install."""
+
+    name: str
+    short: str
+    hosts: Callable[[InstallContext], Sequence[Host]]
+    apply: Callable[[InstallContext, Host], str]  # returns "" (no change) or what changed
+    plan: Callable[[InstallContext, Host], list[str]] | None = None  # what would change
+    parallel: bool = True
+    marker: bool = True
+    admin: Callable[[InstallContext], str] | None = None  # work on the admin host, after hosts
+    admin_plan: Callable[[InstallContext], list[str]] | None = None
+
+
+def _marker(name: str) -> str:
+    return f"{MARKER_DIR}/{name}"
+
+
+def has_marker(ctx: InstallContext, host: Host, phase: Phase) -> bool:
+    result = ctx.conn(host).run(f"cat {shlex.quote(_marker(phase.name))} 2>/dev/null", check=False)
+    return result.ok and result.stdout.strip() == ctx.bundle.digest
+
+
+def write_marker(ctx: InstallContext, host: Host, phase: Phase) -> None:
+    path = _marker(phase.name)
+    ctx.conn(host).run(
+        f"mkdir -p {MARKER_DIR} && printf '%s\\n' {shlex.quote(ctx.bundle.digest)} > {shlex.quote(path)}.tmp"
+        f" && mv {shlex.quote(path)}.tmp {shlex.quote(path)}")
+
+
+def select(phases: Sequence[Phase], only: Sequence[str] = (), skip: Sequence[str] = ()) -> list[Phase]:
+    """The phases to run, in order; InputError for a name that is not a phase."""
+    names = [phase.name for phase in phases]
+    for given in (*only, *skip):
+        if given not in names:
+            raise InputError(f"no phase named {given!r}: phases are {', '.join(names)}")
+    chosen = [p for p in phases if (not only or p.name in only) and p.name not in skip]
+    if not chosen:
+        raise InputError("--only/--skip leave no phase to run")
+    return chosen
+
+
+def _run_host(ctx: InstallContext, phase: Phase, host: Host) -> HostResult:
+    log = ctx.log(host)
+    try:
+        if phase.marker and has_marker(ctx, host, phase):
+            return HostResult(host.name, phase.name, "done", "finished in an earlier run")
+        if ctx.options.plan:
+            planned = phase.plan(ctx, host) if phase.plan else [f"run {phase.name}"]
+            return HostResult(host.name, phase.name, "changed" if planned else "ok", plan=planned)
+        log(f"== phase {phase.name}")
+        changed = phase.apply(ctx, host)
+        if phase.marker:
+            write_marker(ctx, host, phase)
+        return HostResult(host.name, phase.name, "changed" if changed else "ok", changed)
+    except KubeferryError as error:
+        log(f"FAILED {phase.name}: {error}")
+        return HostResult(host.name, phase.name, "failed", str(error))
+
+
+def run_phase(ctx: InstallContext, phase: Phase) -> list[HostResult]:
+    hosts = list(phase.hosts(ctx))
+    if phase.parallel and len(hosts) > 1:
+        with ThreadPoolExecutor(max_workers=max(1, min(ctx.options.forks, len(hosts)))) as pool:
+            results = list(pool.map(lambda host: _run_host(ctx, phase, host), hosts))
+    else:
+        results = []
+        for host in hosts:
+            results.append(_run_host(ctx, phase, host))
+            if results[-1].status == "failed":
+                break  # serial phases (joins, init) must not go on past a failure
+    if phase.admin is not None and not any(r.status == "failed" for r in results):
+        results.append(_run_admin(ctx, phase))
+    return results
+
+
+def _run_admin(ctx: InstallContext, phase: Phase) -> HostResult:
+    log = ctx.log(ADMIN)
+    try:
+        if ctx.options.plan:
+            planned = phase.admin_plan(ctx) if phase.admin_plan else [f"run {phase.name}"]
+            return HostResult(ADMIN, phase.name, "changed" if planned else "ok", plan=planned)
+        log(f"== phase {phase.name}")
+        changed = phase.admin(ctx)
+        return HostResult(ADMIN, phase.name, "changed" if changed else "ok", changed)
+    except KubeferryError as error:
+        log(f"FAILED {phase.name}: {error}")
+        return HostResult(ADMIN, phase.name, "failed", str(error))
+
+
+def run(ctx: InstallContext, phases: Sequence[Phase],
+        report: Callable[[HostResult], None] = lambda result: None) -> list[HostResult]:
+    """Run ``phases`` in order; stops after the first phase in which a host failed."""
+    results: list[HostResult] = []
+    for phase in phases:
+        phase_results = run_phase(ctx, phase)
+        for result in phase_results:
+            report(result)
+        results.extend(phase_results)
+        if any(result.status == "failed" for result in phase_results):
+            break
+    return results

@@ -1,0 +1,5 @@
+"""``python -m kubeferry.lab``: the same as ``kubeferry-lab``."""
+
+from kubeferry.lab.cli import main
+
+main()

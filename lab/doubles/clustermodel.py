@@ -1,0 +1,182 @@
+"""What the doubles' cluster runs: nodes, pods and their status, derived from the shared state.
+
+kubeadm records nodes and addons, kubectl apply records workloads, each node's kubelet
+double writes a heartbeat (images present in its containerd, pull errors, static pods).
+Both kubectl (to answer) and kubelet (to know what to pull) use these functions, so they
+agree on which pod lands on which node.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+HEARTBEAT_STALE = 20.0  # seconds without a heartbeat before a node is NotReady
+
+
+def _suffix(*parts: str, length: int = 5) -> str:
+    alphabet = "bcdfghjklmnpqrstvwxz2456789"  # the alphabet Kubernetes uses for generated names
+    digest = hashlib.sha256("/".join(parts).encode()).digest()
+    return "".join(alphabet[b % len(alphabet)] for b in digest[:length])
+
+
+def nodes(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Registered nodes in join order (the init node first)."""
+    return sorted(state.get("nodes", []), key=lambda n: n["order"])
+
+
+def workloads(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """kube-system addons kubeadm installed plus every applied DaemonSet/Deployment/Pod."""
+    result: list[dict[str, Any]] = []
+    init = state.get("init")
+    if init:
+        addons = init.get("addons", {})
+        images = init.get("images", {})
+        if addons.get("kube-proxy", True):
+            result.append(
+                {
+                    "kind": "DaemonSet",
+                    "namespace": "kube-system",
+                    "name": "kube-proxy",
+                    "containers": [{"name": "kube-proxy", "image": images["kube-proxy"]}],
+                    "hostNetwork": True,
+                    "replicas": 0,
+                    "labels": {"k8s-app": "kube-proxy"},
+                }
+            )
+        if addons.get("coredns", True):
+            result.append(
+                {
+                    "kind": "Deployment",
+                    "namespace": "kube-system",
+                    "name": "coredns",
+                    "containers": [{"name": "coredns", "image": images["coredns"]}],
+                    "hostNetwork": False,
+                    "replicas": 2,
+                    "labels": {"k8s-app": "kube-dns"},
+                }
+            )
+    for key in sorted(state.get("objects", {})):
+        obj = state["objects"][key]
+        if obj["kind"] in ("DaemonSet", "Deployment", "Pod") and obj.get("containers"):
+            result.append(obj)
+    return result
+
+
+def pods(state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every pod the cluster would run, each with the node it is on (no status yet)."""
+    members = [n for n in nodes(state) if not n.get("reset")]
+    result: list[dict[str, Any]] = []
+    for node in members:
+        static = (beats.get(node["name"]) or {}).get("static_pods")
+        if static is None:
+            static = node.get("static_pods", {})
+        for component in sorted(static):
+            result.append(
+                {
+                    "namespace": "kube-system",
+                    "name": f"{component}-{node['name']}",
+                    "node": node["name"],
+                    "containers": [{"name": component, "image": static[component]}],
+                    "hostNetwork": True,
+                    "owner": "Node",
+                    "labels": {"component": component, "tier": "control-plane"},
+                }
+            )
+    for load in workloads(state):
+        base = {
+            "namespace": load["namespace"],
+            "containers": load["containers"],
+            "hostNetwork": bool(load.get("hostNetwork")),
+            "owner": load["kind"],
+            "labels": dict(load.get("labels") or {}),
+        }
+        if load["kind"] == "DaemonSet":
+            for node in members:
+                name = f"{load['name']}-{_suffix(load['name'], node['name'])}"
+                result.append(dict(base, name=name, node=node["name"]))
+        elif load["kind"] == "Deployment" and members:
+            template = _suffix(load["name"], *[c["image"] for c in load["containers"]], length=10)
+            for i in range(int(load.get("replicas", 1))):
+                node = members[i % len(members)]
+                name = f"{load['name']}-{template}-{_suffix(load['name'], str(i))}"
+                result.append(dict(base, name=name, node=node["name"]))
+        elif load["kind"] == "Pod" and members:
+            result.append(dict(base, name=load["name"], node=members[0]["name"]))
+    return result
+
+
+def is_fresh(beat: dict[str, Any] | None, now: float) -> bool:
+    return bool(beat) and now - float(beat.get("time", 0)) < HEARTBEAT_STALE
+
+
+def cni_ready(state: dict[str, Any], beats: dict[str, dict[str, Any]], node: str, now: float) -> bool:
+    """Calico is applied and its calico-node pod on ``node`` has all its images."""
+    if "DaemonSet/kube-system/calico-node" not in state.get("objects", {}):
+        return False
+    beat = beats.get(node)
+    if not is_fresh(beat, now) or not beat.get("sandbox_ok"):
+        return False
+    calico = state["objects"]["DaemonSet/kube-system/calico-node"]
+    present = set(beat.get("images", []))
+    return all(c["image"] in present for c in calico["containers"])
+
+
+def pod_status(
+    pod: dict[str, Any], state: dict[str, Any], beats: dict[str, dict[str, Any]], now: float
+) -> tuple[str, str]:
+    """(phase as kubectl shows STATUS, reason) of one pod, like a real node would report it."""
+    beat = beats.get(pod["node"])
+    if not beat:
+        return "Pending", "the node's kubelet has not reported yet"
+    if not is_fresh(beat, now):
+        return "Unknown", "the node's kubelet stopped reporting"
+    if not beat.get("sandbox_ok"):
+        return "ContainerCreating", f"sandbox image {beat.get('sandbox_image')} not available"
+    if not pod["hostNetwork"] and not cni_ready(state, beats, pod["node"], now):
+        return "Pending", "network plugin not ready: cni config uninitialized"
+    present = set(beat.get("images", []))
+    errors = beat.get("pull_errors", {})
+    for container in pod["containers"]:
+        if container["image"] not in present:
+            if container["image"] in errors:
+                return "ErrImagePull", errors[container["image"]]
+            return "ContainerCreating", f"pulling image {container['image']}"
+    return "Running", ""
+
+
+def node_ready(
+    state: dict[str, Any], beats: dict[str, dict[str, Any]], node: str, now: float
+) -> tuple[bool, str]:
+    beat = beats.get(node)
+    if not is_fresh(beat, now):
+        return False, "Kubelet stopped posting node status."
+    if not cni_ready(state, beats, node, now):
+        return (
+            False,
+            "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady",
+        )
+    return True, "kubelet is posting ready status"
+
+
+def service_ip(subnet: str, index: int) -> str:
+    import ipaddress
+
+    network = ipaddress.ip_network(subnet.split(",")[0], strict=False)
+    return str(network.network_address + index)
+
+
+def matches(labels: dict[str, str], selector: str) -> bool:
+    """Equality-based label selector (``a=b,c!=d,e``) as kubectl -l takes it."""
+    for term in filter(None, (t.strip() for t in selector.split(","))):
+        if "!=" in term:
+            key, value = term.split("!=", 1)
+            if labels.get(key) == value:
+                return False
+        elif "=" in term:
+            key, value = term.split("==", 1) if "==" in term else term.split("=", 1)
+            if labels.get(key) != value:
+                return False
+        elif term not in labels:
+            return False
+    return True

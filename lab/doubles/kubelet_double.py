@@ -1,0 +1,145 @@
+"""The lab's kubelet double: crash-loops until kubeadm wrote its config, then heartbeats.
+
+Each beat it reads its static pods, works out (like kubectl does) which cluster pods land
+on this node, pulls missing images through containerd's registry config as the CRI would,
+and writes a heartbeat to the shared state: images present, pull errors, sandbox image.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+import time
+from typing import Any
+
+import clustermodel
+import yaml
+from doublelib import Containerd, Env, Fail, parse_flags, read_text, write_atomic
+
+PULL_RETRY = 15.0  # seconds before a failed pull is tried again (kubelet's back-off, shortened)
+
+FLAGS = {
+    "--config": "str",
+    "--kubeconfig": "str",
+    "--bootstrap-kubeconfig": "str",
+    "--hostname-override": "str",
+    "--container-runtime-endpoint": "str",
+    "--container-runtime": "str",
+    "--pod-infra-container-image": "str",
+    "--node-ip": "str",
+    "--v": "str",
+    "--version": "bool",
+    "--fail-swap-on": "str",
+    "--cgroup-driver": "str",
+}
+
+
+def log(message: str) -> None:
+    stamp = time.strftime("%m%d %H:%M:%S", time.gmtime())
+    sys.stderr.write(f"I{stamp} kubelet-double] {message}\n")
+    sys.stderr.flush()
+
+
+def flag_file_args(env: Env) -> list[str]:
+    """KUBELET_KUBEADM_ARGS from kubeadm-flags.env (systemd passes them too; read for robustness)."""
+    text = read_text(env.path("/var/lib/kubelet/kubeadm-flags.env")) or ""
+    match = re.search(r'KUBELET_KUBEADM_ARGS="([^"]*)"', text)
+    return match.group(1).split() if match else []
+
+
+def static_pods(env: Env, manifests: str) -> dict[str, str]:
+    result = {}
+    folder = env.path(manifests)
+    if folder.is_dir():
+        for item in sorted(folder.glob("*.yaml")):
+            try:
+                doc = yaml.safe_load(item.read_text()) or {}
+                name = doc["metadata"]["name"]
+                result[name] = doc["spec"]["containers"][0]["image"]
+            except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
+                continue
+    return result
+
+
+def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
+    flags, _ = parse_flags(argv, FLAGS)
+    if flags.get("--version"):
+        sys.stdout.write(f"Kubernetes v{env.version}\n")
+        return
+    extra["command"] = "run"
+    flags_from_file, _ = parse_flags(flag_file_args(env), FLAGS)
+    for key, value in flags_from_file.items():
+        flags.setdefault(key, value)
+    config_path = flags.get("--config", "/var/lib/kubelet/config.yaml")
+    config_text = read_text(env.path(config_path))
+    if config_text is None:
+        raise Fail(
+            'E0000 run.go:74] "command failed" err="failed to load kubelet config file, error: failed to load Kubelet '
+            f'config file {config_path}, error failed to read kubelet config file \\"{config_path}\\", error: open '
+            f'{config_path}: no such file or directory, path: {config_path}"'
+        )
+    config = yaml.safe_load(config_text) or {}
+    swaps = read_text(env.path("/proc/swaps")) or ""
+    if config.get("failSwapOn", True) and len([ln for ln in swaps.splitlines() if ln.strip()]) > 1:
+        raise Fail(
+            'E0000 run.go:74] "command failed" err="failed to run Kubelet: running with swap on is not supported, '
+            'please disable swap! or set --fail-swap-on flag to false."'
+        )
+    node = str(flags.get("--hostname-override") or env.hostname).lower()
+    extra["node_name"] = node
+    manifests = str(config.get("staticPodPath") or "/etc/kubernetes/manifests")
+    interval = float(env.setting("heartbeat_interval", 2))
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    failed_at: dict[str, float] = {}
+    errors: dict[str, str] = {}
+    log(f"kubelet double running for node {node}")
+    while not stop["now"]:
+        if read_text(env.path(config_path)) is None:
+            raise Fail(f"E0000 kubelet config {config_path} disappeared (kubeadm reset?): exiting")
+        runtime = Containerd(env, str(flags.get("--container-runtime-endpoint") or ""))
+        present = runtime.images()
+        static = static_pods(env, manifests)
+        wanted = {runtime.sandbox_image} | set(static.values())
+        state = env.state.read()
+        if any(n["name"] == node for n in state.get("nodes", [])):
+            for pod in clustermodel.pods(state, {node: {"static_pods": static}}):
+                if pod["node"] == node:
+                    wanted |= {c["image"] for c in pod["containers"]}
+        for image in sorted(wanted - present):
+            if time.time() - failed_at.get(image, 0) < PULL_RETRY:
+                continue
+            error = runtime.pull(image)
+            if error:
+                failed_at[image] = time.time()
+                errors[image] = f'Failed to pull image "{image}": {error}'
+            else:
+                errors.pop(image, None)
+        present = runtime.images()
+        beat = {
+            "node": node,
+            "time": time.time(),
+            "pid": os.getpid(),
+            "version": f"v{env.version}",
+            "images": sorted(present),
+            "pull_errors": {k: v for k, v in errors.items() if k not in present},
+            "sandbox_image": runtime.sandbox_image,
+            "sandbox_ok": runtime.sandbox_image in present,
+            "static_pods": static,
+            "cgroupDriver": config.get("cgroupDriver", "cgroupfs"),
+            "containerd_systemd_cgroup": runtime.systemd_cgroup,
+            "containerd_running": not runtime.running_error(),
+        }
+        write_atomic(env.state.heartbeat_path(node), json.dumps(beat, sort_keys=True).encode())
+        deadline = time.time() + interval
+        while not stop["now"] and time.time() < deadline:
+            time.sleep(0.1)
+    log("kubelet double stopping")

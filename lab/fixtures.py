@@ -1,0 +1,63 @@
+"""pytest fixtures for the air-gap lab (loaded as a plugin by tests/conftest.py).
+
+``lab_site`` is one 3-node site for the whole test session, always taken down at the end;
+``lab_site_factory`` makes extra sites for tests that break or reshape one. Both need root:
+tests using them are marked ``real`` and ``lab`` and never skip.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable, Iterator
+
+import pytest
+
+from kubeferry.lab.site import Site
+
+SESSION_NODES = 3
+
+
+def _name(prefix: str, serial: int = 0) -> str:
+    """A site name unique to this pytest process (8 characters at most)."""
+    return f"{prefix}{os.getpid() % 100000}{serial}"[:8]
+
+
+def _up(name: str, nodes: int) -> Site:
+    for stale in Site.abandoned():  # sites of an earlier test run that was killed
+        Site.down_named(stale)
+    try:
+        return Site.up(nodes=nodes, name=name, owner=os.getpid())
+    except BaseException:
+        Site.down_named(name)  # an up that failed half-way leaves nothing either
+        raise
+
+
+@pytest.fixture(scope="session")
+def lab_site() -> Iterator[Site]:
+    """A running 3-node lab (node1..node3), shared by the session; down at the end."""
+    site = _up(_name("t"), SESSION_NODES)
+    try:
+        yield site
+    finally:
+        site.down()
+
+
+@pytest.fixture
+def lab_site_factory() -> Iterator[Callable[..., Site]]:
+    """``make(nodes=1) -> Site``: a fresh site of its own; every one is downed afterwards."""
+    made: list[str] = []
+
+    def make(nodes: int = 1) -> Site:
+        name = _name("f", len(made))
+        made.append(name)
+        return _up(name, nodes)
+
+    yield make
+    errors = []
+    for name in made:
+        try:
+            Site.down_named(name)
+        except Exception as error:  # noqa: BLE001 - down the others, then report
+            errors.append(error)
+    if errors:
+        raise errors[0]

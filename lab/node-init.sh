@@ -1,0 +1,81 @@
+#!/bin/sh
+# Boot one lab node. Runs on the admin host as PID 1 of the node's new pid, mount, UTS,
+# IPC and cgroup namespaces, already inside the node's network namespace:
+#   node-init.sh BASE NODE_DIR HOSTNAME
+# NODE_DIR holds upper/ work/ root/ stage/ containerd/ and product_uuid, prepared by the
+# lab. Every mount below is made in the node's private mount namespace: when the node's
+# processes are gone, the kernel drops them all; nothing is mounted on the admin host.
+set -eu
+base=$1 dir=$2 name=$3
+root=$dir/root
+
+mount -t overlay overlay -o "lowerdir=$base,upperdir=$dir/upper,workdir=$dir/work" "$root"
+
+# Kernel module index for module-less kernels (see lab/node.py): built by the node's own kmod.
+if [ -s "$dir/modules.builtin" ]; then
+  release=$(uname -r)
+  mkdir -p "$root/lib/modules/$release"
+  cp "$dir/modules.builtin" "$root/lib/modules/$release/modules.builtin"
+  chroot "$root" depmod "$release" 2>/dev/null
+elif [ -d "/lib/modules/$(uname -r)" ]; then
+  release=$(uname -r)
+  mkdir -p "$root/lib/modules/$release"
+  mount --bind -o ro "/lib/modules/$release" "$root/lib/modules/$release"
+fi
+
+mount -t proc proc "$root/proc"
+
+# sysfs read-only, as container managers give it. /sys/class becomes a tmpfs holding
+# bind mounts of every real class plus a dmi/id of the node's own (product_uuid: kubeadm
+# and the installer's preflight compare it across nodes).
+mount -t tmpfs -o mode=0755 tmpfs "$dir/stage"
+mkdir "$dir/stage/sys"
+mount -t sysfs -o ro sysfs "$root/sys"
+mount -t sysfs -o ro sysfs "$dir/stage/sys"
+mount -t tmpfs -o mode=0755 tmpfs "$root/sys/class"
+for class in "$dir"/stage/sys/class/*; do
+  entry=${class##*/}
+  [ "$entry" = dmi ] && continue
+  mkdir "$root/sys/class/$entry"
+  mount --bind "$class" "$root/sys/class/$entry"
+done
+mkdir -p "$root/sys/class/dmi/id"
+cp "$dir/product_uuid" "$root/sys/class/dmi/id/product_uuid"
+echo "kubeferry-lab node" > "$root/sys/class/dmi/id/product_name"
+mount -o remount,bind,ro "$root/sys/class"
+umount "$dir/stage/sys"
+umount "$dir/stage"
+
+# The node's own cgroup2 tree (rooted at its cgroup by the cgroup namespace).
+mount -t cgroup2 cgroup2 "$root/sys/fs/cgroup"
+
+# /dev: a tmpfs with the basic character devices bound from the host, and its own ptys.
+mount -t tmpfs -o mode=0755,size=16m tmpfs "$root/dev"
+for device in null zero full random urandom tty; do
+  : > "$root/dev/$device"
+  mount --bind "/dev/$device" "$root/dev/$device"
+done
+mkdir "$root/dev/pts" "$root/dev/shm"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620,gid=5 devpts "$root/dev/pts"
+ln -s pts/ptmx "$root/dev/ptmx"
+ln -s /proc/self/fd "$root/dev/fd"
+ln -s /proc/self/fd/0 "$root/dev/stdin"
+ln -s /proc/self/fd/1 "$root/dev/stdout"
+ln -s /proc/self/fd/2 "$root/dev/stderr"
+mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
+
+mount -t tmpfs -o mode=0755 tmpfs "$root/run"
+mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
+
+# containerd's state on a file system that takes overlay upper dirs (not the overlay root).
+mkdir -p "$root/var/lib/containerd"
+mount --bind "$dir/containerd" "$root/var/lib/containerd"
+
+hostname "$name"
+
+# Make the node's root the namespace's root and drop the admin host's tree from it, then
+# hand PID 1 to systemd with nothing but the container marker in its environment.
+cd "$root"
+pivot_root . mnt
+exec /bin/sh -c 'umount -l /mnt && cd / && exec env -i container=kubeferry-lab \
+  PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin /lib/systemd/systemd'

@@ -1,0 +1,451 @@
+"""A lab site: a bridge, its nodes and service hosts, and the journal that can undo it all.
+
+Address plan on the site's subnet: .1 the admin host (this machine), .2 the Harbor
+stand-in, .100 the control-plane VIP, nodes from .11 up. ``Site.up`` is safe to repeat
+(a healthy site of the same size is returned as is) and so is ``down``, which also
+cleans up after a crashed ``up`` or a killed node.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import ipaddress
+import os
+import re
+import shutil
+import socket
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from kubeferry.errors import InputError, OperationError
+from kubeferry.lab import cgroups, leftovers, network, node, paths, proc, rootfs, teardown
+from kubeferry.lab.journal import Journal
+from kubeferry.lab.node import Node
+from kubeferry.lab.service_host import ServiceHost
+
+DEFAULT_NAME = "lab"
+DEFAULT_SUBNET = "10.88.0.0/24"
+OTHER_SUBNETS_FROM = "10.88.1.0/24"  # other sites keep clear of the default lab's subnet
+ADMIN_HOST = 1
+HARBOR_HOST = 2
+VIP_HOST = 100
+FIRST_NODE = 11
+MAX_NODES = 50
+LOCK_TIMEOUT = rootfs.LOCK_TIMEOUT
+_NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")
+_OVERLAY_UPPER_FILESYSTEMS = ("ext2/ext3", "xfs", "btrfs", "tmpfs")
+
+Log = Callable[[str], None]
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+class Site:
+    """A running (or partly made) lab site, described by its journal."""
+
+    def __init__(self, journal: Journal):
+        self.journal = journal
+        description = journal.site
+        self.name: str = description["name"]
+        self.subnet = ipaddress.IPv4Network(description["subnet"])
+        self.bridge: str = description["bridge"]
+        self.base = Path(description["base"])
+        self.directory = journal.path.parent
+        self.data_directory = Path(description["data"])
+        self.nodes: list[Node] = [Node.from_dict(n) for n in description.get("nodes", [])]
+        self.hosts: dict[str, ServiceHost] = {
+            name: ServiceHost(**host, site=self)
+            for name, host in description.get("hosts", {}).items()
+        }
+
+    # -- the public surface -------------------------------------------------------------
+
+    @property
+    def ssh_key(self) -> Path:
+        """The private key that logs in as root (and as the sudo user) on every node."""
+        return self.directory / "id_ed25519"
+
+    @property
+    def known_hosts_file(self) -> Path:
+        """An OpenSSH known_hosts file with every node's pinned host key, by address."""
+        return self.directory / "known_hosts"
+
+    @property
+    def admin_address(self) -> str:
+        """The admin host's (this machine's) address on the lab bridge."""
+        return self._address(ADMIN_HOST)
+
+    @property
+    def vip(self) -> str:
+        """An address reserved for a control-plane VIP; no lab host holds it."""
+        return self._address(VIP_HOST)
+
+    @property
+    def sudo_user(self) -> str:
+        """A non-root login on every node with passwordless sudo and the lab key."""
+        return self.journal.site["sudo_user"]
+
+    def node(self, name: str) -> Node:
+        for candidate in self.nodes:
+            if candidate.name == name:
+                return candidate
+        names = ", ".join(n.name for n in self.nodes)
+        raise InputError(f"lab {self.name} has no node {name!r} (nodes: {names})")
+
+    @classmethod
+    def up(
+        cls,
+        nodes: int = 3,
+        name: str = DEFAULT_NAME,
+        subnet: str | None = None,
+        log: Log = _quiet,
+        owner: int | None = None,
+    ) -> Site:
+        """Bring a site of ``nodes`` nodes up (or return it if it is up and healthy).
+
+        ``owner``: the pid of a process whose death abandons the site (test sessions);
+        ``Site.abandoned()`` finds such sites so a later session can remove them.
+        """
+        _check_name(name)
+        if not 1 <= nodes <= MAX_NODES:
+            raise InputError(f"--nodes must be between 1 and {MAX_NODES}, not {nodes}")
+        requested = _parse_subnet(subnet) if subnet is not None else None
+        _require_root()
+        with _site_lock(name):
+            existing = cls.load(name)
+            if existing is not None:
+                if existing.healthy() and len(existing.nodes) == nodes:
+                    log(f"lab {name} is already up with {nodes} nodes")
+                    return existing
+                if existing.healthy():
+                    raise InputError(
+                        f"lab {name} is up with {len(existing.nodes)} nodes, not {nodes}; "
+                        f"run 'kubeferry-lab down --name {name}' first"
+                    )
+                log(f"lab {name} is partly up (a crash?): cleaning it before starting again")
+                existing._teardown()
+            return cls._create(name, nodes, requested, log, owner)
+
+    @classmethod
+    def load(cls, name: str = DEFAULT_NAME) -> Site | None:
+        """The site ``name`` as its state records it, or None when there is none."""
+        _check_name(name)
+        journal = Journal.load(paths.run_dir() / name / "state.json")
+        return cls(journal) if journal is not None else None
+
+    def down(self) -> None:
+        """Stop and remove everything this site made; safe to call again.
+
+        Works from the state on disk, not this object's copy: another process (or a second
+        ``up``) may have changed the site since this object was made.
+        """
+        for member in self.nodes:
+            member.close()
+        with _site_lock(self.name):
+            current = Site.load(self.name)
+            if current is not None:
+                current._teardown()
+
+    @classmethod
+    def down_named(cls, name: str = DEFAULT_NAME) -> bool:
+        """Remove site ``name`` if it exists (False when there was nothing to remove)."""
+        _require_root()
+        with _site_lock(name):
+            site = cls.load(name)
+            if site is None:
+                return False
+            site._teardown()
+            return True
+
+    @classmethod
+    def abandoned(cls) -> list[str]:
+        """Names of sites made for a process (``owner``) that is gone: a killed test run."""
+        names = []
+        for state in sorted(paths.run_dir().glob("*/state.json")):
+            journal = Journal.load(state)
+            owner = journal.site.get("owner") if journal is not None else None
+            if owner and not proc.is_same_process(owner[0], owner[1]):
+                names.append(journal.site["name"])  # type: ignore[union-attr]
+        return names
+
+    def healthy(self) -> bool:
+        """Every node's init is alive (what ``up`` checks before reusing a site)."""
+        if not self.nodes:
+            return False
+        return all(self._init_alive(n) for n in self.nodes)
+
+    def status(self) -> list[dict[str, str]]:
+        """One row per node and service host: name, address, and whether it is up."""
+        rows = []
+        for member in self.nodes:
+            alive = self._init_alive(member)
+            rows.append({
+                "name": member.name, "address": member.address, "kind": "node",
+                "state": ("ssh" if _port_open(member.address, node.SSH_PORT) else "booting")
+                if alive else "down",
+            })
+        for host in self.hosts.values():
+            rows.append({"name": host.name, "address": host.address, "kind": "service",
+                         "state": "up" if network.netns_exists(host.netns) else "down"})
+        return rows
+
+    def add_host(self, name: str, index: int = HARBOR_HOST) -> ServiceHost:
+        """A service host ``name`` at ``.index`` on the lab subnet (the existing one if made)."""
+        if name in self.hosts:
+            return self.hosts[name]
+        if not _NAME.match(name):
+            raise InputError(f"service host name {name!r}: use 1-8 lowercase letters and digits")
+        address = self._address(index)
+        taken = {n.address for n in self.nodes} | {h.address for h in self.hosts.values()}
+        if not 2 <= index < FIRST_NODE:
+            raise InputError(f"service host index {index}: use 2-{FIRST_NODE - 1}")
+        if address in taken:
+            raise InputError(f"address {address} is already taken in lab {self.name}")
+        host = ServiceHost(
+            name=name, address=address, netns=leftovers.netns_name(self.name, name),
+            veth=leftovers.link_name(self.name, "h", index),
+            cgroup=str(cgroups.site_path(self.name) / name),
+            site=self,
+        )
+        self.hosts[name] = host
+        self._save_description()
+        self._plug(host.netns, host.veth, address)
+        self.journal.add("cgroup", path=host.cgroup)
+        cgroups.create(Path(host.cgroup))
+        return host
+
+    def shape(self, member: Node | ServiceHost | str, rate: str | None = "100mbit",
+              delay: str | None = None) -> None:
+        """Shape a node's (or service host's) link both ways; ``rate=None, delay=None`` clears."""
+        target = self.node(member) if isinstance(member, str) else member
+        network.shape(target.veth, target.netns, rate, delay)
+
+    # -- making it ----------------------------------------------------------------------
+
+    def _address(self, index: int) -> str:
+        return str(self.subnet.network_address + index)
+
+    @classmethod
+    def _create(
+        cls, name: str, count: int, subnet: ipaddress.IPv4Network | None, log: Log,
+        owner: int | None,
+    ) -> Site:
+        started = time.monotonic()
+        base = rootfs.ensure_base(log=log)
+        recipe = rootfs.Recipe.default()
+        network_ = _pick_subnet(name, subnet)
+        data = paths.data_dir() / name
+        if data.exists():  # node disks of a site whose state is gone (the host rebooted)
+            teardown.remove({"kind": "dir", "path": str(data)})
+        data.mkdir(parents=True)
+        _check_overlay_capable(data)
+        run = paths.run_dir() / name
+        if run.exists():
+            shutil.rmtree(run)
+        run.mkdir(parents=True)
+        journal = Journal.create(run / "state.json", {
+            "name": name, "subnet": str(network_), "bridge": leftovers.bridge_name(name),
+            "base": str(base), "data": str(data), "sudo_user": recipe.sudo_user,
+            "nodes": [], "hosts": {},
+            "owner": None if owner is None else [owner, proc.start_time(owner)],
+        })
+        journal.add("dir", path=str(data))
+        site = cls(journal)
+        site._make(count, recipe, log)
+        log(f"lab {name} up: {count} nodes in {time.monotonic() - started:.1f}s")
+        return site
+
+    def _make(self, count: int, recipe: rootfs.Recipe, log: Log) -> None:
+        proc.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"kubeferry-lab-{self.name}",
+                  "-f", str(self.ssh_key)])
+        public_key = Path(f"{self.ssh_key}.pub").read_text()
+        self.journal.add("link", name=self.bridge)
+        network.add_bridge(self.bridge, ipaddress.IPv4Interface(
+            f"{self.admin_address}/{self.subnet.prefixlen}"))
+        for rule in network.firewall_rules(self.bridge, leftovers.firewall_tag(self.name)):
+            self.journal.add("iptables", rule=rule)
+            network.add_rule(rule)
+        self.journal.add("cgroup", path=str(cgroups.site_path(self.name)))
+
+        for index in range(1, count + 1):
+            machine_id, product_uuid = node.new_identity()
+            member = Node(
+                name=f"node{index}", address=self._address(FIRST_NODE + index - 1),
+                netns=leftovers.netns_name(self.name, f"node{index}"),
+                veth=leftovers.link_name(self.name, "n", index),
+                directory=str(self.data_directory / "nodes" / f"node{index}"),
+                cgroup=str(cgroups.site_path(self.name) / f"node{index}"),
+                host_key="", machine_id=machine_id, product_uuid=product_uuid,
+                key_file=str(self.ssh_key), known_hosts=str(self.known_hosts_file),
+            )
+            node.prepare(member, self.base, public_key, recipe.sudo_user)
+            self.nodes.append(member)
+            self._save_description()
+        self._write_known_hosts()
+
+        for member in self.nodes:
+            self._plug(member.netns, member.veth, member.address)
+            self._boot(member)
+        log(f"{count} nodes booting; waiting for systemd and sshd")
+        with ThreadPoolExecutor(max_workers=min(8, count)) as pool:
+            states = list(pool.map(self._wait, self.nodes))
+        for member, state in zip(self.nodes, states):
+            log(f"{member.name} {member.address}: {state}")
+
+    def _plug(self, netns: str, veth: str, address: str) -> None:
+        self.journal.add("netns", name=netns)
+        network.add_netns(netns)
+        self.journal.add("link", name=veth)
+        network.add_veth(veth, netns, self.bridge,
+                         ipaddress.IPv4Interface(f"{address}/{self.subnet.prefixlen}"))
+
+    def _boot(self, member: Node) -> None:
+        self.journal.add("cgroup", path=member.cgroup)
+        cgroups.create(Path(member.cgroup))
+        launcher_record = self.journal.add("process", node=member.name, role="launcher")
+        init_record = self.journal.add("process", node=member.name, role="init", stop="kill")
+        launcher = node.launch(member, self.base)
+        self.journal.update(launcher_record, pid=launcher.pid,
+                            started=proc.start_time(launcher.pid))
+        init = node.init_pid(member, launcher.pid)
+        self.journal.update(init_record, pid=init, started=proc.start_time(init))
+
+    def _wait(self, member: Node) -> str:
+        record = self._init_record(member)
+        return node.wait_ready(member, record["pid"], record["started"])
+
+    def _init_record(self, member: Node) -> dict:
+        for resource in self.journal.resources:
+            if (resource["kind"], resource.get("node"), resource.get("role")) == (
+                "process", member.name, "init"
+            ):
+                return resource
+        return {}
+
+    def init_pid(self, member: Node) -> int | None:
+        """The admin-host pid of a node's PID 1 (systemd), for tests that crash a node."""
+        return self._init_record(member).get("pid")
+
+    def _init_alive(self, member: Node) -> bool:
+        record = self._init_record(member)
+        return bool(record.get("pid")) and proc.is_same_process(record["pid"], record["started"])
+
+    def _write_known_hosts(self) -> None:
+        lines = "".join(f"{m.address} {m.host_key}\n" for m in self.nodes)
+        tmp = self.known_hosts_file.with_suffix(".tmp")
+        tmp.write_text(lines)
+        tmp.replace(self.known_hosts_file)
+
+    def _save_description(self) -> None:
+        self.journal.site["nodes"] = [m.to_dict() for m in self.nodes]
+        self.journal.site["hosts"] = {n: h.to_dict() for n, h in self.hosts.items()}
+        self.journal.save()
+
+    # -- undoing it ---------------------------------------------------------------------
+
+    def _teardown(self) -> None:
+        for member in self.nodes:
+            member.close()
+        errors = []
+        for resource in reversed(list(self.journal.resources)):
+            try:
+                teardown.remove(resource)
+            except OperationError as error:
+                errors.append(str(error))
+                continue
+            self.journal.discard(resource)
+        if errors:
+            raise OperationError(
+                f"lab {self.name}: {len(errors)} thing(s) could not be removed, "
+                f"first: {errors[0]}; "
+                f"its state stays in {self.journal.path} for another 'down'"
+            )
+        shutil.rmtree(self.directory, ignore_errors=True)
+        remaining = leftovers.find(self.name)
+        if remaining:
+            raise OperationError(
+                f"lab {self.name}: still present after down: {', '.join(remaining)}"
+            )
+
+
+def _check_name(name: str) -> None:
+    if not _NAME.match(name):
+        raise InputError(f"lab name {name!r}: use 1-8 lowercase letters and digits, a letter first")
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise InputError("the lab needs root (namespaces, mounts, a bridge): run it with sudo")
+
+
+def _parse_subnet(subnet: str) -> ipaddress.IPv4Network:
+    try:
+        parsed = ipaddress.IPv4Network(subnet)
+    except ValueError as error:
+        raise InputError(
+            f"--subnet {subnet!r} is not an IPv4 network like 10.88.0.0/24"
+        ) from error
+    if parsed.prefixlen > 24:
+        raise InputError(f"--subnet {parsed} is too small: the lab's address plan needs a /24")
+    return parsed
+
+
+def _pick_subnet(name: str, subnet: ipaddress.IPv4Network | None) -> ipaddress.IPv4Network:
+    """The requested subnet, or the default one: both checked against this host's networks."""
+    if subnet is None:
+        subnet = (ipaddress.IPv4Network(DEFAULT_SUBNET) if name == DEFAULT_NAME
+                  else network.free_subnet(OTHER_SUBNETS_FROM))
+    network.check_subnet_free(subnet)
+    return subnet
+
+
+def _check_overlay_capable(directory: Path) -> None:
+    kind = proc.run(["stat", "-f", "-c", "%T", str(directory)]).stdout.decode().strip()
+    if kind not in _OVERLAY_UPPER_FILESYSTEMS:
+        raise InputError(
+            f"{directory} is on {kind}, which cannot hold overlay layers; set "
+            "KUBEFERRY_LAB_DATA to a directory on ext4, xfs, btrfs or tmpfs"
+        )
+
+
+class _site_lock:
+    """One ``up``/``down`` at a time on this machine: an flock on the run directory itself
+    (no lock file to leave behind), waited for at most LOCK_TIMEOUT seconds."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.path = paths.run_dir()
+
+    def __enter__(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+
+        def acquired() -> bool:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
+        if not proc.wait_until(acquired, LOCK_TIMEOUT, interval=0.5):
+            os.close(self.fd)
+            raise OperationError(
+                f"another kubeferry-lab up/down holds {self.path} (lab {self.name}); try again"
+            )
+
+    def __exit__(self, *_exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        os.close(self.fd)
+
+
+def _port_open(address: str, port: int) -> bool:
+    try:
+        with socket.create_connection((address, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+

@@ -1,0 +1,175 @@
+"""``bundle build`` end to end against real registries, read back by real consumers."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kubeferry.bundle_reader import Bundle
+from kubeferry.bundler.build import BuildRequest, build
+from kubeferry.lab.containerd import Containerd
+from kubeferry.lab.registry import Registry
+from kubeferry.lab.upstream import mirrors
+from kubeferry.versions import image_set
+
+pytestmark = pytest.mark.real
+KUBEFERRY = [sys.executable, "-m", "kubeferry.cli"]
+
+
+def kubeferry(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*KUBEFERRY, *args], capture_output=True, text=True, timeout=300,
+                          stdin=subprocess.DEVNULL)
+
+
+def mirror_flags(registry: Registry) -> list[str]:
+    return [flag for mirror in mirrors(registry.url) for flag in ("--mirror", mirror)]
+
+
+@pytest.fixture(scope="module")
+def built(upstream: Registry, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A bundle of 1.25.0 built through the CLI; (bundle, cache dir)."""
+    work = tmp_path_factory.mktemp("build")
+    cache, output = work / "cache", work / "out"
+    result = kubeferry("bundle", "build", "--k8s", "1.25.0", *mirror_flags(upstream),
+                       "--cache-dir", str(cache), "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    assert "images     10" in result.stdout
+    files = list(output.iterdir())
+    assert [f.name for f in files] == ["kubeferry-k8s-1.25.0-el7-amd64.tar"]
+    return files[0], cache
+
+
+def test_bundle_holds_every_image_once_under_upstream_names(built: tuple[Path, Path]) -> None:
+    bundle_path, _ = built
+    assert kubeferry("bundle", "verify", str(bundle_path)).returncode == 0
+    meta = json.loads(kubeferry("bundle", "inspect", str(bundle_path), "--json").stdout)
+    names = [image["name"] for image in meta["images"]]
+    assert names == list(image_set("1.25.0").images)
+    assert meta["sources"]["registries"]["registry.k8s.io"].startswith("http://127.0.0.1:")
+    paths = [member["path"] for member in meta["members"]]
+    assert len(paths) == len(set(paths))
+    blobs = [p for p in paths if p.startswith("images/blobs/")]
+    # the shared bases (distroless, calico base) are stored once
+    layers = {layer for image in meta["images"] for layer in _layers(bundle_path, image)}
+    per_image = sum(len(_layers(bundle_path, image)) for image in meta["images"])
+    assert len(layers) < per_image
+    assert len(blobs) == len(layers) + 2 * len(meta["images"])  # + manifests + configs
+    assert all(image["indexDigest"] for image in meta["images"])  # lists were resolved
+    human = kubeferry("bundle", "inspect", str(bundle_path)).stdout
+    assert "registry.k8s.io/kube-apiserver:v1.25.0" in human and meta["membersDigest"] in human
+
+
+def _layers(bundle_path: Path, image: dict) -> list[str]:
+    manifest = Bundle.open(bundle_path).read_member("images/blobs/sha256/" + image["digest"][7:])
+    return [layer["digest"] for layer in json.loads(manifest)["layers"]]
+
+
+def _unique_blob_bytes(bundle_path: Path, images: list[dict]) -> int:
+    sizes = {}
+    for image in images:
+        member = f"images/blobs/sha256/{image['digest'][7:]}"
+        manifest = json.loads(Bundle.open(bundle_path).read_member(member))
+        for blob in [manifest["config"], *manifest["layers"]]:
+            sizes[blob["digest"]] = blob["size"]
+    return sum(sizes.values())
+
+
+def test_ctr_imports_the_images_tar(built: tuple[Path, Path], containerd: Containerd,
+                                    tmp_path: Path) -> None:
+    bundle_path, _ = built
+    layout = tmp_path / "images.tar"
+    assert kubeferry("bundle", "images", str(bundle_path), "--output", str(layout)).returncode == 0
+    containerd.ctr("images", "import", str(layout))
+    held = containerd.images()
+    meta = Bundle.open(bundle_path).metadata
+    for image in meta["images"]:
+        assert held.get(image["name"]) == image["digest"], image["name"]
+        containerd.ctr("images", "check", f"name=={image['name']}")
+    check = containerd.ctr("images", "check").stdout
+    assert "incomplete" not in check and "missing" not in check
+
+
+def test_ctr_imports_from_a_pipe(built: tuple[Path, Path]) -> None:
+    """``kubeferry bundle images BUNDLE -o - | ctr images import -``: nothing hits the disk."""
+    bundle_path, _ = built
+    with Containerd() as fresh:
+        producer = subprocess.Popen([*KUBEFERRY, "bundle", "images", str(bundle_path), "-o", "-"],
+                                    stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        consumer = subprocess.run(
+            ["ctr", "--address", str(fresh.socket), "-n", "k8s.io", "images", "import", "-"],
+            stdin=producer.stdout, capture_output=True, text=True, timeout=300)
+        assert producer.wait(timeout=60) == 0
+        assert consumer.returncode == 0, consumer.stderr
+        assert "registry.k8s.io/kube-apiserver:v1.25.0" in fresh.images()
+
+
+def test_skopeo_reads_the_images_tar(built: tuple[Path, Path], tmp_path: Path) -> None:
+    bundle_path, _ = built
+    layout = tmp_path / "images.tar"
+    kubeferry("bundle", "images", str(bundle_path), "-o", str(layout))
+    for image in Bundle.open(bundle_path).images:
+        result = subprocess.run(["skopeo", "inspect", f"oci-archive:{layout}:{image['name']}"],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["Digest"] == image["digest"]
+    copied = tmp_path / "copy"
+    name = "docker.io/calico/node:v3.24.5"
+    result = subprocess.run(["skopeo", "copy", f"oci-archive:{layout}:{name}", f"dir:{copied}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_warm_rebuild_downloads_nothing(upstream: Registry, built: tuple[Path, Path],
+                                        tmp_path: Path) -> None:
+    bundle_path, cache = built
+    again = build(BuildRequest(kubernetes="1.25.0", mirrors=mirrors(upstream.url),
+                               cache_dir=cache, output_dir=tmp_path))
+    assert again.downloaded == 0 and again.cached > 0
+    assert again.metadata["membersDigest"] == Bundle.open(bundle_path).digest
+
+
+def test_next_patch_release_downloads_only_new_blobs(upstream: Registry, built: tuple[Path, Path],
+                                                     tmp_path: Path) -> None:
+    _, cache = built
+    first = Bundle.open(built[0])
+    result = build(BuildRequest(kubernetes="1.25.1", mirrors=mirrors(upstream.url),
+                                cache_dir=cache, output_dir=tmp_path))
+    shared = _unique_blob_bytes(built[0], [image for image in first.images
+                                           if image["name"] in set(image_set("1.25.1").images)])
+    assert result.cached >= shared  # etcd, coredns, pause, calico unchanged
+    assert 0 < result.downloaded < result.cached
+
+
+def test_registry_down_is_one_clear_line(tmp_path: Path) -> None:
+    result = kubeferry("bundle", "build", "--k8s", "1.25.0",
+                       "--mirror", "registry.k8s.io=http://127.0.0.1:9",
+                       "--mirror", "docker.io=http://127.0.0.1:9",
+                       "--cache-dir", str(tmp_path / "c"), "--output", str(tmp_path / "o"))
+    assert result.returncode == 1
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
+    assert not list((tmp_path / "o").glob("*.tar"))
+
+
+def test_https_mirror_with_custom_ca_and_credentials_file(tmp_path: Path) -> None:
+    """An internal mirror behind HTTPS (own CA) and htpasswd: --registry-ca, --registry-auth."""
+    from kubeferry.lab.registry import write_docker_config
+    from kubeferry.lab.upstream import seed_upstream
+
+    with Registry(tmp_path / "mirror", tls=True, htpasswd={"ferry": "s3cret-pass"}) as mirror:
+        seed_upstream(mirror.url, "1.25.0", ca_file=mirror.ca_file, auth=("ferry", "s3cret-pass"))
+        auth = write_docker_config(tmp_path / "auth.json", mirror.host, "ferry", "s3cret-pass")
+        common = ["bundle", "build", "--k8s", "1.25.0", *mirror_flags(mirror),
+                  "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "out")]
+        no_ca = kubeferry(*common, "--registry-auth", str(auth))
+        assert no_ca.returncode == 1 and len(no_ca.stderr.strip().splitlines()) == 1, no_ca.stderr
+        no_auth = kubeferry(*common, "--registry-ca", mirror.ca_file)
+        assert no_auth.returncode == 1 and len(no_auth.stderr.strip().splitlines()) == 1
+        good = kubeferry(*common, "--registry-ca", mirror.ca_file, "--registry-auth", str(auth))
+        assert good.returncode == 0, good.stderr
+        assert "s3cret-pass" not in good.stdout + good.stderr + no_auth.stderr
+    assert kubeferry("bundle", "verify", str(next((tmp_path / "out").glob("*.tar")))).returncode == 0

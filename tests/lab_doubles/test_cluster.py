@@ -1,0 +1,324 @@
+"""A whole cluster on the doubles: HA init, control-plane and worker joins, calico, verify."""
+
+from __future__ import annotations
+
+import json
+
+from doubles_configs import CERT_KEY, calico, dump, init_docs, join_docs
+from doubles_harness import Lab, Node
+
+
+def kubectl(node: Node, *args: str, stdin: str | None = None):
+    return node.run(
+        "kubectl", "--kubeconfig", str(node.root / "etc/kubernetes/admin.conf"), *args, stdin=stdin
+    )
+
+
+def init_cluster(lab: Lab) -> Node:
+    cp1 = lab.node("cp1")
+    cp1.start_kubelet()
+    result = cp1.run(
+        "kubeadm", "init", "--config", cp1.config("init.yaml", dump(init_docs())), "--upload-certs"
+    )
+    assert result.returncode == 0, result.stderr
+    return cp1
+
+
+def test_ha_cluster_from_init_to_verify(lab: Lab) -> None:
+    cp1 = init_cluster(lab)
+    init = lab.record.init_config()
+    assert init["podSubnet"] == "10.244.0.0/16" and init["controlPlaneEndpoint"] == "cp.lab.test:6443"
+    assert init["images"]["coredns"] == "127.0.0.1:5000/google_containers/coredns:v1.9.3"
+    assert lab.record.certificate_key()["key"] == CERT_KEY
+    admin = (cp1.root / "etc/kubernetes/admin.conf").read_text()
+    assert "server: https://cp.lab.test:6443" in admin and "client-key-data" in admin
+    assert (cp1.root / "etc/kubernetes/admin.conf").stat().st_mode & 0o777 == 0o600
+    manifest = (cp1.root / "etc/kubernetes/manifests/kube-apiserver.yaml").read_text()
+    assert "image: 127.0.0.1:5000/google_containers/kube-apiserver:v1.25.0" in manifest
+    assert "cgroupDriver: systemd" in (cp1.root / "var/lib/kubelet/config.yaml").read_text()
+
+    token = lab.record.tokens()[0]["token"]
+    cp2 = lab.node("cp2")
+    cp2.start_kubelet()
+    joined = cp2.run(
+        "kubeadm",
+        "join",
+        "--config",
+        cp2.config("join.yaml", dump(join_docs("cp2", token, init["ca_hash"], control_plane="127.0.0.12"))),
+    )
+    assert joined.returncode == 0, joined.stderr
+    assert (cp2.root / "etc/kubernetes/pki/ca.key").read_bytes() == (
+        cp1.root / "etc/kubernetes/pki/ca.key"
+    ).read_bytes()
+
+    created = cp1.run("kubeadm", "token", "create", "--print-join-command")
+    assert created.returncode == 0, created.stderr
+    assert created.stdout.startswith("kubeadm join cp.lab.test:6443 --token ")
+    worker = lab.node("w1")
+    worker.start_kubelet()
+    joined = worker.run("kubeadm", "join", *created.stdout.split()[2:])
+    assert joined.returncode == 0, joined.stderr
+    assert lab.record.join_order() == [("cp1", "control-plane"), ("cp2", "control-plane"), ("w1", "worker")]
+
+    nodes = json.loads(kubectl(cp1, "get", "nodes", "-o", "json").stdout)["items"]
+    assert [n["metadata"]["name"] for n in nodes] == ["cp1", "cp2", "w1"]
+    assert all(n["status"]["conditions"][0]["status"] == "False" for n in nodes), (
+        "NotReady until the CNI is up"
+    )
+
+    wrong_cidr = kubectl(cp1, "apply", "-f", "-", stdin=calico("192.168.0.0/16"))
+    assert wrong_cidr.returncode == 1
+    assert (
+        'CALICO_IPV4POOL_CIDR "192.168.0.0/16" differs from the cluster podSubnet "10.244.0.0/16"'
+        in wrong_cidr.stderr
+    )
+    unset = kubectl(cp1, "apply", "-f", "-", stdin=calico(None))
+    assert unset.returncode == 1 and "CALICO_IPV4POOL_CIDR is not set" in unset.stderr
+    upstream = kubectl(cp1, "apply", "-f", "-", stdin=calico("10.244.0.0/16", registry="docker.io"))
+    assert upstream.returncode == 1
+    assert 'image "docker.io/calico/cni:v3.24.5" is not in the site registry' in upstream.stderr
+    missing_tag = kubectl(
+        cp1, "apply", "-f", "-", stdin=calico("10.244.0.0/16").replace("v3.24.5", "v3.99.0")
+    )
+    assert missing_tag.returncode == 1
+    assert "HEAD http://127.0.0.1:5000/v2/calico/cni/manifests/v3.99.0: 404" in missing_tag.stderr
+    assert lab.record.applied() == []
+
+    applied = kubectl(cp1, "apply", "-f", "-", stdin=calico("10.244.0.0/16"))
+    assert applied.returncode == 0, applied.stderr
+    assert "daemonset.apps/calico-node created" in applied.stdout
+    again = kubectl(cp1, "apply", "-f", "-", stdin=calico("10.244.0.0/16"))
+    assert "daemonset.apps/calico-node unchanged" in again.stdout
+    assert lab.record.objects()["DaemonSet/kube-system/calico-node"]["calicoIPv4PoolCIDR"] == "10.244.0.0/16"
+
+    waited = kubectl(cp1, "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=60s")
+    assert waited.returncode == 0, waited.stderr
+    waited = kubectl(
+        cp1, "wait", "--for=condition=Ready", "pods", "--all", "-n", "kube-system", "--timeout=60s"
+    )
+    assert waited.returncode == 0, waited.stderr
+    pods = json.loads(kubectl(cp1, "get", "pods", "-A", "-o", "json").stdout)["items"]
+    names = sorted(p["metadata"]["name"].rsplit("-", 1)[0] for p in pods)
+    assert names.count("calico-node") == 3 and names.count("kube-proxy") == 3
+    assert len([p for p in pods if p["metadata"]["name"].startswith("coredns-")]) == 2
+    for static in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
+        assert f"{static}-cp1" in {p["metadata"]["name"] for p in pods}
+        assert f"{static}-cp2" in {p["metadata"]["name"] for p in pods}
+    images = {c["image"] for p in pods for c in p["spec"]["containers"]}
+    assert images and all(i.startswith("127.0.0.1:5000/") for i in images)
+    assert all(p["status"]["phase"] == "Running" for p in pods)
+    dns_pods = kubectl(
+        cp1,
+        "wait",
+        "--for=condition=Ready",
+        "pods",
+        "-l",
+        "k8s-app=kube-dns",
+        "-n",
+        "kube-system",
+        "--timeout=30s",
+    )
+    assert dns_pods.returncode == 0 and len(dns_pods.stdout.splitlines()) == 2, dns_pods.stdout
+    calico_pods = kubectl(cp1, "get", "pods", "-A", "-l", "k8s-app=calico-node", "-o", "name").stdout.split()
+    assert len(calico_pods) == 3 and all(p.startswith("pod/calico-node-") for p in calico_pods)
+    table = kubectl(cp1, "get", "nodes").stdout
+    assert table.splitlines()[1].split()[:2] == ["cp1", "Ready"]
+
+    dns = kubectl(
+        cp1,
+        "run",
+        "dnscheck",
+        "--image",
+        "127.0.0.1:5000/library/busybox:1.28",
+        "--rm",
+        "-i",
+        "--restart=Never",
+        "--",
+        "nslookup",
+        "kubernetes.default",
+    )
+    assert dns.returncode == 0, dns.stderr
+    assert "Address 1: 10.96.0.1 kubernetes.default.svc.cluster.local" in dns.stdout
+    outside = kubectl(
+        cp1,
+        "run",
+        "dnscheck",
+        "--image",
+        "docker.io/library/busybox:1.28",
+        "--rm",
+        "-i",
+        "--restart=Never",
+        "--",
+        "nslookup",
+        "kubernetes.default",
+    )
+    assert outside.returncode == 1 and "not a site registry" in outside.stderr
+
+    calls = lab.record.invocations(program="kubeadm")
+    assert [(c["node"], c["argv"][1], c["exit_code"]) for c in calls] == [
+        ("cp1", "init", 0),
+        ("cp2", "join", 0),
+        ("cp1", "token", 0),
+        ("w1", "join", 0),
+    ]
+    flag_join = calls[-1]
+    assert flag_join["secret_flags"] == ["--token"], "the printed join command puts the token on argv"
+    assert token not in json.dumps(lab.record.invocations())
+    assert calls[0]["secret_flags"] == [] and calls[1]["secret_flags"] == []
+    assert {c["command"] for c in lab.record.invocations(program="kubectl")} >= {
+        "apply",
+        "get",
+        "wait",
+        "run",
+    }
+    beats = lab.record.heartbeats()
+    assert set(beats) == {"cp1", "cp2", "w1"} and all(b["sandbox_ok"] for b in beats.values())
+
+
+def test_join_before_init_fails(lab: Lab) -> None:
+    worker = lab.node("w1")
+    docs = join_docs("w1", "abcdef.0123456789abcdef", "sha256:" + "0" * 64)
+    result = worker.run("kubeadm", "join", "--config", worker.config("join.yaml", dump(docs)))
+    assert result.returncode == 1
+    assert "couldn't validate the identity of the API Server" in result.stderr
+    assert "dial tcp cp.lab.test:6443: connect: connection refused" in result.stderr
+    assert lab.record.nodes() == []
+    assert lab.record.invocations()[-1]["exit_code"] == 1
+
+
+def test_bad_token_and_ca_hash_are_refused(lab: Lab) -> None:
+    init_cluster(lab)
+    init = lab.record.init_config()
+    worker = lab.node("w1")
+    bad = worker.run(
+        "kubeadm",
+        "join",
+        "--config",
+        worker.config("a.yaml", dump(join_docs("w1", "abcdef.0123456789abcdef", init["ca_hash"]))),
+    )
+    assert (
+        bad.returncode == 1
+        and 'could not find a JWS signature in the cluster-info ConfigMap for token ID "abcdef"' in bad.stderr
+    )
+    token = lab.record.tokens()[0]["token"]
+    wrong_hash = worker.run(
+        "kubeadm",
+        "join",
+        "--config",
+        worker.config("b.yaml", dump(join_docs("w1", token, "sha256:" + "1" * 64))),
+    )
+    assert wrong_hash.returncode == 1 and "none of the public keys" in wrong_hash.stderr
+    malformed = worker.run(
+        "kubeadm",
+        "join",
+        "--config",
+        worker.config("c.yaml", dump(join_docs("w1", "not-a-token", init["ca_hash"]))),
+    )
+    assert malformed.returncode == 1 and "the bootstrap token is invalid" in malformed.stderr
+    lab.record.expire_tokens()
+    expired = worker.run(
+        "kubeadm", "join", "--config", worker.config("d.yaml", dump(join_docs("w1", token, init["ca_hash"])))
+    )
+    assert expired.returncode == 1 and "could not find a JWS signature" in expired.stderr
+    assert [n["name"] for n in lab.record.nodes()] == ["cp1"]
+
+
+def test_control_plane_join_needs_the_current_certificate_key(lab: Lab) -> None:
+    cp1 = init_cluster(lab)
+    init = lab.record.init_config()
+    token = lab.record.tokens()[0]["token"]
+    cp2 = lab.node("cp2")
+    cp2.start_kubelet()
+
+    def join(key: str, name: str):
+        docs = join_docs("cp2", token, init["ca_hash"], control_plane="127.0.0.12", key=key)
+        return cp2.run("kubeadm", "join", "--config", cp2.config(name, dump(docs)))
+
+    wrong = join("f" * 64, "wrong.yaml")
+    assert wrong.returncode == 1 and "cipher: message authentication failed" in wrong.stderr
+    lab.record.expire_certificate_key()
+    expired = join(CERT_KEY, "expired.yaml")
+    assert expired.returncode == 1
+    assert (
+        'Secret "kubeadm-certs" was not found in the "kube-system" Namespace. This Secret might have expired'
+        in expired.stderr
+    )
+    mixed = cp2.run(
+        "kubeadm", "join", "--config", str(cp2.root / "root/expired.yaml"), "--certificate-key", CERT_KEY
+    )
+    assert mixed.returncode == 1 and "can not mix '--config' with arguments [certificate-key]" in mixed.stderr
+    uploaded = cp1.run("kubeadm", "init", "phase", "upload-certs", "--upload-certs")
+    assert uploaded.returncode == 0, uploaded.stderr
+    new_key = uploaded.stdout.strip().splitlines()[-1]
+    assert len(new_key) == 64 and new_key != CERT_KEY
+    fine = join(new_key, "fresh.yaml")
+    assert fine.returncode == 0, fine.stderr
+    assert lab.record.join_order() == [("cp1", "control-plane"), ("cp2", "control-plane")]
+    assert "--certificate-key" in lab.record.invocations(program="kubeadm", node="cp2")[-2]["secret_flags"]
+
+
+def test_reset_removes_the_node_files_and_a_rejoin_works(lab: Lab) -> None:
+    cp1 = init_cluster(lab)
+    init = lab.record.init_config()
+    token = lab.record.tokens()[0]["token"]
+    worker = lab.node("w1")
+    worker.start_kubelet()
+    config = worker.config("join.yaml", dump(join_docs("w1", token, init["ca_hash"])))
+    assert worker.run("kubeadm", "join", "--config", config).returncode == 0
+    again = worker.run("kubeadm", "join", "--config", config)
+    assert again.returncode == 1 and "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]" in again.stderr
+    reset = worker.run("kubeadm", "reset", "-f")
+    assert reset.returncode == 0, reset.stderr
+    assert not (worker.root / "etc/kubernetes/kubelet.conf").exists()
+    assert not (worker.root / "var/lib/kubelet/config.yaml").exists()
+    rejoined = worker.run("kubeadm", "join", "--config", config)
+    assert rejoined.returncode == 0, rejoined.stderr
+    assert [n["name"] for n in lab.record.nodes()] == ["cp1", "w1"]
+    assert kubectl(cp1, "get", "nodes", "-o", "name").stdout.split() == ["node/cp1", "node/w1"]
+
+
+def test_resetting_the_last_control_plane_ends_the_cluster(lab: Lab) -> None:
+    cp1 = init_cluster(lab)
+    admin = cp1.root / "root/admin.conf"
+    admin.write_bytes((cp1.root / "etc/kubernetes/admin.conf").read_bytes())
+    reset = cp1.run("kubeadm", "reset", "-f")
+    assert reset.returncode == 0, reset.stderr
+    assert lab.record.init_config() is None and lab.record.nodes() == []
+    stale = cp1.run("kubectl", "--kubeconfig", str(admin), "get", "nodes")
+    assert stale.returncode == 1 and "connect: connection refused" in stale.stderr
+    again = cp1.run("kubeadm", "init", "--config", str(cp1.root / "root/init.yaml"), "--upload-certs")
+    assert again.returncode == 0, again.stderr
+    old_ca = cp1.run("kubectl", "--kubeconfig", str(admin), "get", "nodes")
+    assert old_ca.returncode == 1 and "x509: certificate signed by unknown authority" in old_ca.stderr
+    assert [c["exit_code"] for c in lab.record.invocations(program="kubeadm")] == [0, 0, 0]
+
+
+def test_a_worker_without_registry_config_stays_not_ready(lab: Lab) -> None:
+    """The mistake a real air-gapped cluster shows late: one node cannot pull from the site registry.
+
+    (Removing hosts.toml would not do here: containerd falls back to plain HTTP for 127.0.0.1.)
+    """
+    cp1 = init_cluster(lab)
+    init = lab.record.init_config()
+    worker = lab.node("w1")
+    hosts = worker.root / "etc/containerd/certs.d/127.0.0.1:5000/hosts.toml"
+    hosts.write_text(hosts.read_text().replace("127.0.0.1:5000", "127.0.0.1:5999"))  # a wrong mirror address
+    worker.start_kubelet()
+    joined = worker.run(
+        "kubeadm",
+        "join",
+        "--config",
+        worker.config("join.yaml", dump(join_docs("w1", lab.record.tokens()[0]["token"], init["ca_hash"]))),
+    )
+    assert joined.returncode == 0, joined.stderr
+    assert kubectl(cp1, "apply", "-f", "-", stdin=calico("10.244.0.0/16")).returncode == 0
+    assert kubectl(cp1, "wait", "--for=condition=Ready", "node/cp1", "--timeout=30s").returncode == 0
+    late = kubectl(cp1, "wait", "--for=condition=Ready", "node/w1", "--timeout=5s")
+    assert late.returncode == 1 and "timed out waiting for the condition on nodes/w1" in late.stderr
+    pods = json.loads(kubectl(cp1, "get", "pods", "-A", "-o", "json").stdout)["items"]
+    on_worker = [p for p in pods if p["spec"]["nodeName"] == "w1"]
+    assert on_worker and all(p["status"]["phase"] == "Pending" for p in on_worker)
+    reasons = {p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] for p in on_worker}
+    assert reasons == {"ContainerCreating"}
+    beat = lab.record.heartbeats()["w1"]
+    assert not beat["sandbox_ok"] and "127.0.0.1:5000/google_containers/pause:3.8" in beat["pull_errors"]

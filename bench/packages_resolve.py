@@ -76,7 +76,7 @@ def debian12(cache: Path, work: Path) -> dict:
     from tests.packages.standin_deb import build_kubernetes_debs, make_flat_repo
 
     repo = work / "kubernetes"
-    debs = build_kubernetes_debs(repo / "amd64", work / "debs")
+    debs = build_kubernetes_debs(repo / "amd64")
     make_flat_repo(repo, debs, key=None)
     spec = os_spec("debian12")
     with StaticServer(work) as server:

@@ -197,7 +197,7 @@ class HarborStandIn:
             self.registry.start()
             server.backend = Backend(
                 model=self.model, tokens=self.tokens, registry_port=self.registry.port,
-                record=self._record, registry_healthy=self._registry_problem,
+                record=self._record, finished=self._log, registry_healthy=self._registry_problem,
                 repo_count=self._repo_count, public_url=self.url,
             )
         except BaseException:
@@ -212,11 +212,13 @@ class HarborStandIn:
         return self
 
     def _record(self, exchange: Exchange) -> None:
-        with self._exchanges_lock:
-            if self.keep_exchanges:
+        if self.keep_exchanges:
+            with self._exchanges_lock:
                 self.exchanges.append(exchange)
-            with open(self.requests_file, "a") as log:
-                log.write(f"{exchange.method} {exchange.path} {exchange.status}\n")
+
+    def _log(self, exchange: Exchange) -> None:
+        with self._exchanges_lock, open(self.requests_file, "a") as log:
+            log.write(f"{exchange.method} {exchange.path} {exchange.status}\n")
 
     def _registry_problem(self) -> str | None:
         assert self.registry is not None

@@ -88,7 +88,8 @@ class Backend:
     model: HarborModel
     tokens: TokenService
     registry_port: int
-    record: Callable[[Exchange], None]
+    record: Callable[[Exchange], None]  # as the request arrives (its answer is filled in later)
+    finished: Callable[[Exchange], None]  # once answered
     registry_healthy: Callable[[], str | None]  # None when healthy, else the error
     repo_count: Callable[[str], int]  # repositories holding a manifest under a project
     public_url: str
@@ -145,6 +146,7 @@ class HarborHandler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         parts = urlsplit(self.path)
         self.exchange = Exchange(self.command, parts.path, parts.query, _redacted(dict(self.headers)))
+        self.backend.record(self.exchange)  # before answering: a client never sees it missing
         try:
             if parts.path == "/v2" or parts.path.startswith("/v2/"):
                 self._v2(parts.path)
@@ -155,7 +157,7 @@ class HarborHandler(BaseHTTPRequestHandler):
             else:
                 self._send_json(404, errors("NOT_FOUND", f"{parts.path} not found"))
         finally:
-            self.backend.record(self.exchange)
+            self.backend.finished(self.exchange)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
 
@@ -177,6 +179,10 @@ class HarborHandler(BaseHTTPRequestHandler):
             data = b"" if body is None else json.dumps(body).encode()
             if data:
                 sent["Content-Type"] = "application/json; charset=utf-8"
+        self.exchange.status = status  # recorded before the client can see the answer
+        self.exchange.response_headers = {**sent, "Content-Length": str(len(data))}
+        if api:
+            self.exchange.response_body = data
         self.send_response(status)
         for name, value in sent.items():
             self.send_header(name, value)
@@ -184,10 +190,6 @@ class HarborHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
-        self.exchange.status = status
-        self.exchange.response_headers = {**sent, "Content-Length": str(len(data))}
-        if api:
-            self.exchange.response_body = data
 
     # -- /service/token -----------------------------------------------------------------------
 
@@ -458,9 +460,9 @@ class HarborHandler(BaseHTTPRequestHandler):
         chunked = not bodiless and response.getheader("Content-Length") is None
         if chunked:
             self.send_header("Transfer-Encoding", "chunked")
-        self.end_headers()
         self.exchange.status = response.status
         self.exchange.response_headers = sent
+        self.end_headers()
         if bodiless:
             return
         while True:

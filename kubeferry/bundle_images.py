@@ -74,6 +74,7 @@ class BundleBlobs:
 
     def images(self) -> list[BundleImage]:
         """Every image the metadata lists, with its manifest read from the bundle."""
+        self.bundle.verify_image_list()  # names are what Harbor gets: they must be the real ones
         images = []
         for entry in self.bundle.images:
             digest = entry["digest"]

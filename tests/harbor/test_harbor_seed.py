@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,22 @@ def test_cli_failures_are_one_line(harbor: HarborStandIn, bundle_file: Path, tmp
     assert down.returncode == 1
     assert one_line(down) == f"kubeferry: cannot reach Harbor at {harbor.url}: connection refused"
 
+
+
+def test_an_edited_image_list_is_refused(harbor: HarborStandIn, bundle_file: Path,
+                                         tmp_path: Path) -> None:
+    """The names Harbor gets come from the metadata: they must agree with images/index.json."""
+    edited = tmp_path / bundle_file.name
+    with tarfile.open(bundle_file) as source, tarfile.open(edited, "w", format=tarfile.PAX_FORMAT) as out:
+        for member in source.getmembers():
+            data = source.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name == "kubeferry-bundle.json":
+                metadata = json.loads(data)
+                first, second = metadata["images"][0], metadata["images"][1]
+                first["name"], second["name"] = second["name"], first["name"]
+                data = json.dumps(metadata).encode()
+                member.size = len(data)
+            out.addfile(member, io.BytesIO(data))
+    with pytest.raises(OperationError, match="does not match images/index.json"):
+        seed(Bundle.open(edited), settings_for(harbor), harbor.admin_password)
+    assert harbor.model.project("google_containers") is None  # refused before touching Harbor

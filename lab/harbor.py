@@ -133,7 +133,11 @@ class HarborStandIn:
         return self.workdir / "requests.log"
 
     def requests(self, method: str | None = None, contains: str = "") -> list[Exchange]:
-        """Requests answered by an in-process stand-in (``start``), optionally filtered."""
+        """Requests answered by an in-process stand-in (``start``), optionally filtered.
+
+        After ``start_on`` the stand-in lives in another process: read ``requests_file``
+        and ask the API instead (``model`` is this process's copy, not the live one).
+        """
         with self._exchanges_lock:
             return [e for e in self.exchanges
                     if (method is None or e.method == method) and contains in e.path]

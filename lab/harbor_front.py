@@ -18,6 +18,7 @@ import json
 import secrets
 import socket
 import ssl
+import sys
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -133,7 +134,10 @@ class HarborServer(ThreadingHTTPServer):
                 sock.shutdown(socket.SHUT_RDWR)
 
     def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
-        pass  # clients that hang up or fail the TLS handshake are not the server's problem
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError, ssl.SSLError, OSError)):
+            return  # a client that hung up or failed the TLS handshake: not the server's problem
+        super().handle_error(request, client_address)  # a bug: its traceback goes to the log
 
 
 class HarborHandler(BaseHTTPRequestHandler):
@@ -203,6 +207,8 @@ class HarborHandler(BaseHTTPRequestHandler):
     # -- /api/v2.0 --------------------------------------------------------------------------
 
     def _api(self, path: str, query: str) -> None:
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True  # API bodies come with a Content-Length; don't guess
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_API_BODY:
             self.close_connection = True

@@ -207,6 +207,11 @@ class Seeder:
             except OperationError as down:
                 raise OperationError(f"{down} (it went away while seeding); start it and run"
                                      " again: what arrived is not sent again") from None
+            if "(HTTP 401" in str(error):  # the login worked for the API: it is the role
+                raise OperationError(
+                    f"Harbor at {self.settings.url} refused a push by user"
+                    f" {self.settings.username!r} into project {self.settings.project}: give the"
+                    " user a role that may push there (developer or more), or use an admin") from None
             raise OperationError(f"seeding Harbor at {self.settings.url} failed: {error};"
                                  " run again to resume (what arrived is not sent again)") from None
         return result

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,12 @@ def test_an_edited_image_list_is_refused(harbor: HarborStandIn, bundle_file: Pat
     with pytest.raises(OperationError, match="does not match images/index.json"):
         seed(Bundle.open(edited), settings_for(harbor), harbor.admin_password)
     assert harbor.model.project("google_containers") is None  # refused before touching Harbor
+
+
+def test_a_user_who_may_not_push_is_told_so(harbor: HarborStandIn, bundle: Bundle) -> None:
+    """dev logs in fine but does not own google_containers (the admin made it)."""
+    assert call(harbor, "POST", "/projects", auth=admin(harbor), json={
+        "project_name": "google_containers", "metadata": {"public": "true"}}).status_code == 201
+    settings = replace(settings_for(harbor), username="dev")
+    with pytest.raises(OperationError, match="refused a push by user 'dev' into project google_containers"):
+        seed(bundle, settings, "dev-pass-1", retries=0)

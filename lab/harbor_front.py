@@ -40,7 +40,6 @@ _HOP_BY_HOP = frozenset({
     "trailers", "transfer-encoding", "upgrade",
 })
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_SECRET_HEADERS = frozenset({"authorization", "cookie"})
 
 
 @dataclass
@@ -226,7 +225,7 @@ class HarborHandler(BaseHTTPRequestHandler):
             return
         user = self.backend.model.login(self.headers.get("Authorization"))
         route = path[len(API):] if path.startswith(API + "/") else None
-        status, answer, extra = self._route(route, unquote_query(query), body, user)
+        status, answer, extra = self._route(route, dict(parse_qsl(query, keep_blank_values=True)), body, user)
         headers.update(extra)
         self._send_json(status, answer, headers, api=True)
 
@@ -478,10 +477,6 @@ class HarborHandler(BaseHTTPRequestHandler):
             self.wfile.write(b"%x\r\n%b\r\n" % (len(data), data) if chunked else data)
         if chunked:
             self.wfile.write(b"0\r\n\r\n")
-
-
-def unquote_query(query: str) -> dict[str, str]:
-    return dict(parse_qsl(query, keep_blank_values=True))
 
 
 def _project_request(request: object) -> tuple[str | None, str, bool]:

@@ -10,6 +10,7 @@ never sent again.
 from __future__ import annotations
 
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 
 from kubeferry.errors import OperationError
 from kubeferry.installer.context import InstallContext
@@ -73,8 +74,15 @@ _SETTLE = (
 )
 
 
+def _settle(conn, members: list[dict]) -> list[str]:
+    """Check on the node and rename what matched; the parts that did not."""
+    listing = "".join(f"{m['sha256']}  {NODE_BUNDLE_DIR}/{m['path']}.part\n" for m in members)
+    return conn.run(_SETTLE, stdin=listing.encode()).stdout.split()
+
+
 def apply(ctx: InstallContext, host: Host) -> str:
-    """Three round trips plus one upload per file: prepare, send, then verify everything."""
+    """Prepare in one round trip, then one upload per file; each file is checked on the node
+    (on a second SSH channel) while the next one is on the wire."""
     conn = ctx.conn(host)
     todo = _todo(ctx, host)
     if not todo:
@@ -85,14 +93,16 @@ def apply(ctx: InstallContext, host: Host) -> str:
         conn.run("mkdir -p " + " ".join(shlex.quote(d) for d in directories) + " && for p in "
                  + " ".join(shlex.quote(p) for p in fresh) + '; do : > "$p"; done')
     sent = 0
-    for member, done in todo:
-        start = max(0, done)
-        with ctx.bundle.open_member(member["path"], start=start) as source:
-            conn.upload(source, f"{NODE_BUNDLE_DIR}/{member['path']}.part", member["size"] - start,
-                        progress=ctx.progress("distribute"))
-        sent += member["size"] - start
-    listing = "".join(f"{m['sha256']}  {NODE_BUNDLE_DIR}/{m['path']}.part\n" for m, _ in todo)
-    damaged = conn.run(_SETTLE, stdin=listing.encode()).stdout.split()
+    with ThreadPoolExecutor(max_workers=1) as checker:
+        checks = []
+        for member, done in todo:
+            start = max(0, done)
+            with ctx.bundle.open_member(member["path"], start=start) as source:
+                conn.upload(source, f"{NODE_BUNDLE_DIR}/{member['path']}.part",
+                            member["size"] - start, progress=ctx.progress("distribute"))
+            sent += member["size"] - start
+            checks.append(checker.submit(_settle, conn, [member]))
+        damaged = [part for check in checks for part in check.result()]
     if damaged:
         raise OperationError(f"{host.name}: {len(damaged)} file(s) arrived damaged (sha256 differs),"
                              f" first {damaged[0]}; run the install again to resend them")

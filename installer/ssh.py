@@ -134,7 +134,7 @@ class Connection:
                     f"{where}: host key unknown (not in {self.settings.known_hosts}); add it, or run"
                     " with --accept-new-host-keys to trust it on first use") from None
             raise OperationError(f"{where}: SSH failed: {error}") from None
-        except (socket.timeout, TimeoutError):
+        except (socket.timeout, TimeoutError, EOFError):
             raise OperationError(f"{where}: SSH timed out after {self.settings.timeout:.0f} s") from None
         except OSError as error:
             raise OperationError(f"{where}: cannot connect: {error.strerror or error}") from None
@@ -179,7 +179,7 @@ class Connection:
             channel.shutdown_write()
             stdout, stderr = _drain(channel, timeout)
             rc = channel.recv_exit_status()
-        except (paramiko.SSHException, OSError, socket.timeout) as error:
+        except (paramiko.SSHException, OSError, EOFError, socket.timeout) as error:
             self.close()
             raise OperationError(f"{self.host.name}: `{_short(command)}` lost the SSH session:"
                                  f" {error or type(error).__name__}") from None
@@ -212,7 +212,7 @@ class Connection:
             channel.shutdown_write()
             _, stderr = _drain(channel, timeout)
             rc = channel.recv_exit_status()
-        except (paramiko.SSHException, OSError, socket.timeout) as error:
+        except (paramiko.SSHException, OSError, EOFError, socket.timeout) as error:
             self.close()
             raise OperationError(f"{self.host.name}: upload of {remote_path} broke off:"
                                  f" {error or type(error).__name__}") from None

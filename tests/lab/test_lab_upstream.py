@@ -98,10 +98,13 @@ def _packages_tar(bundle: Path, target: Path, prefix: str) -> Path:
     return target
 
 
-def test_bundle_built_from_the_lab_upstream_installs_on_a_node(lab_site_factory,
+def test_bundle_built_from_the_lab_upstream_installs_on_a_node(lab_upstream, lab_site_factory,
                                                                 tmp_path: Path) -> None:
+    """The session site's upstream (fixture ``lab_upstream``) for the build; a node of a
+    site of its own for the install (the session site's nodes stay as they were)."""
+    upstream = lab_upstream
+    assert upstream.kubernetes == K8S and upstream.sources_file.is_file()
     site = lab_site_factory(nodes=1)
-    upstream = upstream_service.up(site, K8S)
     build = subprocess.run(
         [sys.executable, "-m", "kubeferry.cli", "bundle", "build", "--k8s", K8S, "--os",
          "debian12", "--include", "images,packages,files", "--sources",

@@ -10,6 +10,6 @@ from kubeferry.installer.workflow import Phase
 
 def all_phases() -> list[Phase]:
     """Every phase, in order. Imported lazily so ``--help`` stays fast."""
-    from kubeferry.installer.phases import distribute
+    from kubeferry.installer.phases import distribute, registry
 
-    return [distribute.PHASE]
+    return [distribute.PHASE, registry.PHASE]

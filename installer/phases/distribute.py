@@ -64,29 +64,39 @@ def plan(ctx: InstallContext, host: Host) -> list[str]:
     return [f"send {len(todo)} files ({remaining} bytes)" + (f", resuming {resumed}" if resumed else "")]
 
 
+# Renames every part whose sha256 matched (the listing comes on stdin), deletes the rest.
+_SETTLE = (
+    "sha256sum -c 2>/dev/null | while IFS= read -r line; do"
+    ' part="${line%: *}";'
+    ' case "$line" in *": OK") mv -f "$part" "${part%.part}" ;; *) rm -f "$part"; echo "$part" ;; esac;'
+    " done"
+)
+
+
 def apply(ctx: InstallContext, host: Host) -> str:
+    """Three round trips plus one upload per file: prepare, send, then verify everything."""
     conn = ctx.conn(host)
     todo = _todo(ctx, host)
+    if not todo:
+        return ""
+    fresh = [f"{NODE_BUNDLE_DIR}/{m['path']}.part" for m, done in todo if done <= 0]
+    if fresh:  # new parts start empty (a part longer than its member is not ours to resume)
+        directories = sorted({part.rsplit("/", 1)[0] for part in fresh})
+        conn.run("mkdir -p " + " ".join(shlex.quote(d) for d in directories) + " && for p in "
+                 + " ".join(shlex.quote(p) for p in fresh) + '; do : > "$p"; done')
     sent = 0
     for member, done in todo:
-        final = f"{NODE_BUNDLE_DIR}/{member['path']}"
-        part = final + ".part"
-        if done < 0:  # longer than the member: not ours to resume
-            conn.run(f"rm -f {shlex.quote(part)}")
-            done = 0
-        if done == 0:
-            conn.run(f"mkdir -p \"$(dirname {shlex.quote(final)})\" && : > {shlex.quote(part)}")
-        remaining = member["size"] - done
-        with ctx.bundle.open_member(member["path"], start=done) as source:
-            conn.upload(source, part, remaining, progress=ctx.progress("distribute"))
-        sent += remaining
-        check = f"{member['sha256']}  {part}\n".encode()
-        result = conn.run(f"sha256sum -c --status && mv -f {shlex.quote(part)} {shlex.quote(final)}"
-                          f" || {{ rm -f {shlex.quote(part)}; exit 3; }}", stdin=check, check=False)
-        if not result.ok:
-            raise OperationError(f"{host.name}: {member['path']} arrived damaged (sha256 differs);"
-                                 " run the install again to resend it")
-    return f"sent {len(todo)} files, {sent} bytes" if todo else ""
+        start = max(0, done)
+        with ctx.bundle.open_member(member["path"], start=start) as source:
+            conn.upload(source, f"{NODE_BUNDLE_DIR}/{member['path']}.part", member["size"] - start,
+                        progress=ctx.progress("distribute"))
+        sent += member["size"] - start
+    listing = "".join(f"{m['sha256']}  {NODE_BUNDLE_DIR}/{m['path']}.part\n" for m, _ in todo)
+    damaged = conn.run(_SETTLE, stdin=listing.encode()).stdout.split()
+    if damaged:
+        raise OperationError(f"{host.name}: {len(damaged)} file(s) arrived damaged (sha256 differs),"
+                             f" first {damaged[0]}; run the install again to resend them")
+    return f"sent {len(todo)} files, {sent} bytes"
 
 
 PHASE = Phase(

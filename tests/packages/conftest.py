@@ -45,6 +45,12 @@ def el8_standin_specs() -> dict[str, list[RpmSpec]]:
         RpmSpec("conntrack-tools", "1.4.4", "11.el8", provides=["conntrack = 1.0-1"],
                 requires=["/usr/lib64/libnetfilter_cthelper.so.0"],
                 files=["/usr/sbin/conntrack"]),
+        # the rest of the node tools, so the default package set resolves (CLI tests)
+        RpmSpec("ipvsadm", "1.31", "1.el8", files=["/usr/sbin/ipvsadm"]),
+        RpmSpec("ipset", "7.1", "1.el8", files=["/usr/sbin/ipset"]),
+        RpmSpec("chrony", "4.2", "1.el8", files=["/usr/sbin/chronyd"]),
+        RpmSpec("curl", "7.61.1", "34.el8", files=["/usr/bin/curl"]),
+        RpmSpec("tar", "1.30", "9.el8", epoch=2, files=["/usr/bin/tar"]),
     ]
     appstream = [
         RpmSpec("glibc", "2.28", "225.el8", requires=["glibc-common = 2.28-225.el8"],
@@ -57,6 +63,8 @@ def el8_standin_specs() -> dict[str, list[RpmSpec]]:
         RpmSpec("container-selinux", "2.205.0", "2.module+el8.9.0+2+bbbb", epoch=2,
                 arch="noarch"),
         RpmSpec("container-selinux", "2.100.0", "1.el8", epoch=2, arch="noarch"),
+        RpmSpec("haproxy", "1.8.27", "5.el8", files=["/usr/sbin/haproxy"]),
+        RpmSpec("keepalived", "2.1.5", "9.el8", files=["/usr/sbin/keepalived"]),
     ]
     docker = [
         RpmSpec("containerd.io", "1.6.6", "3.1.el8",

@@ -10,6 +10,15 @@ from kubeferry.installer.workflow import Phase
 
 def all_phases() -> list[Phase]:
     """Every phase, in order. Imported lazily so ``--help`` stays fast."""
-    from kubeferry.installer.phases import distribute
+    from kubeferry.installer.phases import (
+        containerd,
+        distribute,
+        images,
+        kernel,
+        os_setup,
+        packages,
+        preflight,
+    )
 
-    return [distribute.PHASE]
+    return [preflight.PHASE, distribute.PHASE, os_setup.PHASE, packages.PHASE, kernel.PHASE,
+            containerd.PHASE, images.PHASE]

@@ -10,6 +10,7 @@ No marker: it runs every time.
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -109,7 +110,9 @@ def _read(ctx: InstallContext, host: Host) -> NodeFacts:
 
 def gather(ctx: InstallContext) -> dict[str, NodeFacts]:
     """Every host's facts, read in parallel once per run (the first caller reads)."""
-    with ctx.state_lock:
+    with ctx.state_lock:  # not held while gathering: phases' helpers take it too
+        lock = ctx.state.setdefault("preflight_lock", threading.Lock())
+    with lock:
         if "preflight" in ctx.state:
             return ctx.state["preflight"]
         hosts = list(ctx.inventory.hosts)

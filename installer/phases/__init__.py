@@ -18,7 +18,8 @@ def all_phases() -> list[Phase]:
         os_setup,
         packages,
         preflight,
+        registry,
     )
 
     return [preflight.PHASE, distribute.PHASE, os_setup.PHASE, packages.PHASE, kernel.PHASE,
-            containerd.PHASE, images.PHASE]
+            containerd.PHASE, images.PHASE, registry.PHASE]

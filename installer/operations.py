@@ -104,3 +104,22 @@ def with_block(text: str, marker: str, lines: list[str]) -> str:
         return "\n".join([*existing, *block]) + "\n"
     stop = next((i for i in range(start + 1, len(existing)) if existing[i].strip() == end), start)
     return "\n".join([*existing[:start], *block, *existing[stop + 1:]]) + "\n"
+
+
+def service(conn: Connection, unit: str, enabled: bool = True, running: bool = True,
+            restart: bool = False) -> list[Step]:
+    """A systemd unit enabled/started as asked; ``restart`` after its config changed."""
+    is_enabled, is_active = facts.service_state(unit).read(conn)
+    quoted = shlex.quote(unit)
+    steps = []
+    if enabled and not is_enabled:
+        steps.append(Step(f"enable {unit}", f"systemctl enable {quoted}"))
+    if not enabled and is_enabled:
+        steps.append(Step(f"disable {unit}", f"systemctl disable {quoted}"))
+    if running and (restart and is_active):
+        steps.append(Step(f"restart {unit}", f"systemctl restart {quoted}"))
+    elif running and not is_active:
+        steps.append(Step(f"start {unit}", f"systemctl start {quoted}"))
+    elif not running and is_active:
+        steps.append(Step(f"stop {unit}", f"systemctl stop {quoted}"))
+    return steps

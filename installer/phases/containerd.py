@@ -19,28 +19,11 @@ from string import Template
 from kubeferry.errors import InputError, OperationError
 from kubeferry.installer import operations
 from kubeferry.installer.context import InstallContext
+from kubeferry.installer.harbor_names import harbor_name
 from kubeferry.installer.inventory import Host, RegistrySettings
 from kubeferry.installer.operations import Step
 from kubeferry.installer.platform import data
 from kubeferry.installer.workflow import Phase
-from kubeferry.oci.reference import ImageReference
-
-KUBEADM_REGISTRIES = ("registry.k8s.io", "k8s.gcr.io")
-
-
-def harbor_name(upstream: str, registry: RegistrySettings) -> str:
-    """The name of ``upstream`` in the site's Harbor: kubeadm's images flat under the project
-    (``coredns/coredns`` -> ``<project>/coredns``), everything else keeps its path
-    (``calico/node`` -> ``<project>/calico/node``).
-
-    TODO(harbor): switch to kubeferry.installer.harbor.harbor_name once branch ``harbor``
-    lands; both must map names the same way.
-    """
-    ref = ImageReference.parse(upstream)
-    repository = ref.repository
-    if ref.registry in KUBEADM_REGISTRIES:
-        repository = repository.rsplit("/", 1)[-1]
-    return f"{registry.repository}/{repository}:{ref.tag}"
 
 
 def sandbox_image(ctx: InstallContext) -> str:

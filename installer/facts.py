@@ -208,7 +208,9 @@ def file_sizes_under(directory: str) -> Fact[dict[str, int]]:
 def installed_debs(names: list[str]) -> Fact[dict[str, str]]:
     """name -> version of each of ``names`` that dpkg has installed."""
     words = " ".join(shlex.quote(name) for name in names)
-    command = f"dpkg-query -W -f='${{Package}}\\t${{Version}}\\t${{db:Status-Abbrev}}\\n' {words} 2>/dev/null"
+    # dpkg-query fails when one name is unknown: still a valid answer for the others
+    command = (f"dpkg-query -W -f='${{Package}}\\t${{Version}}\\t${{db:Status-Abbrev}}\\n' {words}"
+               " 2>/dev/null || true")
 
     def parse(out: str) -> dict[str, str]:
         found = {}
@@ -224,7 +226,7 @@ def installed_debs(names: list[str]) -> Fact[dict[str, str]]:
 def installed_rpms(names: list[str]) -> Fact[dict[str, list[str]]]:
     """name -> every installed ``epoch:version-release`` of each of ``names``."""
     words = " ".join(shlex.quote(name) for name in names)
-    command = f"rpm -q --qf '%{{NAME}}\\t%{{EPOCH}}:%{{VERSION}}-%{{RELEASE}}\\n' {words} 2>/dev/null"
+    command = f"rpm -q --qf '%{{NAME}}\\t%{{EPOCH}}:%{{VERSION}}-%{{RELEASE}}\\n' {words} 2>/dev/null || true"
 
     def parse(out: str) -> dict[str, list[str]]:
         found: dict[str, list[str]] = {}

@@ -43,12 +43,29 @@ def _on_node(ctx: InstallContext, host: Host) -> dict[str, int]:
     return sizes
 
 
+# "<sha256>  <path>" of every file renamed into place after its sha256 matched (the last
+# line for a path wins): a file of the right size from another bundle is not this one's.
+VERIFIED = f"{NODE_BUNDLE_DIR}.verified"
+
+
+def _verified(ctx: InstallContext, host: Host) -> dict[str, str]:
+    """Relative path -> sha256 each file had when it was verified on arrival."""
+    result = ctx.conn(host).run(f"cat {shlex.quote(VERIFIED)} 2>/dev/null", check=False)
+    verified = {}
+    for line in result.stdout.splitlines():
+        digest, _, path = line.partition("  ")
+        if path:
+            verified[path] = digest
+    return verified
+
+
 def _todo(ctx: InstallContext, host: Host) -> list[tuple[dict, int]]:
     """(member, bytes already there as .part) for every member the node still lacks."""
     present = _on_node(ctx, host)
+    verified = _verified(ctx, host)
     todo = []
     for member in wanted(ctx, host):
-        if present.get(member["path"]) == member["size"]:
+        if present.get(member["path"]) == member["size"] and verified.get(member["path"]) == member["sha256"]:
             continue  # renamed into place only after its sha256 matched
         partial = present.get(member["path"] + ".part", 0)
         todo.append((member, partial if partial <= member["size"] else -1))
@@ -81,7 +98,9 @@ def apply(ctx: InstallContext, host: Host) -> str:
             conn.upload(source, part, remaining, progress=ctx.progress("distribute"))
         sent += remaining
         check = f"{member['sha256']}  {part}\n".encode()
+        record = shlex.quote(f"{member['sha256']}  {member['path']}")
         result = conn.run(f"sha256sum -c --status && mv -f {shlex.quote(part)} {shlex.quote(final)}"
+                          f" && printf '%s\\n' {record} >> {shlex.quote(VERIFIED)}"
                           f" || {{ rm -f {shlex.quote(part)}; exit 3; }}", stdin=check, check=False)
         if not result.ok:
             raise OperationError(f"{host.name}: {member['path']} arrived damaged (sha256 differs);"

@@ -162,7 +162,8 @@ def install_steps(ctx: InstallContext, host: Host) -> list[Step]:
         command = apt_install_command(specs)
         steps.append(Step(command, command))
     hold = [name for name in settings["hold"] if name in {row["name"] for row in rows}]
-    unheld = [name for name in hold if name not in facts.APT_HOLDS.read(conn)]
+    held = facts.APT_HOLDS.read(conn) if hold else set()
+    unheld = [name for name in hold if name not in held]
     if unheld:
         command = "apt-mark hold " + " ".join(shlex.quote(name) for name in unheld) + " >/dev/null"
         steps.append(Step(f"apt-mark hold {' '.join(unheld)}", command))

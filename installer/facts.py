@@ -112,7 +112,9 @@ def service_state(unit: str) -> Fact[tuple[bool, bool]]:
     """(enabled, active) of a systemd unit."""
     quoted = shlex.quote(unit)
     return Fact(f"service:{unit}",
-                f"systemctl is-enabled {quoted} 2>/dev/null; echo; systemctl is-active {quoted} 2>/dev/null",
+                # `; true`: is-active exits 3 for an inactive unit, still an answer
+                f"systemctl is-enabled {quoted} 2>/dev/null; echo;"
+                f" systemctl is-active {quoted} 2>/dev/null; true",
                 lambda out: (out.split("\n")[0].strip() == "enabled",
                              "active" in out.split("\n", 1)[-1].split()))
 

@@ -18,6 +18,7 @@ from typing import Any
 from kubeferry.bundle_format import CONTAINERD_NAME, IMAGES_PREFIX, OCI_REF_NAME
 from kubeferry.errors import OperationError
 from kubeferry.installer import facts, operations
+from kubeferry.installer.bundle_members import read_member
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.inventory import Host
 from kubeferry.installer.operations import Step
@@ -27,6 +28,7 @@ from kubeferry.installer.workflow import Phase
 
 BLOBS = f"{NODE_BUNDLE_DIR}/{IMAGES_PREFIX}blobs"
 OCI_LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def _blob(digest: str) -> str:
@@ -43,11 +45,10 @@ def index_json(ctx: InstallContext, images: list[dict[str, Any]]) -> bytes:
     """An OCI index of ``images``, as the bundle's own index.json lists them."""
     manifests = []
     for image in images:
-        member = ctx.bundle.member(_blob(image["digest"]))
-        if member is None:
-            raise OperationError(f"{ctx.bundle.path}: image {image['name']} has no manifest blob")
-        manifests.append({"mediaType": image["mediaType"], "digest": image["digest"],
-                          "size": member["size"], "platform": image["platform"],
+        manifest = read_member(ctx.bundle, _blob(image["digest"]))  # small, checked by sha256
+        media_type = image.get("mediaType") or json.loads(manifest).get("mediaType") or OCI_MANIFEST
+        manifests.append({"mediaType": media_type, "digest": image["digest"],
+                          "size": len(manifest), "platform": image["platform"],
                           "annotations": {CONTAINERD_NAME: image["name"], OCI_REF_NAME: image["name"]}})
     index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
              "manifests": manifests}

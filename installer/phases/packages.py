@@ -18,8 +18,9 @@ from typing import Any
 
 from kubeferry.errors import InputError, OperationError
 from kubeferry.installer import facts, operations, timesync
-from kubeferry.installer.bundle_keys import read_member, rpm_key_ids
+from kubeferry.installer.bundle_members import read_member
 from kubeferry.installer.context import InstallContext
+from kubeferry.installer.gpgkeys import rpm_key_ids
 from kubeferry.installer.inventory import Host
 from kubeferry.installer.operations import Step
 from kubeferry.installer.platform import Platform, data, platform
@@ -159,8 +160,8 @@ def install_steps(ctx: InstallContext, host: Host) -> list[Step]:
     source = f"deb [trusted=yes] file:{repo_dir(part)} ./\n"
     steps = operations.file(conn, settings["apt_source_file"], "# written by kubeferry\n" + source)
     if specs:
-        command = apt_install_command(specs)
-        steps.append(Step(command, command))
+        steps.append(Step("apt-get update && apt-get install (the bundle's repository only) "
+                          + " ".join(specs), apt_install_command(specs)))
     hold = [name for name in settings["hold"] if name in {row["name"] for row in rows}]
     held = facts.APT_HOLDS.read(conn) if hold else set()
     unheld = [name for name in hold if name not in held]

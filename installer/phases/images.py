@@ -62,16 +62,18 @@ def import_command(directory: str) -> str:
             f" blobs | ctr -n {namespace} images import -")
 
 
-def steps(ctx: InstallContext, host: Host) -> list[Step]:
-    lacking = missing(ctx, host)
-    if not lacking:
-        return []
-    conn = ctx.conn(host)
-    on_node = facts.file_sizes_under(BLOBS + "/sha256").read(conn)
+def _check_distributed(ctx: InstallContext, host: Host, lacking: list[dict[str, Any]]) -> None:
+    on_node = facts.file_sizes_under(BLOBS + "/sha256").read(ctx.conn(host))
     absent = [image["name"] for image in lacking if image["digest"].split(":", 1)[1] not in on_node]
     if absent:
         raise OperationError(f"{host.name}: the bundle's blobs of {', '.join(absent)} are not on the node:"
                              " run the distribute phase first")
+
+
+def steps(ctx: InstallContext, host: Host, lacking: list[dict[str, Any]]) -> list[Step]:
+    if not lacking:
+        return []
+    conn = ctx.conn(host)
     directory = data()["images"]["import_dir"]
     planned = operations.file(conn, f"{directory}/oci-layout", OCI_LAYOUT)
     planned += operations.file(conn, f"{directory}/index.json", index_json(ctx, lacking))
@@ -89,13 +91,15 @@ def verify(ctx: InstallContext, host: Host) -> None:
 
 
 def plan(ctx: InstallContext, host: Host) -> list[str]:
-    return [step.describe for step in steps(ctx, host)]
+    return [step.describe for step in steps(ctx, host, missing(ctx, host))]
 
 
 def apply(ctx: InstallContext, host: Host) -> str:
-    planned = steps(ctx, host)
-    if not planned:
+    lacking = missing(ctx, host)
+    if not lacking:
         return ""
+    _check_distributed(ctx, host, lacking)
+    planned = steps(ctx, host, lacking)
     conn = ctx.conn(host)
     for step in planned:
         conn.run(step.command, stdin=step.stdin, timeout=3600)

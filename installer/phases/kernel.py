@@ -20,6 +20,7 @@ from kubeferry.installer.context import InstallContext
 from kubeferry.installer.inventory import Host
 from kubeferry.installer.operations import Step
 from kubeferry.installer.phases.packages import (
+    install_spec,
     rpm_install_command,
     rpm_repo_steps,
     section,
@@ -76,7 +77,7 @@ def install_steps(ctx: InstallContext, host: Host) -> tuple[list[Step], str]:
     if wanted_version(platform(ctx.bundle.os), row) not in installed:
         command = rpm_install_command(platform(ctx.bundle.os),
                                       [settings["repo_id"], packages_settings["rpm_repo_id"]],
-                                      [f"{row['name']}-{row['version']}"])
+                                      [install_spec(platform(ctx.bundle.os), row)])
         steps.append(Step(command, command))
     image = f"/boot/vmlinuz-{target_release}"
     if facts.GRUB_DEFAULT_KERNEL.read(conn) != image:

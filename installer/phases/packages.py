@@ -106,8 +106,15 @@ def wanted_version(target: Platform, row: dict[str, Any]) -> str:
 
 
 def install_spec(target: Platform, row: dict[str, Any]) -> str:
-    """``kubeadm-1.25.0-0`` (yum/dnf) or ``kubeadm=1.25.0-1.1`` (apt)."""
-    return f"{row['name']}-{row['version']}" if target.is_rpm else f"{row['name']}={row['version']}"
+    """``kubeadm-1.25.0-0.x86_64`` (yum/dnf) or ``kubeadm=1.25.0-1.1`` (apt).
+
+    rpm: the full name-[epoch:]version-release.arch, the one form EL7's yum and dnf both
+    take with an epoch (yum has no name-epoch:version-release without the arch).
+    """
+    if not target.is_rpm:
+        return f"{row['name']}={row['version']}"
+    epoch = f"{row['epoch']}:" if row.get("epoch") else ""
+    return f"{row['name']}-{epoch}{row['ver']}-{row['release']}.{row['arch']}"
 
 
 def to_install(ctx: InstallContext, host: Host, rows: list[dict[str, Any]]) -> list[str]:

@@ -51,7 +51,7 @@ PACKAGES = {  # el7: the legacy yum repository's naming (kubeadm-1.25.0-0)
     "el7": [("kubeadm", "1.25.0", "0"), ("kubelet", "1.25.0", "0"), ("kubectl", "1.25.0", "0"),
             ("cri-tools", "1.25.0", "0"), ("kubernetes-cni", "1.1.1", "0"),
             ("containerd.io", "1.6.6", "3.1.el7"), ("chrony", "3.4.1", "1.el7"),
-            ("ipvsadm", "1.27", "8.el7")],
+            ("ipvsadm", "1.27", "8.el7"), ("ethtool", "4.8", "10.el7", 2)],
     "el8": [("kubeadm", "1.25.0", "150500.1.1"), ("kubelet", "1.25.0", "150500.1.1"),
             ("kubectl", "1.25.0", "150500.1.1"), ("cri-tools", "1.25.0", "150500.1.1"),
             ("kubernetes-cni", "1.1.1", "150500.1.1"), ("containerd.io", "1.6.6", "3.1.el8"),
@@ -95,7 +95,8 @@ def write_el_bundle(work: Path, os_name: str = "el7",
         ids[key_name] = key_id(packet)
         entry = add(f"{prefix}/keys/{key_name}.asc", armored(packet))
         keys.append({"name": key_name, "url": "https://example.invalid/key", **entry})
-    rows = [_rpm_row(*spec, prefix=prefix) for spec in PACKAGES[os_name]]
+    rows = [_rpm_row(*spec[:3], prefix=prefix, epoch=spec[3] if len(spec) > 3 else 0)
+            for spec in PACKAGES[os_name]]
     rows.append(_rpm_row("libnetfilter_cttimeout", "1.0.0", "7.el7", prefix, requested=False))
     metadata: dict[str, Any] = {
         "kubernetes": "1.25.0", "os": os_name, "arch": "amd64", "include": ["images", "packages"],

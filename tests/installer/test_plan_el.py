@@ -84,16 +84,17 @@ def test_el7_plan_names_every_command(tmp_path: Path) -> None:
     assert package_plan[0] == "write /etc/yum.repos.d/kubeferry.repo"
     assert "rpm --import /var/lib/kubeferry/bundle/packages/el7/keys/el7-gpgkey.asc" in package_plan
     assert "rpm --import /var/lib/kubeferry/bundle/packages/el7/keys/kubernetes-gpgkey.asc" in package_plan
-    assert ("yum install -y --disablerepo='*' --enablerepo=kubeferry kubeadm-1.25.0-0 kubelet-1.25.0-0"
-            " kubectl-1.25.0-0 cri-tools-1.25.0-0 kubernetes-cni-1.1.1-0 containerd.io-1.6.6-3.1.el7"
-            " chrony-3.4.1-1.el7 ipvsadm-1.27-8.el7") in package_plan
+    assert ("yum install -y --disablerepo='*' --enablerepo=kubeferry kubeadm-1.25.0-0.x86_64"
+            " kubelet-1.25.0-0.x86_64 kubectl-1.25.0-0.x86_64 cri-tools-1.25.0-0.x86_64"
+            " kubernetes-cni-1.1.1-0.x86_64 containerd.io-1.6.6-3.1.el7.x86_64 chrony-3.4.1-1.el7.x86_64"
+            " ipvsadm-1.27-8.el7.x86_64 ethtool-2:4.8-10.el7.x86_64") in package_plan
     assert "enable kubelet" in package_plan
 
     assert planned[("kernel", "node1")] == [
         "write /etc/yum.repos.d/kubeferry-kernel.repo",
         "rpm --import /var/lib/kubeferry/bundle/kernel/el7/keys/elrepo-gpgkey.asc",
         "yum install -y --disablerepo='*' --enablerepo=kubeferry-kernel,kubeferry"
-        " kernel-ml-4.19.12-1.el7.elrepo",
+        " kernel-ml-4.19.12-1.el7.elrepo.x86_64",
         "grubby --set-default /boot/vmlinuz-4.19.12-1.el7.elrepo.x86_64",
         "reboot (nohup sh -c 'sleep 2; systemctl reboot' >/dev/null 2>&1 &), wait up to 600 s for SSH"
         " with a new boot id, then check uname -r >= 4.19.12-1.el7.elrepo.x86_64"]
@@ -120,6 +121,7 @@ def test_el7_plan_is_empty_where_nothing_differs(tmp_path: Path) -> None:
         ("kubeadm", "1.25.0", "0"), ("kubelet", "1.25.0", "0"), ("kubectl", "1.25.0", "0"),
         ("cri-tools", "1.25.0", "0"), ("kubernetes-cni", "1.1.1", "0"),
         ("containerd.io", "1.6.6", "3.1.el7"), ("chrony", "4.0", "1.el7"), ("ipvsadm", "1.27", "8.el7")])
+    installed += "ethtool\t2:4.8-10.el7\n"
     for node in nodes.values():
         node.answer(r"^rpm -q gpg-pubkey", "".join(f"{key}\n" for key in ids.values()))
         node.answer(r"^rpm -q --qf", installed)
@@ -145,7 +147,7 @@ def test_el8_plan_uses_dnf_and_keeps_its_kernel(tmp_path: Path) -> None:
     planned = plans(run(ctx, NODE_PREP))
     assert "rocky 8.9" in "\n".join(echoed)
     assert ("dnf install -y --disablerepo='*' --enablerepo=kubeferry --setopt=install_weak_deps=False"
-            " kubeadm-1.25.0-150500.1.1") in " ".join(planned[("packages", "master1")])
+            " kubeadm-1.25.0-150500.1.1.x86_64") in " ".join(planned[("packages", "master1")])
     assert planned[("kernel", "master1")] == []
     assert "the kernel phase installs" not in "\n".join(echoed)
 

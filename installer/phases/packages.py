@@ -16,6 +16,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from kubeferry.bundler.versioncmp import debian_compare, evr_compare, parse_evr
 from kubeferry.errors import InputError, OperationError
 from kubeferry.installer import facts, operations, timesync
 from kubeferry.installer.bundle_members import read_member
@@ -82,17 +83,17 @@ def apt_options() -> str:
 
 def apt_install_command(specs: list[str]) -> str:
     options = apt_options()
+    # --allow-change-held-packages: kubeferry holds kubeadm/kubelet/kubectl itself, and asks
+    # for exact versions only (a newer bundle upgrades them; downgrades are refused earlier)
     return (f"apt-get {options} -q update && DEBIAN_FRONTEND=noninteractive apt-get {options} -q -y"
-            " --no-install-recommends -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
-            " install " + " ".join(shlex.quote(spec) for spec in specs))
+            " --no-install-recommends --allow-change-held-packages -o Dpkg::Options::=--force-confdef"
+            " -o Dpkg::Options::=--force-confold install " + " ".join(shlex.quote(spec) for spec in specs))
 
 
 # -- what to install ---------------------------------------------------------------------------------
 
 
 def _compare(target: Platform, have: str, want: str) -> int:
-    from kubeferry.bundler.versioncmp import debian_compare, evr_compare, parse_evr
-
     if target.is_rpm:
         return evr_compare(parse_evr(have), parse_evr(want))
     return debian_compare(have, want)

@@ -56,10 +56,11 @@ def install_command(bundle_path: Path, inventory_path: Path, only: str | None, s
     bundle.offsets()
     run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     options = InstallOptions(plan=plan, forks=forks, accept_new_host_keys=accept_new_host_keys,
-                             yes=yes, run_dir=run_dir)
+                             yes=yes, run_dir=run_dir, phases=tuple(p.name for p in phases))
     with progress_bars(quiet=plan) as bars:
         ctx = InstallContext(inventory=inventory, bundle=bundle, options=options,
-                             progress_factory=lambda phase: lambda n: bars(phase, n, 0))
+                             progress_factory=lambda phase: lambda n: bars(phase, n, 0),
+                             echo=click.echo)
         try:
             results = run(ctx, phases, report=_report)
         finally:

@@ -10,6 +10,16 @@ from kubeferry.installer.workflow import Phase
 
 def all_phases() -> list[Phase]:
     """Every phase, in order. Imported lazily so ``--help`` stays fast."""
-    from kubeferry.installer.phases import distribute, registry
+    from kubeferry.installer.phases import (
+        containerd,
+        distribute,
+        images,
+        kernel,
+        os_setup,
+        packages,
+        preflight,
+        registry,
+    )
 
-    return [distribute.PHASE, registry.PHASE]
+    return [preflight.PHASE, distribute.PHASE, os_setup.PHASE, packages.PHASE, kernel.PHASE,
+            containerd.PHASE, images.PHASE, registry.PHASE]

@@ -44,12 +44,30 @@ def _on_node(ctx: InstallContext, host: Host) -> dict[str, int]:
     return sizes
 
 
+# "<sha256>  <path>" of every file renamed into place after its sha256 matched (the last
+# line for a path wins): a file of the right size from another bundle is not this one's.
+VERIFIED = f"{NODE_BUNDLE_DIR}.verified"
+
+
+def _verified(ctx: InstallContext, host: Host) -> dict[str, str]:
+    """Relative path -> sha256 each file had when it was verified on arrival."""
+    result = ctx.conn(host).run(f"cat {shlex.quote(VERIFIED)} 2>/dev/null", check=False)
+    verified = {}
+    for line in result.stdout.splitlines():
+        digest, _, path = line.partition("  ")
+        if path:
+            verified[path] = digest
+    return verified
+
+
 def _todo(ctx: InstallContext, host: Host) -> list[tuple[dict, int]]:
     """(member, bytes already there as .part) for every member the node still lacks."""
     present = _on_node(ctx, host)
+    verified = _verified(ctx, host)
     todo = []
     for member in wanted(ctx, host):
-        if present.get(member["path"]) == member["size"]:
+        path = member["path"]
+        if present.get(path) == member["size"] and verified.get(path) == member["sha256"]:
             continue  # renamed into place only after its sha256 matched
         partial = present.get(member["path"] + ".part", 0)
         todo.append((member, partial if partial <= member["size"] else -1))
@@ -65,18 +83,21 @@ def plan(ctx: InstallContext, host: Host) -> list[str]:
     return [f"send {len(todo)} files ({remaining} bytes)" + (f", resuming {resumed}" if resumed else "")]
 
 
-# Renames every part whose sha256 matched (the listing comes on stdin), deletes the rest.
+# Reads "<sha256> <part>" lines: renames each part whose sha256 matches and records it in
+# VERIFIED, deletes (and names) the rest.
 _SETTLE = (
-    "sha256sum -c 2>/dev/null | while IFS= read -r line; do"
-    ' part="${line%: *}";'
-    ' case "$line" in *": OK") mv -f "$part" "${part%.part}" ;; *) rm -f "$part"; echo "$part" ;; esac;'
+    "while read -r sha part; do"
+    " if printf '%s  %s\\n' \"$sha\" \"$part\" | sha256sum -c --status; then"
+    ' final="${part%.part}"; mv -f "$part" "$final"'
+    f' && printf \'%s  %s\\n\' "$sha" "${{final#{NODE_BUNDLE_DIR}/}}" >> {VERIFIED};'
+    ' else rm -f "$part"; echo "$part"; fi;'
     " done"
 )
 
 
 def _settle(conn, members: list[dict]) -> list[str]:
     """Check on the node and rename what matched; the parts that did not."""
-    listing = "".join(f"{m['sha256']}  {NODE_BUNDLE_DIR}/{m['path']}.part\n" for m in members)
+    listing = "".join(f"{m['sha256']} {NODE_BUNDLE_DIR}/{m['path']}.part\n" for m in members)
     return conn.run(_SETTLE, stdin=listing.encode()).stdout.split()
 
 

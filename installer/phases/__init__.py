@@ -10,6 +10,6 @@ from kubeferry.installer.workflow import Phase
 
 def all_phases() -> list[Phase]:
     """Every phase, in order. Imported lazily so ``--help`` stays fast."""
-    from kubeferry.installer.phases import distribute
+    from kubeferry.installer.phases import cni, distribute, init, join, loadbalancer, verify
 
-    return [distribute.PHASE]
+    return [distribute.PHASE, loadbalancer.PHASE, init.PHASE, join.PHASE, cni.PHASE, verify.PHASE]

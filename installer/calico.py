@@ -16,7 +16,7 @@ import yaml
 from kubeferry.errors import OperationError
 
 POOL_ENV = "CALICO_IPV4POOL_CIDR"
-_IMAGE = re.compile(r"^(?P<head>\s*(?:-\s+)?image:\s*)(?P<q>[\"']?)(?P<name>[^\"'\s#]+)(?P=q)"
+_IMAGE = re.compile(r"^(?P<head>\s*(?:-\s+)?image:\s*)(?P<q>[\"']?)(?P<name>[^\"'\s#>|][^\"'\s#]*)(?P=q)"
                     r"(?P<tail>\s*(?:#.*)?)$")
 _POOL_NAME = re.compile(rf"^(?P<indent>\s*)(?P<comment>#\s?)?- name:\s*[\"']?{POOL_ENV}[\"']?\s*$")
 _VALUE = re.compile(r"^\s*(?:#\s*)?value:")

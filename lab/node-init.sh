@@ -67,6 +67,14 @@ mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
 mount -t tmpfs -o mode=0755 tmpfs "$root/run"
 mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
 
+# The lab doubles' shared cluster state (docs/lab-doubles.md): one directory of the site,
+# the same in every node, as the doubles' API server and etcd stand-in.
+cluster_state=$dir/../../cluster
+if [ -d "$cluster_state" ]; then
+  mkdir -p "$root/var/lib/kubeferry-lab/cluster"
+  mount --bind "$cluster_state" "$root/var/lib/kubeferry-lab/cluster"
+fi
+
 # containerd's state on a file system that takes overlay upper dirs (not the overlay root).
 mkdir -p "$root/var/lib/containerd"
 mount --bind "$dir/containerd" "$root/var/lib/containerd"

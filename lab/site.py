@@ -85,6 +85,12 @@ class Site:
         return self._address(VIP_HOST)
 
     @property
+    def cluster_state(self) -> Path:
+        """The lab doubles' shared cluster state (kubeferry.lab.double_state.ClusterRecord reads
+        it): bind-mounted at /var/lib/kubeferry-lab/cluster in every node."""
+        return self.data_directory / "cluster"
+
+    @property
     def sudo_user(self) -> str:
         """A non-root login on every node with passwordless sudo and the lab key."""
         return self.journal.site["sudo_user"]
@@ -255,6 +261,7 @@ class Site:
         })
         journal.add("dir", path=str(data))
         site = cls(journal)
+        site.cluster_state.mkdir()
         site._make(count, recipe, log)
         log(f"lab {name} up: {count} nodes in {time.monotonic() - started:.1f}s")
         return site

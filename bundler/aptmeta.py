@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -42,18 +43,22 @@ class Release:
         return None
 
 
-def parse_deb822(text: str) -> Iterator[dict[str, str]]:
-    """Each stanza of a deb822 file (Release, Packages) as a field map."""
-    for block in re.split(r"\n\s*\n", text):
+def parse_deb822(text: str, multiline: frozenset[str] | None = None) -> Iterator[dict[str, str]]:
+    """Each stanza of a deb822 file (Release, Packages) as a field map.
+
+    Continuation lines are kept only for the fields in ``multiline`` (all when None):
+    a Packages index is mostly long Descriptions nobody here reads.
+    """
+    for block in text.split("\n\n"):
         if not block.strip():
             continue
         fields: dict[str, str] = {}
         key = ""
         for line in block.split("\n"):
-            if not line or line.startswith("#"):
+            if not line or line[0] == "#":
                 continue
             if line[0] in " \t":
-                if key:
+                if key and (multiline is None or key in multiline):
                     fields[key] += "\n" + line.strip()
                 continue
             key, sep, value = line.partition(":")
@@ -95,6 +100,7 @@ def parse_release(text: str, where: str) -> Release:
 _RELATION = re.compile(r"^\s*([^\s(:\[]+)(?::[a-z0-9-]+)?\s*(?:\(\s*([<>=]+)\s*([^)\s]+)\s*\))?")
 
 
+@lru_cache(maxsize=1 << 18)
 def parse_relation(text: str) -> Cap:
     """One ``name[:arch] [(op version)]`` of a Depends/Provides field."""
     match = _RELATION.match(text)
@@ -110,13 +116,18 @@ def parse_relation(text: str) -> Cap:
 
 def parse_depends(text: str) -> list[Req]:
     """A Depends/Pre-Depends field: comma-separated groups of ``|`` alternatives."""
+    return list(_parse_depends(text))
+
+
+@lru_cache(maxsize=1 << 16)
+def _parse_depends(text: str) -> tuple[Req, ...]:
     requirements: list[Req] = []
     for group in text.split(","):
         if not group.strip():
             continue
         alternatives = [parse_relation(alt) for alt in group.split("|")]
         requirements.append(alternatives[0] if len(alternatives) == 1 else Or(tuple(alternatives)))
-    return requirements
+    return tuple(requirements)
 
 
 def _package(fields: dict[str, str], repo: str) -> Package:
@@ -126,10 +137,7 @@ def _package(fields: dict[str, str], repo: str) -> Package:
     if fields.get("Provides"):
         provides.extend(parse_relation(item) for item in fields["Provides"].split(",")
                         if item.strip())
-    requires: list[Req] = []
-    for key in ("Pre-Depends", "Depends"):
-        if fields.get(key):
-            requires.extend(parse_depends(fields[key]))
+    depends = ", ".join(fields[key] for key in ("Pre-Depends", "Depends") if fields.get(key))
     digest = fields.get("SHA256")
     if not digest:
         raise ValueError("no SHA256 field")
@@ -137,9 +145,15 @@ def _package(fields: dict[str, str], repo: str) -> Package:
         family=DEB, name=sys.intern(name), arch=sys.intern(fields.get("Architecture", "")),
         version=version, repo=repo, location=fields["Filename"],
         checksum=("sha256", digest.lower()), size=int(fields.get("Size", "0")),
-        provides=provides, requires=requires, priority=fields.get("Priority", ""),
+        provides=provides, requires_text=depends, priority=fields.get("Priority", ""),
         essential=fields.get("Essential", "").lower() == "yes",
     )
+
+
+# The fields a closure needs; a Packages index is mostly Descriptions nobody here reads.
+_PACKAGE_FIELDS = re.compile(
+    r"^(Package|Version|Architecture|Depends|Pre-Depends|Provides|Filename|Size|SHA256|"
+    r"Priority|Essential): ?([^\n]*)", re.M)
 
 
 def parse_packages(path: Path, repo: str, arches: Iterable[str], where: str) -> list[Package]:
@@ -149,7 +163,10 @@ def parse_packages(path: Path, repo: str, arches: Iterable[str], where: str) -> 
     try:
         with open_compressed(path) as stream:
             text = stream.read().decode("utf-8", errors="replace")
-        for fields in parse_deb822(text):
+        for block in text.split("\n\n"):
+            if not block.strip():
+                continue
+            fields = {key: value.strip() for key, value in _PACKAGE_FIELDS.findall(block)}
             if fields.get("Architecture") not in wanted:
                 continue
             packages.append(_package(fields, repo))
@@ -170,7 +187,7 @@ def packages_stanzas(path: Path,
     found: dict[tuple[str, str, str], str] = {}
     with open_compressed(path) as stream:
         text = stream.read().decode("utf-8", errors="replace")
-    for block in re.split(r"\n\s*\n", text):
+    for block in text.split("\n\n"):
         if not block.strip():
             continue
         head = {}

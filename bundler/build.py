@@ -19,7 +19,7 @@ from kubeferry.errors import InputError
 from kubeferry.oci.store import BlobStore
 from kubeferry.versions import ImageSet, image_set
 
-IMPLEMENTED = ("images",)
+CONTENT = ("images", "packages", "kernel", "files")
 
 Progress = Callable[[str, int, int], None]  # (phase, bytes just done, phase total)
 
@@ -40,19 +40,26 @@ def check_platform(os_name: str, arch: str) -> None:
                          + ", ".join(platforms["arches"]))
 
 
-def parse_include(value: str) -> tuple[str, ...]:
-    """``images,files`` as a tuple; InputError for unknown or not-yet-available content."""
-    known = manifests.load("platforms")["content"]
+def default_include(os_name: str) -> tuple[str, ...]:
+    """Everything a node needs: images, packages, files, and kernel-ml where it is bundled (el7)."""
+    from kubeferry.bundler.repositories import kernel_default
+
+    return ("images", "packages") + (("kernel",) if kernel_default(os_name) else ()) + ("files",)
+
+
+def parse_include(value: str | None, os_name: str) -> tuple[str, ...]:
+    """``images,files`` as a tuple (the OS default when None); InputError for unknown names."""
+    if value is None:
+        return default_include(os_name)
     names = tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
-    unknown = [name for name in names if name not in known]
+    unknown = [name for name in names if name not in CONTENT]
     if unknown or not names:
-        raise InputError(f"--include {value!r}: choose from {', '.join(known)}")
-    pending = [name for name in names if name not in IMPLEMENTED]
-    if pending:
-        raise InputError(
-            f"--include {','.join(pending)}: not available in this kubeferry yet;"
-            f" build with --include {','.join(IMPLEMENTED)}"
-        )
+        raise InputError(f"--include {value!r}: choose from {', '.join(CONTENT)}")
+    if "kernel" in names and "packages" not in names:
+        raise InputError("--include kernel: kernel-ml is resolved with the package set;"
+                         " include packages too")
+    if "kernel" in names and "kernel" not in default_include(os_name):
+        raise InputError(f"--include kernel: kernel-ml is bundled for el7 only, not {os_name}")
     return names
 
 
@@ -63,7 +70,7 @@ class BuildRequest:
     kubernetes: str
     os: str = "el7"
     arch: str = "amd64"
-    include: tuple[str, ...] = IMPLEMENTED
+    include: tuple[str, ...] = ("images",)
     sources_file: Path | None = None
     mirrors: tuple[str, ...] = ()
     cache_dir: Path = field(default_factory=default_cache_dir)
@@ -72,6 +79,8 @@ class BuildRequest:
     registry_auth: Path | None = None
     registry_ca: Path | None = None
     workers: int = 4
+    packages_extra: tuple[str, ...] = ()
+    kernel_version: str | None = None
 
 
 @dataclass
@@ -113,6 +122,22 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
         )
         downloaded, cached = pulled.downloaded, pulled.cached
         contents.append(layout_content(pulled, store))
+    stats: dict[str, int] = {}
+    if "packages" in request.include:
+        from kubeferry.bundler.packages import build_packages
+
+        contents += build_packages(
+            request.kubernetes, request.os, request.arch, sources, request.cache_dir,
+            extra=request.packages_extra, include_kernel="kernel" in request.include,
+            kernel_version=request.kernel_version, stats=stats,
+            progress=(lambda n: progress("packages", n, 0)) if progress else None)
+    if "files" in request.include:
+        from kubeferry.bundler.files import build_files
+
+        contents.append(build_files(request.kubernetes, sources, request.cache_dir, stats=stats,
+                                    progress=(lambda n: progress("files", n, 0)) if progress else None))
+    downloaded += stats.get("downloaded", 0)
+    cached += stats.get("cached", 0)
     metadata = _metadata(request, images, sources, contents)
     members = [member for content in contents for member in content.members]
     target = output_dir / bundle_filename(request.kubernetes, request.os, request.arch)
@@ -123,7 +148,7 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
         mtime=int(time.time()),
     )
     return BuildResult(
-        path=target, metadata=written, images=len(images.images) if contents else 0,
+        path=target, metadata=written, images=len(written.get("images", [])),
         downloaded=downloaded, cached=cached, size=target.stat().st_size,
         seconds=time.monotonic() - started,
     )

@@ -11,7 +11,6 @@ import click
 
 from kubeferry.bundle_reader import Bundle
 from kubeferry.bundler.build import (
-    IMPLEMENTED,
     BuildRequest,
     build,
     check_platform,
@@ -45,8 +44,11 @@ def bundle() -> None:
 @_k8s_option
 @_os_option
 @_arch_option
-@click.option("--include", "include", default=",".join(IMPLEMENTED), show_default=True,
-              help="Content to bundle: images,packages,kernel,files.")
+@click.option("--include", "include", default=None,
+              help="Content to bundle: images,packages,kernel,files [default: all; kernel on el7 only].")
+@click.option("--packages-extra", default="", metavar="NAME,...",
+              help="More OS packages to bundle with their dependencies.")
+@click.option("--kernel-version", help="kernel-ml version for el7 [default: pinned in manifests/].")
 @_mirror_option
 @_sources_option
 @click.option("--cache-dir", type=click.Path(path_type=Path, file_okay=False),
@@ -62,13 +64,16 @@ def bundle() -> None:
 @click.option("--jobs", "workers", type=click.IntRange(1, 32), default=4, show_default=True,
               help="Parallel downloads.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the bundle path.")
-def build_command(kubernetes: str, os_name: str, arch: str, include: str, mirrors: tuple[str, ...],
+def build_command(kubernetes: str, os_name: str, arch: str, include: str | None,
+                  packages_extra: str, kernel_version: str | None, mirrors: tuple[str, ...],
                   sources_file: Path | None, cache_dir: Path | None, output_dir: Path,
                   image_source: str, registry_auth: Path | None, registry_ca: Path | None,
                   workers: int, quiet: bool) -> None:
     """Write one verifiable bundle file for a Kubernetes release."""
     request = BuildRequest(
-        kubernetes=kubernetes, os=os_name, arch=arch, include=parse_include(include),
+        kubernetes=kubernetes, os=os_name, arch=arch, include=parse_include(include, os_name),
+        packages_extra=tuple(p.strip() for p in packages_extra.split(",") if p.strip()),
+        kernel_version=kernel_version,
         sources_file=sources_file, mirrors=mirrors, cache_dir=cache_dir or default_cache_dir(),
         output_dir=output_dir, image_source=image_source, registry_auth=registry_auth,
         registry_ca=registry_ca, workers=workers,
@@ -138,6 +143,10 @@ def inspect_command(bundle_path: Path, as_json: bool) -> None:
     width = max((len(image["name"]) for image in opened.images), default=0)
     for image in opened.images:
         click.echo(f"  {image['name']:<{width}}  {image['digest'][:19]}  {human_bytes(image['size'])}")
+    from kubeferry.bundler.packages import inspect_lines
+
+    for line in inspect_lines(meta):
+        click.echo(line)
 
 
 @bundle.command("images")

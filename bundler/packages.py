@@ -292,8 +292,9 @@ def _kernel_content(spec: OsSpec, arch: str, sources: Sources, fetcher: Fetcher,
 
 
 def inspect_lines(metadata: dict[str, Any]) -> list[str]:
-    """``bundle inspect`` lines for the packages and kernel sections of a bundle's metadata:
-    per repository path, each package with its version, arch and source repository."""
+    """``bundle inspect`` lines for the packages, kernel and files sections of a bundle's
+    metadata: per repository path, each package with its version, arch and source
+    repository (``*``: requested by name); then the pinned files."""
     lines: list[str] = []
     for kind in ("packages", "kernel"):
         section = metadata.get(kind)
@@ -315,4 +316,9 @@ def inspect_lines(metadata: dict[str, Any]) -> list[str]:
             lines.append(f"    keys: {keys}")
         for warning in section.get("warnings", []):
             lines.append(f"    warning: {warning}")
+    files = (metadata.get("files") or {}).get("files", [])
+    if files:
+        lines.append(f"files       {len(files)} pinned (calico {metadata['files'].get('calico')})")
+        for row in files:
+            lines.append(f"    {row['path']}  {row['size']} bytes  sha256:{row['sha256'][:16]}")
     return lines

@@ -97,8 +97,25 @@ class Package:
     files: list[str] = field(default_factory=list)  # rpm: the files primary.xml lists
     priority: str = ""  # deb: Priority
     essential: bool = False  # deb: Essential: yes
-    raw: Any = None  # rpm: the primary <package> element; deb: the Packages stanza text
+    raw: Any = None  # unused; kept for callers that attach their own data
+    requires_text: str = ""  # deb: Pre-Depends and Depends, parsed on first use
     _evr: EVR | None = None
+
+    @property
+    def requirements(self) -> list[Req]:
+        """What the package requires (a deb's Depends are parsed only when first needed:
+        a closure looks at a few hundred of Debian's 65,000 packages)."""
+        if self.requires_text:
+            from kubeferry.bundler.aptmeta import parse_depends
+            from kubeferry.errors import OperationError
+
+            try:
+                self.requires = parse_depends(self.requires_text)
+            except ValueError as error:
+                raise OperationError(f"repository {self.repo}: package {self.name} has a corrupt"
+                                     f" Depends field ({error})") from None
+            self.requires_text = ""
+        return self.requires
 
     @property
     def evr(self) -> EVR:

@@ -89,7 +89,7 @@ class Universe:
         if self._files_loaded or self._file_loader is None:
             return
         self._files_loaded = True
-        wanted = {cap.name for package in self.packages for req in package.requires
+        wanted = {cap.name for package in self.packages for req in package.requirements
                   for cap in caps_of(req) if cap.name.startswith("/")}
         wanted -= set(self.by_file)
         if not wanted:
@@ -336,7 +336,7 @@ class Resolver:
 
     def _record_constraints(self, package: Package) -> None:
         """Versioned requirements on a name hold for every later choice of that name."""
-        for req in package.requires:
+        for req in package.requirements:
             if isinstance(req, Cap) and req.op:
                 bucket = self.constraints.setdefault(req.name, [])
                 if req not in bucket:
@@ -377,7 +377,7 @@ class Resolver:
             if self.selected.get(package.name) is not package:
                 continue  # replaced by another version meanwhile
             self._record_constraints(package)
-            for req in package.requires:
+            for req in package.requirements:
                 self._satisfy(req, package)
 
     def _recheck(self) -> bool:
@@ -385,7 +385,7 @@ class Resolver:
         anything new had to be selected."""
         changed = False
         for package in list(self.selected.values()):
-            for req in package.requires:
+            for req in package.requirements:
                 if not self.satisfied(req):
                     before = dict(self.selected)
                     self._satisfy(req, package)
@@ -396,7 +396,7 @@ class Resolver:
         for package in list(self.installed.values()):
             if package.name in self.selected:
                 continue
-            for req in package.requires:
+            for req in package.requirements:
                 if not self._broken_by_upgrade(req) or self.satisfied(req):
                     continue
                 replacement = self._upgrade_for(package, req)
@@ -456,7 +456,7 @@ class Resolver:
             if package.name in keep:
                 continue
             keep.add(package.name)
-            for req in package.requires:
+            for req in package.requirements:
                 for cap in caps_of(req):
                     if self._installed_satisfier(cap) is not None:
                         continue

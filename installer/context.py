@@ -48,7 +48,7 @@ class InstallContext:
     _secrets: dict[str, str] = field(default_factory=dict)
     _connections: dict[str, Connection] = field(default_factory=dict)
     _logs: dict[str, HostLog] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _lock: threading.RLock = field(default_factory=threading.RLock)
     _secret_lock: threading.Lock = field(default_factory=threading.Lock)
     state_lock: threading.Lock = field(default_factory=threading.Lock)
     progress_factory: Callable[[str], Callable[[int], None]] | None = None

@@ -23,7 +23,7 @@ PROXY_MODES = ("ipvs", "iptables")
 APISERVER_PORT = 6443  # kube-apiserver's bindPort on every control plane
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS label, as kubelet wants
 # Harbor project names (FACTS.md)
-_PROJECT = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+PROJECT_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 
 
 @dataclass(frozen=True)
@@ -315,7 +315,7 @@ def _registry(data: Any, source: str) -> RegistrySettings | None:
     if not url.startswith(("https://", "http://")) or "/" in url.split("://", 1)[1]:
         raise reader.fail("url", f"{url!r}: expected https://HOST[:PORT]")
     project = reader.get("project", str, "google_containers")
-    if not _PROJECT.match(project):
+    if not PROJECT_NAME.match(project):
         raise reader.fail("project", f"{project!r} is not a valid Harbor project name"
                           " (lower case letters, digits, and . _ - between them)")
     registry = RegistrySettings(url=url, project=project,

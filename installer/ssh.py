@@ -134,7 +134,7 @@ class Connection:
                     f"{where}: host key unknown (not in {self.settings.known_hosts}); add it, or run"
                     " with --accept-new-host-keys to trust it on first use") from None
             raise OperationError(f"{where}: SSH failed: {error}") from None
-        except (socket.timeout, TimeoutError):
+        except (socket.timeout, TimeoutError, EOFError):
             raise OperationError(f"{where}: SSH timed out after {self.settings.timeout:.0f} s") from None
         except OSError as error:
             raise OperationError(f"{where}: cannot connect: {error.strerror or error}") from None
@@ -165,29 +165,34 @@ class Connection:
             return "sudo -n sh -c " + shlex.quote(command)
         return command
 
-    def run(self, command: str, *, stdin: bytes | None = None, timeout: float = 600,
-            check: bool = True) -> CommandResult:
-        """Run an sh command line; ``stdin`` bytes are fed to it (and never logged)."""
-        wrapped = self._wrap(command)
-        self._log(f"$ {command}")
+    def _exec(self, command: str, feed: Callable[[paramiko.Channel], None], timeout: float,
+              what: str) -> CommandResult:
+        """Run ``command`` on a fresh channel, ``feed`` writing its stdin; collect the output."""
         try:
             channel = self.client().get_transport().open_session(timeout=self.settings.timeout)
             channel.settimeout(timeout)
-            channel.exec_command(wrapped)
-            if stdin is not None:
-                channel.sendall(stdin)
+            channel.exec_command(self._wrap(command))
+            feed(channel)
             channel.shutdown_write()
             stdout, stderr = _drain(channel, timeout)
             rc = channel.recv_exit_status()
-        except (paramiko.SSHException, OSError, socket.timeout) as error:
+        except (paramiko.SSHException, OSError, EOFError, socket.timeout) as error:
             self.close()
-            raise OperationError(f"{self.host.name}: `{_short(command)}` lost the SSH session:"
+            raise OperationError(f"{self.host.name}: {what} lost the SSH session:"
                                  f" {error or type(error).__name__}") from None
         result = CommandResult(command, rc, stdout.decode(errors="replace"),
                                stderr.decode(errors="replace"))
         tail = result.stderr.strip()[-500:]
         self._log(f"  -> exit {rc}" + (f"; stderr: {tail}" if tail else ""))
-        if check and rc != 0:
+        return result
+
+    def run(self, command: str, *, stdin: bytes | None = None, timeout: float = 600,
+            check: bool = True) -> CommandResult:
+        """Run an sh command line; ``stdin`` bytes are fed to it (and never logged)."""
+        self._log(f"$ {command}")
+        result = self._exec(command, lambda channel: stdin is not None and channel.sendall(stdin),
+                            timeout, f"`{_short(command)}`")
+        if check and not result.ok:
             raise CommandFailed(self.host.name, result)
         return result
 
@@ -196,10 +201,8 @@ class Connection:
         """Append ``size`` bytes read from ``source`` to ``remote_path`` (resume by offset)."""
         command = "cat >> " + shlex.quote(remote_path)
         self._log(f"$ {command}  # {size} bytes")
-        try:
-            channel = self.client().get_transport().open_session(timeout=self.settings.timeout)
-            channel.settimeout(timeout)
-            channel.exec_command(self._wrap(command))
+
+        def send(channel: paramiko.Channel) -> None:
             remaining = size
             while remaining > 0:
                 block = source.read(min(CHUNK, remaining))
@@ -209,15 +212,9 @@ class Connection:
                 remaining -= len(block)
                 if progress:
                     progress(len(block))
-            channel.shutdown_write()
-            _, stderr = _drain(channel, timeout)
-            rc = channel.recv_exit_status()
-        except (paramiko.SSHException, OSError, socket.timeout) as error:
-            self.close()
-            raise OperationError(f"{self.host.name}: upload of {remote_path} broke off:"
-                                 f" {error or type(error).__name__}") from None
-        if rc != 0:
-            result = CommandResult(command, rc, "", stderr.decode(errors="replace"))
+
+        result = self._exec(command, send, timeout, f"upload of {remote_path}")
+        if not result.ok:
             raise CommandFailed(self.host.name, result)
 
 

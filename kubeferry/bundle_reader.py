@@ -202,6 +202,11 @@ class Bundle:
         self._check_images_index(index)
         return VerifyResult(members=len(self.members), bytes=total, digest=self.digest)
 
+    def verify_image_list(self) -> None:
+        """Check the metadata's image names and digests against ``images/index.json`` (whose
+        sha256 the member list pins); reads the bundle only up to that early member."""
+        self._check_images_index(self.read_member(IMAGES_INDEX))
+
     def _check_images_index(self, index: bytes | None) -> None:
         """The metadata's image list must say what images/index.json says."""
         if index is None:

@@ -28,10 +28,12 @@ def cli() -> None:
 def _register_commands() -> None:
     from kubeferry.bundler.commands import bundle
     from kubeferry.installer.commands import install_command, inventory_group
+    from kubeferry.installer.harbor_commands import harbor_group
 
     cli.add_command(bundle)
     cli.add_command(install_command)
     cli.add_command(inventory_group)
+    cli.add_command(harbor_group)
 
 
 def fail(message: str, code: int) -> None:

@@ -18,8 +18,9 @@ class Daemon:
 
     def __init__(self, name: str, command: list[str], log_file: Path,
                  ready: Callable[[], bool], ready_timeout: float = 20.0,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, stop_timeout: float = STOP_TIMEOUT) -> None:
         self.name = name
+        self.stop_timeout = stop_timeout
         self.command = command
         self.log_file = log_file
         self.ready = ready
@@ -52,15 +53,15 @@ class Daemon:
         raise RuntimeError(f"{self.name} not ready after {self.ready_timeout}s:\n{self.log()[-2000:]}")
 
     def stop(self) -> None:
-        """SIGTERM, a bounded wait, then SIGKILL: by pid, never by name."""
+        """SIGTERM, a bounded wait, then SIGKILL to its process group: by pid, never by name."""
         process, self.process = self.process, None
         if process is None or process.poll() is not None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.kill(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=STOP_TIMEOUT)
+            process.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGKILL)
-            process.wait(timeout=STOP_TIMEOUT)
+                os.killpg(process.pid, signal.SIGKILL)  # its own session: children too
+            process.wait(timeout=self.stop_timeout)

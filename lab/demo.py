@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             seed_upstream(upstream.url, options.k8s, profile=options.profile)
             step("bundle build")
             flags = [f for m in mirrors(upstream.url) for f in ("--mirror", m)]
-            kubeferry("bundle", "build", "--k8s", options.k8s, *flags,
+            kubeferry("bundle", "build", "--k8s", options.k8s, "--include", "images", *flags,
                       "--cache-dir", str(work / "cache"), "--output", str(work / "bundles"))
         bundle = next((work / "bundles").glob("*.tar"))
         step("air-gap side (the upstream registry is gone): verify and inspect the bundle")

@@ -7,8 +7,10 @@ Python entry point in /usr/bin is moved into a private directory with ``dpkg-div
 shebang is ``/usr/lib/kubeferry-lab/bin/python3``; ``command -v python3`` fails on a node.
 
 Use (the lab's base-root builder):
-    debootstrap --include=<",".join(BASE_PACKAGES)> bookworm ROOT MIRROR
-    prepare_root(ROOT)                 # after every package install that may bring python
+    debootstrap --include=<",".join(BASE_PACKAGES)> bookworm ROOT MIRROR   (+ the lab's own)
+    prepare_root(ROOT)                 # after every package install that may bring python;
+                                       # runs dpkg-divert --root on the admin host, no chroot
+    put RECIPE_ID into the base root's cache key
     write ROOT/etc/kubeferry-lab/double.conf = double_conf(...) and bind-mount the shared
     cluster state directory at STATE_DIR in every node.
 """
@@ -23,6 +25,8 @@ import yaml
 
 from kubeferry.errors import OperationError
 
+# Part of the lab's base-root cache key: bump when BASE_PACKAGES or prepare_root change.
+RECIPE_ID = "kubeferry-lab-doubles-recipe/1"
 PRIVATE_BIN = "/usr/lib/kubeferry-lab/bin"
 INTERPRETER = f"{PRIVATE_BIN}/python3"
 # python3 brings the full standard library (json, ssl, fcntl, tomllib); openssl makes the
@@ -98,7 +102,7 @@ def double_conf(
 ) -> str:
     """The text of /etc/kubeferry-lab/double.conf for a node (same on every node).
 
-    ``site_registries``: registry hosts (``harbor.lab:443`` style, as in image names) whose
+    ``site_registries``: registry hosts exactly as image names spell them (``harbor.lab``) whose
     images kubectl apply admits; empty = every host with a containerd certs.d/hosts.toml.
     The node name defaults to the node's hostname.
     """

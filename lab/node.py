@@ -110,7 +110,7 @@ def prepare(node: Node, base: Path, public_key: str, sudo_user: str) -> None:
 
 def new_identity() -> tuple[str, str]:
     """A fresh machine-id and product_uuid, as two distinct machines would have."""
-    return uuid.uuid4().hex, str(uuid.uuid4()).upper()
+    return uuid.uuid4().hex, str(uuid.uuid4())
 
 
 def _host_key(name: str) -> tuple[str, str]:
@@ -228,15 +228,11 @@ def wait_ready(node: Node, init: int, init_started: int | None,
         if not proc.is_same_process(init, init_started):
             raise OperationError(f"node {node.name} stopped while booting: {_tail(node)}")
 
-    def port_open() -> bool:
+    def sshd_answers() -> bool:
         alive()
-        try:
-            with socket.create_connection((node.address, SSH_PORT), timeout=1.0):
-                return True
-        except OSError:
-            return False
+        return port_open(node.address, SSH_PORT)
 
-    if not proc.wait_until(port_open, max(0.0, deadline - time.monotonic()), interval=0.1):
+    if not proc.wait_until(sshd_answers, max(0.0, deadline - time.monotonic()), interval=0.1):
         raise OperationError(
             f"node {node.name} ({node.address}): sshd did not answer in {timeout:.0f}s; "
             f"{_tail(node)}"
@@ -250,6 +246,15 @@ def wait_ready(node: Node, init: int, init_started: int | None,
     if state not in ("running", "degraded"):
         raise OperationError(f"node {node.name}: systemd did not finish booting ({state!r})")
     return state
+
+
+def port_open(address: str, port: int) -> bool:
+    """True when a TCP connection to ``address:port`` succeeds within a second."""
+    try:
+        with socket.create_connection((address, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
 
 
 def _tail(node: Node, lines: int = 3) -> str:

@@ -73,8 +73,11 @@ def is_same_process(pid: int, started: int | None) -> bool:
 
 
 def stop(pid: int, started: int | None, *, grace: float = 5.0, sig: int = signal.SIGTERM) -> None:
-    """Stop one process: ``sig``, then SIGKILL after ``grace`` seconds; waits until it is gone."""
-    if not is_same_process(pid, started):
+    """Stop one process: ``sig``, then SIGKILL after ``grace`` seconds; waits until it is gone.
+
+    Without a recorded start time nothing is signalled: the pid alone may be someone else's.
+    """
+    if started is None or not is_same_process(pid, started):
         _reap(pid)
         return
     try:

@@ -68,8 +68,9 @@ class ServiceHost:
                 env=dict(env) if env is not None else dict(os.environ), cwd=cwd,
                 start_new_session=True, close_fds=True,
             )
+        started = proc.start_time(process.pid)  # None: already gone, nothing to stop later
         self.site.journal.update(
-            resource, pid=process.pid, started=proc.start_time(process.pid)
+            resource, pid=process.pid if started is not None else None, started=started
         )
         if ready is None:
             return process

@@ -13,7 +13,6 @@ import ipaddress
 import os
 import re
 import shutil
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -124,12 +123,14 @@ class Site:
         with _site_lock(name):
             existing = cls.load(name)
             if existing is not None:
-                if existing.healthy() and len(existing.nodes) == nodes:
+                same = len(existing.nodes) == nodes and requested in (None, existing.subnet)
+                if existing.healthy() and same:
                     log(f"lab {name} is already up with {nodes} nodes")
                     return existing
                 if existing.healthy():
                     raise InputError(
-                        f"lab {name} is up with {len(existing.nodes)} nodes, not {nodes}; "
+                        f"lab {name} is up with {len(existing.nodes)} nodes on "
+                        f"{existing.subnet}, not {nodes} on {requested or 'its subnet'}; "
                         f"run 'kubeferry-lab down --name {name}' first"
                     )
                 log(f"lab {name} is partly up (a crash?): cleaning it before starting again")
@@ -191,7 +192,7 @@ class Site:
             alive = self._init_alive(member)
             rows.append({
                 "name": member.name, "address": member.address, "kind": "node",
-                "state": ("ssh" if _port_open(member.address, node.SSH_PORT) else "booting")
+                "state": ("ssh" if node.port_open(member.address, node.SSH_PORT) else "booting")
                 if alive else "down",
             })
         for host in self.hosts.values():
@@ -241,14 +242,12 @@ class Site:
         owner: int | None,
     ) -> Site:
         started = time.monotonic()
+        network_ = _pick_subnet(name, subnet)
         base = rootfs.ensure_base(log=log)
         recipe = rootfs.Recipe.default()
-        network_ = _pick_subnet(name, subnet)
         data = paths.data_dir() / name
-        if data.exists():  # node disks of a site whose state is gone (the host rebooted)
-            teardown.remove({"kind": "dir", "path": str(data)})
-        data.mkdir(parents=True)
-        _check_overlay_capable(data)
+        data.parent.mkdir(parents=True, exist_ok=True)
+        _check_overlay_capable(data.parent)
         run = paths.run_dir() / name
         if run.exists():
             shutil.rmtree(run)
@@ -260,6 +259,9 @@ class Site:
             "owner": None if owner is None else [owner, proc.start_time(owner)],
         })
         journal.add("dir", path=str(data))
+        if data.exists():  # node disks of a site whose state is gone (the host rebooted)
+            teardown.remove({"kind": "dir", "path": str(data)})
+        data.mkdir(parents=True)
         site = cls(journal)
         site.cluster_state.mkdir()
         site._make(count, recipe, log)
@@ -316,10 +318,13 @@ class Site:
         launcher_record = self.journal.add("process", node=member.name, role="launcher")
         init_record = self.journal.add("process", node=member.name, role="init", stop="kill")
         launcher = node.launch(member, self.base)
-        self.journal.update(launcher_record, pid=launcher.pid,
-                            started=proc.start_time(launcher.pid))
-        init = node.init_pid(member, launcher.pid)
-        self.journal.update(init_record, pid=init, started=proc.start_time(init))
+        self._record_pid(launcher_record, launcher.pid)
+        self._record_pid(init_record, node.init_pid(member, launcher.pid))
+
+    def _record_pid(self, record: dict, pid: int) -> None:
+        """Record a pid with its start time; one already gone is recorded as nothing to stop."""
+        started = proc.start_time(pid)
+        self.journal.update(record, pid=pid if started is not None else None, started=started)
 
     def _wait(self, member: Node) -> str:
         record = self._init_record(member)
@@ -447,12 +452,4 @@ class _site_lock:
     def __exit__(self, *_exc: object) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
-
-
-def _port_open(address: str, port: int) -> bool:
-    try:
-        with socket.create_connection((address, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
 

@@ -77,8 +77,10 @@ class TokenService:
         port: int = 0,
         tls: ServerCertificate | None = None,
         lifetime: int = 300,
+        realm: str | None = None,
     ) -> None:
         self.workdir = Path(workdir)
+        self._realm = realm  # when another server hosts the endpoint (see answer())
         self.users = dict(users or {})
         self.authorize = authorize
         self.anonymous_pull = anonymous_pull
@@ -162,6 +164,31 @@ class TokenService:
             return False, username
         return True, username
 
+    def answer(self, query: str, authorization: str | None) -> tuple[int, dict]:
+        """Answer one token request (its query string and Authorization header): (status, body).
+
+        Shared by this service's own server and by servers that host a token endpoint
+        among other routes (the Harbor stand-in's ``/service/token``).
+        """
+        pairs = parse_qsl(query)
+        scopes = [value for key, value in pairs if key == "scope"]
+        requested_service = next((v for k, v in pairs if k == "service"), None)
+        ok, username = self._check_login(authorization)
+        record = TokenRequest(username, requested_service, scopes)
+        with self._lock:
+            self.requests.append(record)
+        if not ok:
+            record.status = 401
+            return 401, {"details": "incorrect username or password"}
+        token, access = self.issue(username, scopes)
+        record.granted = access
+        return 200, {
+            "token": token,
+            "access_token": token,
+            "expires_in": self.lifetime,
+            "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
     # -- server -----------------------------------------------------------------------------
 
     @property
@@ -171,7 +198,7 @@ class TokenService:
 
     @property
     def realm(self) -> str:
-        return f"{self.url}/token"
+        return self._realm or f"{self.url}/token"
 
     def start(self) -> TokenService:
         service = self
@@ -182,28 +209,7 @@ class TokenService:
                 if parts.path != "/token":
                     self._reply(404, {"error": "not found"})
                     return
-                query = parse_qsl(parts.query)
-                scopes = [value for key, value in query if key == "scope"]
-                requested_service = next((v for k, v in query if k == "service"), None)
-                ok, username = service._check_login(self.headers.get("Authorization"))
-                record = TokenRequest(username, requested_service, scopes)
-                with service._lock:
-                    service.requests.append(record)
-                if not ok:
-                    record.status = 401
-                    self._reply(401, {"details": "incorrect username or password"})
-                    return
-                token, access = service.issue(username, scopes)
-                record.granted = access
-                self._reply(
-                    200,
-                    {
-                        "token": token,
-                        "access_token": token,
-                        "expires_in": service.lifetime,
-                        "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    },
-                )
+                self._reply(*service.answer(parts.query, self.headers.get("Authorization")))
 
             def _reply(self, status: int, body: dict) -> None:
                 data = json.dumps(body).encode()

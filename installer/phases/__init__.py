@@ -10,6 +10,7 @@ from kubeferry.installer.workflow import Phase
 
 def all_phases() -> list[Phase]:
     """Every phase, in order. Imported lazily so ``--help`` stays fast."""
-    from kubeferry.installer.phases import cni, distribute, init, join, loadbalancer, verify
+    from kubeferry.installer.phases import cni, distribute, init, join, loadbalancer, registry, verify
 
-    return [distribute.PHASE, loadbalancer.PHASE, init.PHASE, join.PHASE, cni.PHASE, verify.PHASE]
+    return [distribute.PHASE, registry.PHASE, loadbalancer.PHASE, init.PHASE, join.PHASE, cni.PHASE,
+            verify.PHASE]

@@ -40,7 +40,7 @@ from kubeferry.oci import mediatypes
 from kubeferry.oci.auth import Authorizer, Credentials
 from kubeferry.oci.descriptor import Descriptor
 from kubeferry.oci.reference import DIGEST_RE, ImageReference
-from kubeferry.oci.store import BlobStore, digest_of
+from kubeferry.oci.store import BlobSource, BlobStore, digest_of
 
 Progress = Callable[[int], None]
 Body = Union[bytes, Callable[[], BinaryIO], None]
@@ -821,6 +821,11 @@ class RegistryClient:
             raise self._fail(response, "registry API check", registry)
         return True
 
+    def manifest_digest(self, ref: ImageReference) -> str | None:
+        """The digest of what the registry holds under the ref's tag (one HEAD), or None."""
+        head = self._head_manifest(ref)
+        return head[0] if head else None
+
     def blob_exists(self, ref: ImageReference, digest: str) -> bool:
         response = self._request(
             ref.registry,
@@ -861,8 +866,12 @@ class RegistryClient:
             return False
         raise self._fail(response, f"mount of blob {digest} into {ref.name}", ref.registry)
 
-    def push_blob(self, ref: ImageReference, descriptor: Descriptor, store: BlobStore) -> int:
-        """Upload one blob (skipped when the registry has it); returns bytes sent."""
+    def push_blob(self, ref: ImageReference, descriptor: Descriptor, store: BlobSource) -> int:
+        """Upload one blob (skipped when the registry has it); returns bytes sent.
+
+        ``store`` is anything with ``size(digest)`` and ``open(digest)``: the blob store, or
+        a bundle read in place (``kubeferry.bundle_images.BundleBlobs``).
+        """
         digest = descriptor.digest
         if self.blob_exists(ref, digest):
             return 0
@@ -919,7 +928,7 @@ class RegistryClient:
         self,
         ref: ImageReference,
         image: ResolvedImage,
-        store: BlobStore,
+        store: BlobSource,
         mount_from: str | None = None,
     ) -> int:
         """Push a resolved single-platform image: blobs (mounted when possible), then manifest.

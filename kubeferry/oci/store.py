@@ -14,13 +14,13 @@ import hashlib
 import os
 import tempfile
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Iterator, Protocol
 
 from kubeferry.errors import OperationError
 from kubeferry.oci.descriptor import Descriptor
 from kubeferry.oci.reference import DIGEST_RE
 
-__all__ = ["BlobStore", "Descriptor", "digest_of", "hex_of"]
+__all__ = ["BlobSource", "BlobStore", "Descriptor", "digest_of", "hex_of"]
 
 _CHUNK = 1 << 20
 
@@ -43,6 +43,16 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class BlobSource(Protocol):
+    """What a push reads blobs from: the blob store, or a bundle read in place."""
+
+    def size(self, digest: str) -> int: ...
+
+    def open(self, digest: str) -> BinaryIO:
+        """A reader of exactly the blob's bytes; it must fail rather than yield wrong ones."""
+        ...
 
 
 class BlobStore:

@@ -34,7 +34,8 @@ def built(upstream: Registry, tmp_path_factory: pytest.TempPathFactory) -> tuple
     """A bundle of 1.25.0 built through the CLI; (bundle, cache dir)."""
     work = tmp_path_factory.mktemp("build")
     cache, output = work / "cache", work / "out"
-    result = kubeferry("bundle", "build", "--k8s", "1.25.0", *mirror_flags(upstream),
+    result = kubeferry("bundle", "build", "--k8s", "1.25.0", "--include", "images",
+                       *mirror_flags(upstream),
                        "--cache-dir", str(cache), "--output", str(output))
     assert result.returncode == 0, result.stderr
     assert "images     10" in result.stdout
@@ -145,7 +146,7 @@ def test_next_patch_release_downloads_only_new_blobs(upstream: Registry, built: 
 
 
 def test_registry_down_is_one_clear_line(tmp_path: Path) -> None:
-    result = kubeferry("bundle", "build", "--k8s", "1.25.0",
+    result = kubeferry("bundle", "build", "--k8s", "1.25.0", "--include", "images",
                        "--mirror", "registry.k8s.io=http://127.0.0.1:9",
                        "--mirror", "docker.io=http://127.0.0.1:9",
                        "--cache-dir", str(tmp_path / "c"), "--output", str(tmp_path / "o"))
@@ -163,7 +164,7 @@ def test_https_mirror_with_custom_ca_and_credentials_file(tmp_path: Path) -> Non
     with Registry(tmp_path / "mirror", tls=True, htpasswd={"ferry": "s3cret-pass"}) as mirror:
         seed_upstream(mirror.url, "1.25.0", ca_file=mirror.ca_file, auth=("ferry", "s3cret-pass"))
         auth = write_docker_config(tmp_path / "auth.json", mirror.host, "ferry", "s3cret-pass")
-        common = ["bundle", "build", "--k8s", "1.25.0", *mirror_flags(mirror),
+        common = ["bundle", "build", "--k8s", "1.25.0", "--include", "images", *mirror_flags(mirror),
                   "--cache-dir", str(tmp_path / "cache"), "--output", str(tmp_path / "out")]
         no_ca = kubeferry(*common, "--registry-auth", str(auth))
         assert no_ca.returncode == 1 and len(no_ca.stderr.strip().splitlines()) == 1, no_ca.stderr

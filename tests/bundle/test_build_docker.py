@@ -30,7 +30,7 @@ def test_bundle_from_a_local_docker_engine(tmp_path: Path, containerd: Container
             client.close()
         result = subprocess.run(
             [sys.executable, "-m", "kubeferry.cli", "bundle", "build", "--k8s", "1.25.0",
-             "--image-source", "docker", "--cache-dir", str(tmp_path / "cache"),
+             "--include", "images", "--image-source", "docker", "--cache-dir", str(tmp_path / "cache"),
              "--output", str(tmp_path / "out")],
             capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
             env={**os.environ, "DOCKER_HOST": daemon.base_url})
@@ -49,7 +49,7 @@ def test_bundle_from_a_local_docker_engine(tmp_path: Path, containerd: Container
 
 def test_docker_engine_down_is_one_clear_line(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "kubeferry.cli", "bundle", "build", "--k8s", "1.25.0",
+        [sys.executable, "-m", "kubeferry.cli", "bundle", "build", "--k8s", "1.25.0", "--include", "images",
          "--image-source", "docker", "--cache-dir", str(tmp_path / "c"), "--output", str(tmp_path)],
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
         env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path}/nothing.sock"})

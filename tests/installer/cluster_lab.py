@@ -33,10 +33,10 @@ from kubeferry import __version__
 from kubeferry.bundle_format import bundle_filename
 from kubeferry.bundler.content import Member
 from kubeferry.bundler.writer import write_bundle
-from kubeferry.installer.image_names import harbor_name
+from kubeferry.installer.harbor_names import harbor_name
 from kubeferry.installer.inventory import RegistrySettings
 from kubeferry.lab.double_state import ClusterRecord
-from kubeferry.lab.doubles_recipe import DOUBLE_CONF, PRIVATE_BIN, double_conf
+from kubeferry.lab.doubles_recipe import DOUBLE_CONF, double_conf, prepare_root
 from kubeferry.lab.node import Node
 from kubeferry.lab.registry import Registry
 from kubeferry.lab.site import HARBOR_HOST, Site
@@ -52,7 +52,6 @@ CALICO = Path(__file__).with_name("data") / "calico-v3.24.5.yaml"
 # socat, ebtables, ethtool) need beyond the lab's base, and the HA pair.
 APT_PACKAGES = ("python3", "python3-yaml", "openssl", "conntrack", "socat", "ebtables", "ethtool",
                 "haproxy", "keepalived")
-PYTHON_ENTRIES = r"^(python3(\.[0-9]+)?(-config)?|python|py3compile|py3clean|pydoc3(\.[0-9]+)?|pygettext3(\.[0-9]+)?|pdb3(\.[0-9]+)?)$"
 PREP = "/root/kubeferry-test-prep"
 
 
@@ -159,19 +158,18 @@ class ClusterLab:
         # apt (offline: local files only) orders the pre-dependencies dpkg -i would trip over
         node.ssh(f"cd {PREP} && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends"
                  f" ./*.deb >{PREP}/apt.log 2>&1 || {{ tail -20 {PREP}/apt.log; exit 1; }}", timeout=900)
-        # docs/lab-doubles.md: the doubles' Python must not be on a node's PATH
-        node.ssh(f"mkdir -p {PRIVATE_BIN} && for f in /usr/bin/*; do n=${{f##*/}};"
-                 f" echo \"$n\" | grep -Eq {shlex.quote(PYTHON_ENTRIES)} || continue;"
-                 f" dpkg-divert --local --rename --divert {PRIVATE_BIN}/$n --add /usr/bin/$n >/dev/null;"
-                 " done; ! command -v python3 python3.11 python")
+        # docs/lab-doubles.md: the doubles' Python must not be on a node's PATH (the lab's own
+        # recipe, applied to the running node's root as the admin host sees it)
+        prepare_root(Path(f"/proc/{self.site.init_pid(node)}/root"))
         host = self.settings.host
+        certs = f"/etc/containerd/certs.d/{host}"
+        pause = self.site_image(image_set(VERSION).pause_image)
         files = {
             DOUBLE_CONF: double_conf(site_registries=(host,), wait_timeout=180),
-            "/etc/containerd/config.toml": _containerd_config(self.site_image(image_set(VERSION).pause_image)),
-            f"/etc/containerd/certs.d/{host}/ca.crt": Path(self.registry.ca_file).read_text(),
-            f"/etc/containerd/certs.d/{host}/hosts.toml":
-                f'server = "https://{host}"\n\n[host."https://{host}"]\n  capabilities = ["pull", "resolve"]\n'
-                f'  ca = "/etc/containerd/certs.d/{host}/ca.crt"\n',
+            "/etc/containerd/config.toml": _containerd_config(pause),
+            f"{certs}/ca.crt": Path(self.registry.ca_file).read_text(),
+            f"{certs}/hosts.toml": f'server = "https://{host}"\n\n[host."https://{host}"]\n'
+                                   f'  capabilities = ["pull", "resolve"]\n  ca = "{certs}/ca.crt"\n',
         }
         for path, content in files.items():
             node.ssh(f"mkdir -p \"$(dirname {shlex.quote(path)})\" && cat > {shlex.quote(path)}",

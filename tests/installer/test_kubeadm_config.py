@@ -12,7 +12,8 @@ from cluster_schema import decode, doublelib
 from kubeferry.errors import OperationError
 from kubeferry.installer import inventory as inventory_module
 from kubeferry.installer import kubeadm_config as kc
-from kubeferry.installer.image_names import harbor_name, site_image
+from kubeferry.installer.harbor_names import harbor_name
+from kubeferry.installer.image_names import site_image
 from kubeferry.versions import image_set, supported_versions
 
 HARBOR = {"url": "https://harbor.example.local", "project": "google_containers"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -30,7 +31,7 @@ def test_up_twice_is_a_no_op_and_down_twice_is_safe(lab_site_factory) -> None:
     pid = site.init_pid(site.nodes[0])
     again = Site.up(nodes=1, name=site.name)
     assert again.init_pid(again.nodes[0]) == pid  # the same node, not a new one
-    with pytest.raises(Exception, match="is up with 1 nodes, not 2"):
+    with pytest.raises(Exception, match="is up with 1 nodes on .*, not 2"):
         Site.up(nodes=2, name=site.name)
     site.down()
     assert leftovers.find(site.name) == []
@@ -118,3 +119,29 @@ def test_a_site_whose_owner_died_is_found_abandoned() -> None:
         owner.wait(timeout=10)
         Site.down_named(name)
     assert leftovers.find(name) == []
+
+
+def test_down_cleans_up_after_up_itself_was_killed() -> None:
+    """SIGKILL the `up` command as soon as its first node is booting: `down` still finishes."""
+    name = f"k{os.getpid() % 100000}"
+    state = paths.run_dir() / name / "state.json"
+    up = subprocess.Popen([sys.executable, "-m", "kubeferry.lab", "up", "--nodes", "3",
+                           "--name", name], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def booting() -> bool:
+        try:
+            resources = json.loads(state.read_text())["resources"]
+        except (OSError, ValueError, KeyError):
+            return False
+        return any(r.get("role") == "init" and r.get("pid") for r in resources)
+
+    try:
+        assert proc.wait_until(booting, 120, interval=0.02)
+        up.kill()
+        up.wait(timeout=10)
+        assert leftovers.find(name)  # a half-made site is there...
+    finally:
+        up.kill()
+        up.wait(timeout=10)
+        assert Site.down_named(name) is True
+    assert leftovers.find(name) == []  # ...and down removed all of it

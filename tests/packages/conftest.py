@@ -1,6 +1,8 @@
 """Stand-in upstream yum repositories for an EL8 node, built once per session and served
 over HTTP on loopback: base (BaseOS), updates with modules (AppStream), Docker CE and the
-Kubernetes repository, every package signed with a throwaway key."""
+Kubernetes repository (the lab's stand-in kubeadm/kubelet/kubectl/cri-tools/kubernetes-cni
+from lab/standin_packages.py, legacy-yum style `kubeadm-1.25.0-0`), every package signed
+with a throwaway key."""
 
 from __future__ import annotations
 
@@ -13,11 +15,12 @@ import pytest
 
 from kubeferry.bundler.content import Content
 from kubeferry.bundler.sources import Sources
+from kubeferry.lab.standin_packages import build_rpms as lab_build_rpms
 
 from .httpserver import StaticServer
 from .standin_rpm import RpmSpec, SigningKey, build_rpms, make_repo
 
-K8S_VERSIONS = {"1.24.17": "150400.1.1", "1.25.0": "150500.1.1", "1.25.1": "150500.1.1"}
+K8S_VERSIONS = ("1.24.17", "1.25.0", "1.25.1")
 
 
 def el8_standin_specs() -> dict[str, list[RpmSpec]]:
@@ -35,12 +38,19 @@ def el8_standin_specs() -> dict[str, list[RpmSpec]]:
         RpmSpec("iptables-ebtables", "1.8.4", "24.el8", provides=["ebtables = 2.0.10"],
                 files=["/usr/sbin/ebtables"]),
         RpmSpec("ethtool", "5.13", "2.el8", epoch=2, files=["/usr/sbin/ethtool"]),
+        RpmSpec("xz", "5.2.4", "4.el8", files=["/usr/bin/xz"]),  # a file provide in primary
         RpmSpec("libnetfilter_cthelper", "1.0.0", "15.el8",
                 files=["/usr/lib64/libnetfilter_cthelper.so.0"]),
         # Virtual provide (conntrack) and a file dependency outside primary.xml's lists.
         RpmSpec("conntrack-tools", "1.4.4", "11.el8", provides=["conntrack = 1.0-1"],
                 requires=["/usr/lib64/libnetfilter_cthelper.so.0"],
                 files=["/usr/sbin/conntrack"]),
+        # the rest of the node tools, so the default package set resolves (CLI tests)
+        RpmSpec("ipvsadm", "1.31", "1.el8", files=["/usr/sbin/ipvsadm"]),
+        RpmSpec("ipset", "7.1", "1.el8", files=["/usr/sbin/ipset"]),
+        RpmSpec("chrony", "4.2", "1.el8", files=["/usr/sbin/chronyd"]),
+        RpmSpec("curl", "7.61.1", "34.el8", files=["/usr/bin/curl"]),
+        RpmSpec("tar", "1.30", "9.el8", epoch=2, files=["/usr/bin/tar"]),
     ]
     appstream = [
         RpmSpec("glibc", "2.28", "225.el8", requires=["glibc-common = 2.28-225.el8"],
@@ -53,30 +63,19 @@ def el8_standin_specs() -> dict[str, list[RpmSpec]]:
         RpmSpec("container-selinux", "2.205.0", "2.module+el8.9.0+2+bbbb", epoch=2,
                 arch="noarch"),
         RpmSpec("container-selinux", "2.100.0", "1.el8", epoch=2, arch="noarch"),
+        RpmSpec("haproxy", "1.8.27", "5.el8", files=["/usr/sbin/haproxy"]),
+        RpmSpec("keepalived", "2.1.5", "9.el8", files=["/usr/sbin/keepalived"]),
     ]
     docker = [
-        RpmSpec("containerd.io", "1.6.6", "3.1.el8", requires=["container-selinux >= 2:2.74"],
+        RpmSpec("containerd.io", "1.6.6", "3.1.el8",
+                requires=["container-selinux >= 2:2.74", "/usr/bin/xz"],
                 provides=["runc"], files=["/usr/bin/containerd", "/usr/bin/runc"]),
     ]
+    # The Kubernetes packages themselves come from the lab's stand-ins (el8_standin).
     kubernetes = [
-        RpmSpec("kubernetes-cni", "1.1.1", "150500.1.1", files=["/opt/cni/bin/bridge"]),
-        RpmSpec("kubernetes-cni", "1.2.0", "150500.1.1", files=["/opt/cni/bin/bridge"]),
-        RpmSpec("cri-tools", "1.24.2", "150400.1.1", files=["/usr/bin/crictl"]),
-        RpmSpec("cri-tools", "1.25.0", "150500.1.1", files=["/usr/bin/crictl"]),
-        RpmSpec("cri-tools", "1.26.0", "150600.1.1", files=["/usr/bin/crictl"]),
         RpmSpec("broken-tool", "1.0", "1", requires=["broken-lib"]),
         RpmSpec("broken-lib", "1.0", "1", requires=["does-not-exist >= 2"]),
     ]
-    for version, release in K8S_VERSIONS.items():
-        kubernetes += [
-            RpmSpec("kubelet", version, release, files=["/usr/bin/kubelet"], requires=[
-                "conntrack", "ebtables", "/usr/sbin/ethtool", "iptables >= 1.4.21", "socat",
-                "util-linux", "iproute", "kubernetes-cni >= 1.1.1"]),
-            RpmSpec("kubectl", version, release, files=["/usr/bin/kubectl"]),
-            RpmSpec("kubeadm", version, release, files=["/usr/bin/kubeadm"], requires=[
-                "kubelet >= 1.19.0", "kubectl >= 1.13.0", "cri-tools >= 1.25.0",
-                "kubernetes-cni >= 1.1.1"]),
-        ]
     return {"el8-baseos": baseos, "el8-appstream": appstream, "docker-ce": docker,
             "kubernetes": kubernetes}
 
@@ -143,6 +142,10 @@ def el8_standin(tmp_path_factory: pytest.TempPathFactory):
         rpms = {}
         for name, specs in el8_standin_specs().items():
             rpms[name] = build_rpms(specs, root / name, work)
+            if name == "kubernetes":  # kubeadm, kubelet, kubectl, cri-tools, kubernetes-cni
+                for version in K8S_VERSIONS:
+                    rpms[name] += lab_build_rpms(version, root / name / "Packages")
+                rpms[name] = sorted(set(rpms[name]))
             key.sign_rpms(rpms[name])
             make_repo(root / name, MODULES_YAML if name == "el8-appstream" else None)
         (root / "key.asc").write_bytes(key.public)

@@ -1,9 +1,7 @@
-"""Stand-in Kubernetes .debs (built with the real ``dpkg-deb``) in a flat apt repository
-signed like pkgs.k8s.io's (a clearsigned InRelease), for the Debian test.
+"""Stand-in Kubernetes .debs (the lab's, lab/standin_packages.py, wired like pkgs.k8s.io's)
+in a flat apt repository signed like pkgs.k8s.io's (a clearsigned InRelease).
 
-The Depends lines are pkgs.k8s.io's, so the closure pulls real packages from Debian.
-When ``lab/standin_packages.py`` lands (branch ``doubles``), its ``build_debs`` replaces
-``build_kubernetes_debs``.
+Their Depends are the real packages', so the closure pulls real packages from Debian.
 """
 
 from __future__ import annotations
@@ -13,51 +11,19 @@ import hashlib
 import subprocess
 from pathlib import Path
 
+from kubeferry.lab.standin_packages import build_debs
+
 from .standin_rpm import SigningKey
 
-KUBELET_DEPENDS = ("iptables (>= 1.4.21), kubernetes-cni (>= 1.1.1), iproute2, socat, "
-                   "util-linux, mount, ebtables, ethtool, conntrack")
-KUBEADM_DEPENDS = ("kubelet (>= 1.19.0), kubectl (>= 1.13.0), kubernetes-cni (>= 1.1.1), "
-                   "cri-tools (>= 1.25.0)")
 
-
-def build_deb(name: str, version: str, arch: str, depends: str, out_dir: Path,
-              work: Path) -> Path:
-    root = work / f"{name}_{version}_{arch}"
-    (root / "DEBIAN").mkdir(parents=True)
-    binary = root / "usr" / "bin" / name
-    binary.parent.mkdir(parents=True)
-    binary.write_text(f"#!/bin/sh\necho {name} {version}\n")
-    binary.chmod(0o755)
-    control = [f"Package: {name}", f"Version: {version}", f"Architecture: {arch}",
-               "Maintainer: kubeferry tests <test@kubeferry.invalid>", "Section: admin",
-               "Priority: optional"]
-    if depends:
-        control.append(f"Depends: {depends}")
-    control.append(f"Description: kubeferry stand-in for {name}\n A test package.")
-    (root / "DEBIAN" / "control").write_text("\n".join(control) + "\n")
-    target = out_dir / f"{name}_{version}_{arch}.deb"
-    subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "--build", str(root),
-                    str(target)], check=True, capture_output=True, timeout=120)
-    return target
-
-
-def build_kubernetes_debs(out_dir: Path, work: Path, arch: str = "amd64") -> list[Path]:
-    """kubeadm/kubelet/kubectl 1.24.17, 1.25.0 and 1.25.1 plus cri-tools and kubernetes-cni."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    debs = [
-        build_deb("kubernetes-cni", "1.1.1-1.1", arch, "", out_dir, work),
-        build_deb("kubernetes-cni", "1.2.0-2.1", arch, "", out_dir, work),
-        build_deb("cri-tools", "1.25.0-1.1", arch, "", out_dir, work),
-        build_deb("cri-tools", "1.26.0-1.1", arch, "", out_dir, work),
-    ]
-    for version in ("1.24.17-1.1", "1.25.0-1.1", "1.25.1-1.1"):
-        debs += [
-            build_deb("kubelet", version, arch, KUBELET_DEPENDS, out_dir, work),
-            build_deb("kubectl", version, arch, "", out_dir, work),
-            build_deb("kubeadm", version, arch, KUBEADM_DEPENDS, out_dir, work),
-        ]
-    return debs
+def build_kubernetes_debs(out_dir: Path, versions: tuple[str, ...] = ("1.24.17", "1.25.0",
+                                                                      "1.25.1")) -> list[Path]:
+    """The lab's stand-in kubeadm/kubelet/kubectl/cri-tools/kubernetes-cni for several
+    releases in one directory (companions shared between releases are built once)."""
+    debs: set[Path] = set()
+    for version in versions:
+        debs.update(build_debs(version, out_dir))
+    return sorted(debs)
 
 
 def _field(deb: Path, name: str) -> str:

@@ -37,7 +37,7 @@ def kubernetes_apt(tmp_path_factory):
     repo = root / "kubernetes"
     key = SigningKey(tmp_path_factory.mktemp("gpg") / "home", name="kubeferry test apt")
     try:
-        debs = build_kubernetes_debs(repo / "amd64", tmp_path_factory.mktemp("debs"))
+        debs = build_kubernetes_debs(repo / "amd64")
         make_flat_repo(repo, debs, key)
         (repo / "Release.key").write_bytes(key.public)
     finally:
@@ -73,8 +73,8 @@ def test_closure_against_real_bookworm(debian_bundle) -> None:
     got = {row["name"]: row for row in section["packages"]}
     assert got["kubeadm"]["version"] == got["kubelet"]["version"] == "1.25.0-1.1"
     assert got["kubectl"]["version"] == "1.25.0-1.1"
-    assert got["cri-tools"]["version"] == "1.26.0-1.1"
-    assert got["kubernetes-cni"]["version"] == "1.2.0-2.1"
+    assert got["cri-tools"]["version"] == "1.25.0-1.1"
+    assert got["kubernetes-cni"]["version"] == "1.1.1-1.1"
     # kubelet's real dependencies come from Debian, relative to minbase.
     for name in ("iptables", "socat", "ebtables", "ethtool", "conntrack", "iproute2"):
         assert got[name]["repo"].startswith("bookworm"), name
@@ -128,4 +128,28 @@ def test_apt_installs_offline_from_the_bundle(debian_bundle, tmp_path: Path) -> 
                          "kubeadm 1.25.0-1.1 install ok installed",
                          "kubectl 1.25.0-1.1 install ok installed"]
     assert lines[3] == "kubelet 1.25.0-1.1 install ok installed"
-    assert _chroot(root, "kubelet").stdout.strip() == "kubelet 1.25.0-1.1"
+    assert (root / "usr" / "bin" / "kubelet").is_symlink()  # the lab's double, installed
+
+
+@pytest.mark.real
+def test_installed_set_model_is_debootstrap_minbase(kubernetes_apt, tmp_path: Path) -> None:
+    """The set a build assumes installed is exactly what debootstrap --variant=minbase
+    installs (over-counting would leave a node without a package nobody bundled)."""
+    from kubeferry.bundler.fetch import Fetcher
+    from kubeferry.bundler.packages import _load, _universe, installed_set
+    from kubeferry.bundler.repositories import os_spec
+
+    spec = os_spec("debian12")
+    sources = _sources(kubernetes_apt.url)
+    repos = _load(spec.repositories_for("amd64"), spec, "amd64", sources,
+                  Fetcher(cache_root() / "build-cache"), {})
+    installed, warnings = installed_set(spec, _universe(spec, repos), repos)
+    assert warnings == []
+    release = parse_release(requests.get(f"{MIRROR}/dists/bookworm/InRelease",
+                                         timeout=(15, 60)).text, "bookworm")
+    status = subprocess.run(["tar", "-xzOf", str(minbase_tarball(release.fields["Version"])),
+                             "./var/lib/dpkg/status"], capture_output=True, text=True,
+                            timeout=300, check=True).stdout
+    debootstrapped = {line.split()[1] for line in status.splitlines()
+                      if line.startswith("Package: ")}
+    assert {p.name for p in installed} == debootstrapped

@@ -155,6 +155,7 @@ def test_calico_manifest_is_pinned_and_verified(calico_server, tmp_path: Path) -
     assert member.source == tmp_path / "cache" / "blobs" / "sha256" / CALICO_SHA256
     assert content.metadata["files"]["calico"] == "v3.24.5"
     assert content.metadata["files"]["files"][0]["url"] == f"{calico_server.url}/calico.yaml"
+    assert inspect_lines(content.metadata)[1].startswith("    files/calico.yaml  ")
 
 
 def test_tampered_file_fails_naming_url_expected_and_got(calico_server, tmp_path: Path) -> None:

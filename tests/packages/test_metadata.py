@@ -204,6 +204,7 @@ def test_packages_index(tmp_path: Path) -> None:
     kubelet = packages[0]
     assert kubelet.provides == [Cap("kubelet", "=", "1.25.0-1.1"), Cap("kube-node", "=", "1.25")]
     assert kubelet.checksum == ("sha256", "aa")
+    assert kubelet.requirements == [Cap("iptables", ">=", "1.4.21"), Cap("conntrack")]
     assert packages[1].priority == "required"
     path.write_bytes(b"Package: x\nVersion: 1\nArchitecture: amd64\n")
     with pytest.raises(MetadataError, match="corrupt Packages index"):

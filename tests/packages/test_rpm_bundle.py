@@ -42,14 +42,15 @@ def test_closure_follows_yum_rules(el8_bundle) -> None:
     section = contents[0].metadata["packages"]
     got = _versions(section)
     # Pinned to --k8s; the others at the newest version that satisfies them.
-    assert got["kubeadm"] == got["kubelet"] == got["kubectl"] == "1.25.0-150500.1.1"
-    assert got["cri-tools"] == "1.26.0-150600.1.1"
-    assert got["kubernetes-cni"] == "1.2.0-150500.1.1"
-    # Virtual provide, capability "ebtables", a file provide, and a file only filelists has.
+    assert got["kubeadm"] == got["kubelet"] == got["kubectl"] == "1.25.0-0"
+    assert got["cri-tools"] == "1.25.0-0"  # newest that satisfies kubeadm's >= 1.24.2
+    assert got["kubernetes-cni"] == "1.1.1-0"
+    # Virtual provide, capability "ebtables", file provides (one only filelists has).
     assert got["conntrack-tools"] == "1.4.4-11.el8"
     assert got["iptables-ebtables"] == "1.8.4-24.el8"
     assert got["ethtool"] == "2:5.13-2.el8"
     assert got["libnetfilter_cthelper"] == "1.0.0-15.el8"
+    assert got["xz"] == "5.2.4-4.el8"
     # Modules: socat 1.8 is in a stream that is not enabled; container-selinux comes from
     # the default stream, its non-modular build is filtered out as dnf does.
     assert got["socat"] == "1.7.4.1-1.el8"
@@ -60,7 +61,7 @@ def test_closure_follows_yum_rules(el8_bundle) -> None:
     assert not {"bash", "filesystem", "util-linux", "iproute"} & set(got)
     assert {row["arch"] for row in section["packages"]} <= {"x86_64", "noarch"}
     assert section["format"] == "rpm-md" and section["path"] == "packages/el8"
-    assert "kubeadm-1.25.0-150500.1.1" in section["install"]
+    assert "kubeadm-1.25.0-0" in section["install"]
     assert [k["name"] for k in section["keys"]] == ["el8-gpgkey", "docker-ce-gpgkey",
                                                    "kubernetes-gpgkey"]
     by_name = {row["name"]: row for row in section["packages"]}
@@ -92,7 +93,7 @@ def test_inspect_shows_names_and_versions(el8_bundle) -> None:
     contents, _, _ = el8_bundle
     lines = inspect_lines(contents[0].metadata)
     assert lines[0].startswith("packages    packages/el8 (rpm-md, el8 amd64):")
-    assert any(line.split()[:3] == ["*", "kubeadm", "1.25.0-150500.1.1"] for line in lines)
+    assert any(line.split()[:3] == ["*", "kubeadm", "1.25.0-0"] for line in lines)
     assert any(line.split()[:2] == ["socat", "1.7.4.1-1.el8"] for line in lines)
 
 
@@ -160,7 +161,7 @@ def test_unknown_os_and_arch(el8_standin, tmp_path: Path) -> None:
 
 
 def test_checksum_mismatch_fails_naming_url(el8_standin, tmp_path: Path) -> None:
-    rpm = next(p for p in el8_standin.rpms["kubernetes"] if p.name.startswith("kubernetes-cni-1.2.0"))
+    rpm = next(p for p in el8_standin.rpms["kubernetes"] if p.name.startswith("kubernetes-cni-1.1.1"))
     original = rpm.read_bytes()
     try:
         rpm.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))

@@ -75,14 +75,16 @@ def node_debs(status: bytes) -> list[Path]:
         if not done.exists():
             (target / "archives" / "partial").mkdir(parents=True, exist_ok=True)
             (target / "status").write_bytes(status)
-            subprocess.run(
-                ["apt-get", "-q", "-y", "--download-only", "--no-install-recommends",
-                 "-o", f"Dir::State::status={target / 'status'}",
-                 "-o", f"Dir::Cache::archives={target / 'archives'}",
-                 "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=",
-                 "-o", "Debug::NoLocking=1", "-o", "APT::Sandbox::User=root",
-                 "install", *APT_PACKAGES],
-                check=True, capture_output=True, timeout=900)
+            download = ["apt-get", "-q", "-y", "--download-only", "--no-install-recommends",
+                        "-o", f"Dir::State::status={target / 'status'}",
+                        "-o", f"Dir::Cache::archives={target / 'archives'}",
+                        "-o", "Dir::Cache::pkgcache=", "-o", "Dir::Cache::srcpkgcache=",
+                        "-o", "Debug::NoLocking=1", "-o", "APT::Sandbox::User=root",
+                        "install", *APT_PACKAGES]
+            if subprocess.run(download, capture_output=True, timeout=900).returncode != 0:
+                # the admin host's package lists may be older than the mirror: refresh once
+                subprocess.run(["apt-get", "-q", "update"], check=True, capture_output=True, timeout=900)
+                subprocess.run(download, check=True, capture_output=True, timeout=900)
             done.touch()
     return sorted((target / "archives").glob("*.deb"))
 
@@ -105,6 +107,37 @@ def _containerd_config(sandbox: str) -> str:
   [plugins."io.containerd.internal.v1.opt"]
     path = "/var/lib/containerd/opt"
 """
+
+
+def write_test_bundle(workdir: Path) -> Path:
+    """A bundle with the release's metadata and the real calico.yaml (no images: the harness
+    puts them in the Harbor stand-in)."""
+    images = image_set(VERSION)
+    member = Member.from_file("files/calico.yaml", CALICO)
+    metadata = {
+        "kubernetes": VERSION, "os": "debian12", "arch": "amd64", "created": "2026-01-01T00:00:00Z",
+        "kubeferryVersion": __version__, "include": ["files"], "sources": {},
+        "imageSet": {"kubeadmRepository": images.kubeadm_repository, "pause": images.pause,
+                     "pauseImage": images.pause_image, "etcd": images.etcd, "coredns": images.coredns,
+                     "calico": images.calico, "kubeadmImages": list(images.kubeadm_images),
+                     "calicoImages": list(images.calico_images)},
+        "images": [],
+        "files": {"calico": images.calico, "files": [
+            {"name": "calico.yaml", "url": images.calico_manifest_url, "sha256": member.sha256,
+             "size": member.size, "path": member.path}]},
+    }
+    target = workdir / bundle_filename(VERSION, "debian12", "amd64")
+    write_bundle(target, metadata, [member])
+    return target
+
+
+def install(bundle: Path, inventory: Path, phases: str, run_dir: Path,
+            *extra: str) -> subprocess.CompletedProcess[str]:
+    """``kubeferry install`` as an operator runs it (a new process each time)."""
+    argv = [sys.executable, "-c", "import sys; from kubeferry.cli import main; sys.argv[0] = 'kubeferry';"
+            " main()", "install", "--bundle", str(bundle), "--inventory", str(inventory),
+            "--only", phases, "--yes", "--run-dir", str(run_dir), *extra]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
 
 
 class ClusterLab:
@@ -180,28 +213,9 @@ class ClusterLab:
     # -- kubeferry's inputs -------------------------------------------------------------------
 
     def bundle(self) -> Path:
-        """A bundle with the release's metadata and the real calico.yaml (no images: the
-        harness put them in the Harbor stand-in)."""
-        if self._bundle is not None:
-            return self._bundle
-        images = image_set(VERSION)
-        member = Member.from_file("files/calico.yaml", CALICO)
-        metadata = {
-            "kubernetes": VERSION, "os": "debian12", "arch": "amd64", "created": "2026-01-01T00:00:00Z",
-            "kubeferryVersion": __version__, "include": ["files"], "sources": {},
-            "imageSet": {"kubeadmRepository": images.kubeadm_repository, "pause": images.pause,
-                         "pauseImage": images.pause_image, "etcd": images.etcd, "coredns": images.coredns,
-                         "calico": images.calico, "kubeadmImages": list(images.kubeadm_images),
-                         "calicoImages": list(images.calico_images)},
-            "images": [],
-            "files": {"calico": images.calico, "files": [
-                {"name": "calico.yaml", "url": images.calico_manifest_url, "sha256": member.sha256,
-                 "size": member.size, "path": member.path}]},
-        }
-        target = self.workdir / bundle_filename(VERSION, "debian12", "amd64")
-        write_bundle(target, metadata, [member])
-        self._bundle = target
-        return target
+        if self._bundle is None:
+            self._bundle = write_test_bundle(self.workdir)
+        return self._bundle
 
     def inventory(self, control_planes: int, workers: int, *, endpoint: str | None = None,
                   vip: bool = False, known_hosts: Path | None = None, **cluster: Any) -> Path:
@@ -224,10 +238,6 @@ class ClusterLab:
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         return path
 
-    def install(self, inventory: Path, phases: str, run_dir: Path, *extra: str,
-                bundle: Path | None = None) -> subprocess.CompletedProcess[str]:
-        """``kubeferry install`` as an operator runs it (a new process each time)."""
-        argv = [sys.executable, "-c", "import sys; from kubeferry.cli import main; sys.argv[0] = 'kubeferry';"
-                " main()", "install", "--bundle", str(bundle or self.bundle()), "--inventory", str(inventory),
-                "--only", phases, "--yes", "--run-dir", str(run_dir), *extra]
-        return subprocess.run(argv, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
+    def install(self, inventory: Path, phases: str, run_dir: Path,
+                *extra: str) -> subprocess.CompletedProcess[str]:
+        return install(self.bundle(), inventory, phases, run_dir, *extra)

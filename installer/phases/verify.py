@@ -20,7 +20,7 @@ from kubeferry.installer import facts
 from kubeferry.installer import kube_commands as kube
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.image_names import site_image
-from kubeferry.installer.inventory import Host
+from kubeferry.installer.inventory import Host, RegistrySettings
 from kubeferry.installer.workflow import Phase
 
 CERTS_DIR = "/etc/containerd/certs.d"
@@ -130,28 +130,44 @@ def _dns(ctx: InstallContext, host: Host) -> str:
     return f"DNS resolves {check['lookup']}"
 
 
-def _images_local(ctx: InstallContext, host: Host) -> str:
-    pods = _items(ctx, host, "pods -A")
+def foreign_images(pods: list[dict[str, Any]], registry: RegistrySettings | None,
+                   present: Callable[[str], set[str]]) -> tuple[int, list[str]]:
+    """(images in use, the ones that came from outside the site) for the pods' containers.
+
+    With a Harbor an image must be under its project; with ``registry: none`` it must be
+    in the containerd of the node running it (``present(node)``): imported, not pulled.
+    """
     used: dict[str, set[str]] = {}  # image -> nodes running it
     for pod in pods:
         spec = pod.get("spec") or {}
         for container in (spec.get("containers") or []) + (spec.get("initContainers") or []):
             used.setdefault(container["image"], set()).add(spec.get("nodeName") or "")
-    registry = ctx.inventory.registry
     if registry is not None:
-        outside = sorted(image for image in used if not image.startswith(registry.repository + "/"))
-        if outside:
-            raise OperationError(f"{len(outside)} image(s) not from {registry.repository}:"
-                                 f" {', '.join(outside)}")
-        return f"all {len(used)} images from {registry.repository}"
-    present: dict[str, set[str]] = {}
-    for node in sorted({n for nodes in used.values() for n in nodes if n}):
-        present[node] = facts.CONTAINERD_IMAGES.read(ctx.conn(ctx.inventory.host(node)))
-    missing = sorted(f"{image} on {node}" for image, nodes in used.items() for node in nodes
-                     if node and image not in present[node])
-    if missing:
-        raise OperationError(f"image(s) not imported on the node that runs them: {', '.join(missing)}")
-    return f"all {len(used)} images imported with ctr (registry: none)"
+        return len(used), sorted(i for i in used if not i.startswith(registry.repository + "/"))
+    cache: dict[str, set[str]] = {}
+    foreign = []
+    for image, nodes in sorted(used.items()):
+        for node in sorted(n for n in nodes if n):
+            if node not in cache:
+                cache[node] = present(node)
+            if image not in cache[node]:
+                foreign.append(f"{image} on {node}")
+    return len(used), foreign
+
+
+def _images_local(ctx: InstallContext, host: Host) -> str:
+    registry = ctx.inventory.registry
+    count, foreign = foreign_images(
+        _items(ctx, host, "pods -A"), registry,
+        lambda node: facts.CONTAINERD_IMAGES.read(ctx.conn(ctx.inventory.host(node))))
+    if registry is not None:
+        if foreign:
+            raise OperationError(f"{len(foreign)} image(s) not from {registry.repository}:"
+                                 f" {', '.join(foreign)}")
+        return f"all {count} images from {registry.repository}"
+    if foreign:
+        raise OperationError(f"image(s) not imported on the node that runs them: {', '.join(foreign)}")
+    return f"all {count} images imported with ctr (registry: none)"
 
 
 def _hosts(ctx: InstallContext) -> list[Host]:

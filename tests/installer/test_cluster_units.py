@@ -16,6 +16,7 @@ from kubeferry.installer import inventory as inventory_module
 from kubeferry.installer import lb_config
 from kubeferry.installer.inventory import Host, SSHSettings
 from kubeferry.installer.kube_commands import ca_cert_hash, redact
+from kubeferry.installer.phases.verify import foreign_images
 from kubeferry.installer.workflow import HostGroup, Phase, run_phase
 
 
@@ -111,3 +112,24 @@ def test_groups_run_in_order_serial_then_parallel_and_stop_at_a_failure() -> Non
     groups[0] = HostGroup([_host("bad"), _host("cp3")], parallel=False)
     results = run_phase(ctx, phase)
     assert [(r.host, r.status) for r in results] == [("bad", "failed")]
+
+
+def _pod(node: str, *images: str) -> dict:
+    return {"spec": {"nodeName": node, "containers": [{"image": image} for image in images]}}
+
+
+def test_verify_finds_images_from_outside_the_site() -> None:
+    harbor = make_inventory({"url": "https://harbor.lab", "project": "k8s"}).registry
+    pods = [_pod("cp1", "harbor.lab/k8s/pause:3.8", "docker.io/library/nginx:1"),
+            _pod("w1", "harbor.lab/k8s/x:1")]
+    assert foreign_images(pods, harbor, lambda node: set()) == (3, ["docker.io/library/nginx:1"])
+    imported = {"cp1": {"registry.k8s.io/pause:3.8"}, "w1": set()}
+    pods = [_pod("cp1", "registry.k8s.io/pause:3.8"), _pod("w1", "registry.k8s.io/pause:3.8")]
+    assert foreign_images(pods, None, imported.__getitem__) == (1, ["registry.k8s.io/pause:3.8 on w1"])
+    imported["w1"] = {"registry.k8s.io/pause:3.8"}
+    assert foreign_images(pods, None, imported.__getitem__) == (1, [])
+
+
+def test_keepalived_options_per_os_family() -> None:
+    assert lb_config.defaults_file("deb") == ("/etc/default/keepalived", 'DAEMON_ARGS="--vrrp"\n')
+    assert lb_config.defaults_file("rpm") == ("/etc/sysconfig/keepalived", 'KEEPALIVED_OPTIONS="-D --vrrp"\n')

@@ -20,6 +20,7 @@ from kubeferry.errors import InputError
 
 ROLES = ("control-plane", "worker", "lb")
 PROXY_MODES = ("ipvs", "iptables")
+APISERVER_PORT = 6443  # kube-apiserver's bindPort on every control plane
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS label, as kubelet wants
 # Harbor project names (FACTS.md)
 PROJECT_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
@@ -412,10 +413,37 @@ def check(inventory: Inventory) -> list[str]:
         vip = ipaddress.ip_address(cluster.vip)
         if vip in pods or vip in services:
             raise InputError(f"{source}: cluster.vip {vip} is inside a cluster subnet")
-    elif len(control_planes) > 1 and not any(h.is_lb for h in inventory.hosts):
+        _check_endpoint_on_vip(inventory)
+    elif any(host.is_lb for host in inventory.hosts):
+        raise InputError(f"{source}: hosts with the role lb need cluster.vip, the address keepalived"
+                         " holds for them")
+    elif len(control_planes) > 1:
         warnings.append("several control planes but no cluster.vip and no lb host: the"
                         " controlPlaneEndpoint must be a load balancer you run yourself")
     return warnings
+
+
+def _check_endpoint_on_vip(inventory: Inventory) -> None:
+    """With a VIP, kubelets reach the API through haproxy: the endpoint must be that haproxy.
+
+    haproxy listens on the endpoint's port on every lb host. Where the lb hosts are the
+    control planes, kube-apiserver already holds 6443 there, so the endpoint needs another
+    port (8443 is customary); kubeadm's controlPlaneEndpoint then names that port.
+    """
+    source, cluster = inventory.source, inventory.cluster
+    endpoint = cluster.control_plane_endpoint
+    try:
+        address = ipaddress.ip_address(cluster.endpoint_host.strip("[]"))
+    except ValueError:
+        address = None  # a DNS name: it must resolve to the VIP (the os phase writes /etc/hosts)
+    if address is not None and str(address) != cluster.vip:
+        raise InputError(f"{source}: cluster.controlPlaneEndpoint {endpoint} is not on cluster.vip"
+                         f" {cluster.vip}; use {cluster.vip}:{cluster.endpoint_port} or a name for the VIP")
+    colocated = [host.name for host in inventory.lb_hosts if host.is_control_plane]
+    if colocated and cluster.endpoint_port == APISERVER_PORT:
+        raise InputError(f"{source}: cluster.controlPlaneEndpoint {endpoint}: haproxy runs on the control"
+                         f" planes ({', '.join(colocated)}) next to kube-apiserver, which holds port"
+                         f" {APISERVER_PORT}; use another port, e.g. {cluster.endpoint_host}:8443")
 
 
 def example() -> str:

@@ -37,8 +37,10 @@ def file(conn: Connection, path: str, content: str | bytes, mode: str = "0644") 
         return []
     quoted = shlex.quote(path)
     tmp = shlex.quote(path + ".kubeferry-tmp")
-    command = (f"mkdir -p \"$(dirname {quoted})\" && cat > {tmp} && chmod {mode} {tmp}"
-               f" && mv -f {tmp} {quoted}")
+    # the temp file is born 0600 (umask in a subshell): a secret is never readable by others,
+    # not even between the write and the chmod
+    command = (f"mkdir -p \"$(dirname {quoted})\" && rm -f {tmp} && (umask 077 && cat > {tmp})"
+               f" && chmod {mode} {tmp} && mv -f {tmp} {quoted}")
     return [Step(f"write {path}", command, stdin=data)]
 
 

@@ -21,6 +21,7 @@ from kubeferry.errors import InputError, OperationError
 from kubeferry.installer.inventory import Host, SSHSettings
 
 CHUNK = 1 << 18
+EOF_GRACE = 5.0  # seconds to wait for the output's end once the exit status is in
 
 
 @dataclass(frozen=True)
@@ -222,6 +223,7 @@ def _drain(channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
     """Read stdout and stderr to the end without either filling up (bounded by ``timeout``)."""
     stdout, stderr = bytearray(), bytearray()
     deadline = time.monotonic() + timeout
+    exited_at: float | None = None
     while True:
         progressed = False
         while channel.recv_ready():
@@ -231,7 +233,12 @@ def _drain(channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:
             stderr += channel.recv_stderr(CHUNK)
             progressed = True
         if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-            break
+            # sshd may send the exit status before the last output (it reports the child's
+            # exit as soon as it reaps it): the end is the channel's EOF. A command that left
+            # a process holding its output gets EOF_GRACE seconds, not a hang.
+            exited_at = exited_at or time.monotonic()
+            if channel.eof_received or time.monotonic() - exited_at > EOF_GRACE:
+                break
         if time.monotonic() > deadline:
             channel.close()
             raise socket.timeout(f"no end after {timeout:.0f} s")

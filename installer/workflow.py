@@ -34,6 +34,14 @@ class HostResult:
 
 
 @dataclass(frozen=True)
+class HostGroup:
+    """Hosts a grouped phase works on together: the next group starts once this one succeeded."""
+
+    hosts: Sequence[Host]
+    parallel: bool = True
+
+
+@dataclass(frozen=True)
 class Phase:
     """One step of the install."""
 
@@ -46,6 +54,10 @@ class Phase:
     marker: bool = True
     admin: Callable[[InstallContext], str] | None = None  # work on the admin host, after hosts
     admin_plan: Callable[[InstallContext], list[str]] | None = None
+    # ordered groups instead of ``hosts`` at once (kubeadm join: control planes, then workers)
+    groups: Callable[[InstallContext], Sequence[HostGroup]] | None = None
+    # False for checks (verify): what apply returns is a report, not a change ("ok" + detail)
+    changes: bool = True
 
 
 def _marker(name: str) -> str:
@@ -88,23 +100,34 @@ def _run_host(ctx: InstallContext, phase: Phase, host: Host) -> HostResult:
         changed = phase.apply(ctx, host)
         if phase.marker:
             write_marker(ctx, host, phase)
-        return HostResult(host.name, phase.name, "changed" if changed else "ok", changed)
+        status = "changed" if changed and phase.changes else "ok"
+        return HostResult(host.name, phase.name, status, changed)
     except KubeferryError as error:
         log(f"FAILED {phase.name}: {error}")
         return HostResult(host.name, phase.name, "failed", str(error))
 
 
-def run_phase(ctx: InstallContext, phase: Phase) -> list[HostResult]:
-    hosts = list(phase.hosts(ctx))
-    if phase.parallel and len(hosts) > 1:
+def _run_hosts(ctx: InstallContext, phase: Phase, hosts: Sequence[Host], parallel: bool) -> list[HostResult]:
+    if parallel and len(hosts) > 1:
         with ThreadPoolExecutor(max_workers=max(1, min(ctx.options.forks, len(hosts)))) as pool:
-            results = list(pool.map(lambda host: _run_host(ctx, phase, host), hosts))
+            return list(pool.map(lambda host: _run_host(ctx, phase, host), hosts))
+    results: list[HostResult] = []
+    for host in hosts:
+        results.append(_run_host(ctx, phase, host))
+        if results[-1].status == "failed":
+            break  # serial phases (joins, init) must not go on past a failure
+    return results
+
+
+def run_phase(ctx: InstallContext, phase: Phase) -> list[HostResult]:
+    if phase.groups is not None:
+        results: list[HostResult] = []
+        for group in phase.groups(ctx):
+            results += _run_hosts(ctx, phase, list(group.hosts), group.parallel)
+            if any(r.status == "failed" for r in results):
+                break
     else:
-        results = []
-        for host in hosts:
-            results.append(_run_host(ctx, phase, host))
-            if results[-1].status == "failed":
-                break  # serial phases (joins, init) must not go on past a failure
+        results = _run_hosts(ctx, phase, list(phase.hosts(ctx)), phase.parallel)
     if phase.admin is not None and not any(r.status == "failed" for r in results):
         results.append(_run_admin(ctx, phase))
     return results

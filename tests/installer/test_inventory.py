@@ -28,7 +28,7 @@ def test_example_is_valid() -> None:
     assert [h.name for h in inv.workers] == ["node1", "node2"]
     assert inv.host("node2").ssh.port == 2222 and inv.host("node1").ssh.port == 22
     assert inv.registry.repository == "harbor.example.local/google_containers"
-    assert inv.cluster.endpoint_port == 6443 and not inv.warnings
+    assert inv.cluster.endpoint_port == 8443 and not inv.warnings  # haproxy beside apiserver
 
 
 def _set(path: str, value):

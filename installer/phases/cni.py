@@ -1,0 +1,73 @@
+"""Phase ``cni``: calico from the bundle, its images on the site registry, applied.
+
+calico.yaml is read from the bundle on the admin host (a ``files/`` member, checked
+against its sha256), rewritten by ``calico.rewrite`` (images -> site names, the IPv4 pool
+-> podSubnet) and piped to ``kubectl apply -f -`` on the first control plane.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from kubeferry.errors import InputError, OperationError
+from kubeferry.installer import calico
+from kubeferry.installer import kube_commands as kube
+from kubeferry.installer.context import InstallContext
+from kubeferry.installer.image_names import site_image
+from kubeferry.installer.inventory import Host
+from kubeferry.installer.workflow import Phase
+
+CALICO_FILE = "calico.yaml"
+
+
+def calico_member(ctx: InstallContext) -> dict:
+    """The bundle member holding calico.yaml (metadata ``files`` names it)."""
+    rows = (ctx.bundle.metadata.get("files") or {}).get("files") or []
+    path = next((row["path"] for row in rows if row.get("name") == CALICO_FILE), f"files/{CALICO_FILE}")
+    member = ctx.bundle.member(path)
+    if member is None:
+        raise InputError(f"{ctx.bundle.path}: the bundle holds no {path}; build it with --include files")
+    return member
+
+
+def site_manifest(ctx: InstallContext) -> str:
+    """calico.yaml as this site applies it (verified bytes from the bundle, rewritten)."""
+    member = calico_member(ctx)
+    with ctx.bundle.open_member(member["path"]) as handle:
+        data = handle.read(member["size"])
+    if len(data) != member["size"] or hashlib.sha256(data).hexdigest() != member["sha256"]:
+        raise OperationError(f"{ctx.bundle.path}: member {member['path']} is damaged (sha256 differs)")
+    registry = ctx.inventory.registry
+    return calico.rewrite(data.decode(), ctx.inventory.cluster.pod_subnet,
+                          lambda name: site_image(name, registry))
+
+
+def _hosts(ctx: InstallContext) -> list[Host]:
+    return [ctx.inventory.first_control_plane]
+
+
+def plan(ctx: InstallContext, host: Host) -> list[str]:
+    manifest = site_manifest(ctx)
+    images = sorted(set(calico.images(manifest)))
+    return [f"kubectl apply calico ({len(images)} images: {', '.join(images)};"
+            f" pool {ctx.inventory.cluster.pod_subnet})"]
+
+
+def apply(ctx: InstallContext, host: Host) -> str:
+    manifest = site_manifest(ctx)
+    result = kube.kubectl(ctx.conn(host), "apply -f -", stdin=manifest.encode(), timeout=300)
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    changed = [line for line in lines if not line.endswith(" unchanged")]
+    if not changed:
+        return ""
+    return f"calico applied: {len(changed)} of {len(lines)} objects created or configured"
+
+
+PHASE = Phase(
+    name="cni",
+    short="calico from the bundle, images from the site registry, pool = podSubnet",
+    hosts=_hosts,
+    apply=apply,
+    plan=plan,
+    parallel=False,
+)

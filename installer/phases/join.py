@@ -1,0 +1,130 @@
+"""Phase ``join``: the other control planes, then the workers, join with a fresh token.
+
+What a join needs is made once per run on the first control plane, on first use: a new
+bootstrap token (``kubeadm token create``, read from stdout and kept in memory), the CA
+hash (ca.crt hashed on the admin host) and, for control planes, a certificate key that
+is still valid: the one init uploaded if it is younger than CERTIFICATE_KEY_FRESH, else
+a new key uploaded with ``kubeadm init phase upload-certs`` (uploaded certs expire after
+two hours). Each node gets a JoinConfiguration (0600, removed after the join).
+
+Control planes join one at a time: kubeadm 1.25's stacked-etcd member add is not safe to
+race (kubernetes/kubeadm#1646, #2005; etcd adds one member at a time). Workers join in
+parallel once every control plane is in. A node with /etc/kubernetes/kubelet.conf has
+joined already and is left alone.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import time
+from typing import Any
+
+from kubeferry.errors import OperationError
+from kubeferry.installer import kube_commands as kube
+from kubeferry.installer.context import InstallContext
+from kubeferry.installer.inventory import Host
+from kubeferry.installer.kubeadm_config import init_documents, join_document, new_certificate_key, render
+from kubeferry.installer.phases.init import CERTIFICATE_KEY
+from kubeferry.installer.workflow import HostGroup, Phase
+from kubeferry.versions import image_set
+
+JOIN_CONFIG = f"{kube.CONFIG_DIR}/join.yaml"
+UPLOAD_CONFIG = f"{kube.CONFIG_DIR}/upload-certs.yaml"
+JOIN_TIMEOUT = 900.0
+TOKEN_TTL = "2h0m0s"
+CERTIFICATE_KEY_FRESH = 110 * 60  # seconds: re-upload before the 2 h expiry comes near
+_TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
+_MATERIAL = "join_material"  # ctx.state: {"token": ..., "ca_hash": ...}
+
+
+def _joining(ctx: InstallContext) -> list[Host]:
+    return [*ctx.inventory.control_planes[1:], *ctx.inventory.workers]
+
+
+def _groups(ctx: InstallContext) -> list[HostGroup]:
+    return [HostGroup(ctx.inventory.control_planes[1:], parallel=False),
+            HostGroup(ctx.inventory.workers, parallel=True)]
+
+
+def _create_token(ctx: InstallContext) -> str:
+    conn = ctx.conn(ctx.inventory.first_control_plane)
+    result = kube.run(conn, f"kubeadm token create --ttl {TOKEN_TTL} --description"
+                            f" {shlex.quote('kubeferry join')}", timeout=120)
+    lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+    token = lines[-1] if lines else ""
+    if not _TOKEN.match(token):
+        raise OperationError(f"{conn.host.name}: `kubeadm token create` printed no token")
+    return token
+
+
+def _upload_certificates(ctx: InstallContext) -> dict[str, Any]:
+    """A new certificate key, with the control-plane certificates uploaded under it."""
+    first = ctx.inventory.first_control_plane
+    conn = ctx.conn(first)
+    key = new_certificate_key()
+    documents = init_documents(ctx.inventory, first, image_set(ctx.bundle.kubernetes), token=None,
+                               certificate_key=key)
+    kube.write_secret_file(conn, UPLOAD_CONFIG, render(documents))
+    uploaded = time.time()
+    try:
+        kube.run(conn, f"kubeadm init phase upload-certs --upload-certs --config {UPLOAD_CONFIG}"
+                       " --skip-certificate-key-print", secrets=(key,), timeout=300)
+    finally:
+        kube.remove(conn, UPLOAD_CONFIG)
+    ctx.log(first)("uploaded the control-plane certificates under a new certificate key")
+    return {"key": key, "uploaded": uploaded}
+
+
+def _material(ctx: InstallContext, control_plane: bool) -> dict[str, str]:
+    """Token, CA hash and (for a control plane) a fresh certificate key; made once, on use."""
+    with ctx.state_lock:  # the first joiner makes them; the others wait and reuse them
+        material = ctx.state.get(_MATERIAL)
+        if material is None:
+            conn = ctx.conn(ctx.inventory.first_control_plane)
+            material = {"ca_hash": kube.read_ca_cert_hash(conn), "token": _create_token(ctx)}
+            ctx.state[_MATERIAL] = material
+        result = dict(material)
+        if control_plane:
+            record = ctx.state.get(CERTIFICATE_KEY)
+            if record is None or time.time() - record["uploaded"] > CERTIFICATE_KEY_FRESH:
+                record = _upload_certificates(ctx)
+                ctx.state[CERTIFICATE_KEY] = record
+            result["certificate_key"] = record["key"]
+        return result
+
+
+def _role(host: Host) -> str:
+    return "control plane" if host.is_control_plane else "worker"
+
+
+def plan(ctx: InstallContext, host: Host) -> list[str]:
+    if kube.exists(ctx.conn(host), kube.KUBELET_CONF):
+        return []
+    return [f"kubeadm join as a {_role(host)} through {ctx.inventory.cluster.control_plane_endpoint}"]
+
+
+def apply(ctx: InstallContext, host: Host) -> str:
+    conn = ctx.conn(host)
+    if kube.exists(conn, kube.KUBELET_CONF):
+        return ""
+    material = _material(ctx, host.is_control_plane)
+    document = join_document(ctx.inventory, host, token=material["token"], ca_hash=material["ca_hash"],
+                             certificate_key=material.get("certificate_key"))
+    secrets = (material["token"], material.get("certificate_key", ""))
+    kube.write_secret_file(conn, JOIN_CONFIG, render([document]))
+    try:
+        kube.run(conn, f"kubeadm join --config {JOIN_CONFIG}", secrets=secrets, timeout=JOIN_TIMEOUT)
+    finally:
+        kube.remove(conn, JOIN_CONFIG)
+    return f"joined as a {_role(host)}"
+
+
+PHASE = Phase(
+    name="join",
+    short="join the other control planes (one by one), then the workers (in parallel)",
+    hosts=_joining,
+    groups=_groups,
+    apply=apply,
+    plan=plan,
+)

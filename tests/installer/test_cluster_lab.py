@@ -1,0 +1,238 @@
+"""The cluster phases (loadbalancer, init, join, cni, verify) on the air-gap lab's real nodes,
+against the lab's kubeadm/kubelet/kubectl doubles, through the CLI as an operator runs it."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import yaml
+from cluster_lab import ClusterLab, install, write_test_bundle
+
+from kubeferry.lab.node import Node
+from kubeferry.lab.site import Site
+
+pytestmark = [pytest.mark.real, pytest.mark.lab]
+
+ALL = "loadbalancer,init,join,cni,verify"
+
+
+@pytest.fixture
+def cluster_lab(lab_site_factory, tmp_path: Path) -> Iterator[Callable[[int], ClusterLab]]:
+    made: list[ClusterLab] = []
+
+    def make(nodes: int) -> ClusterLab:
+        lab = ClusterLab(lab_site_factory(nodes), tmp_path)
+        made.append(lab)
+        return lab.start()
+
+    yield make
+    for lab in made:
+        lab.stop()
+
+
+def ok(result) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert "Traceback" not in result.stderr
+    return result.stdout
+
+
+def statuses(stdout: str) -> dict[tuple[str, str], str]:
+    """(phase, host) -> status word, from the one line per host and phase."""
+    found = {}
+    for line in stdout.splitlines():
+        if line.startswith("[") and "]" in line and ": " in line:
+            phase, rest = line[1:].split("] ", 1)
+            host, status = rest.split(": ", 1)
+            found[(phase, host)] = status.split()[0]
+    return found
+
+
+def secrets_of(lab: ClusterLab) -> list[str]:
+    """Every bootstrap token (and its secret half) and certificate key the cluster saw."""
+    values = []
+    for token in lab.record.tokens():
+        values += [token["token"], token["token"].split(".")[1]]
+    key = lab.record.certificate_key()
+    if key:
+        values.append(key["key"])
+    return values
+
+
+def assert_no_secret_in(paths: list[Path], texts: list[str], secrets: list[str]) -> None:
+    assert secrets
+    everything = "".join(texts) + "".join(p.read_text(errors="replace") for p in paths)
+    leaked = [secret[:6] + "..." for secret in secrets if secret in everything]
+    assert not leaked, f"secrets in logs or output: {leaked}"
+
+
+def kubeadm_calls(lab: ClusterLab) -> list[tuple[str, str, dict]]:
+    calls = []
+    for call in lab.record.invocations(program="kubeadm"):
+        calls.append((call["node"], " ".join(call["argv"][1:3]), call))
+    return calls
+
+
+def assert_secrets_never_on_a_command_line(lab: ClusterLab) -> None:
+    for call in lab.record.invocations():
+        assert not call.get("secret_flags"), call["argv"]
+        joined = " ".join(call["argv"])
+        assert all(secret not in joined for secret in secrets_of(lab)), call["argv"]
+
+
+def vip_holders(site: Site) -> list[str]:
+    return [node.name for node in site.nodes
+            if f" {site.vip}/" in node.ssh("ip -o -4 addr show", check=False).stdout]
+
+
+def wait_for(check: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.5)
+    return check()
+
+
+def mode(node: Node, path: str) -> str:
+    return node.ssh(f"stat -c %a {path}").stdout.strip()
+
+
+def test_one_control_plane_two_workers(cluster_lab, tmp_path: Path) -> None:
+    lab = cluster_lab(3)
+    site = lab.site
+    inventory = lab.inventory(1, 2)
+    first = ok(lab.install(inventory, "init,join,cni,verify", tmp_path / "run1"))
+    assert statuses(first) == {
+        ("init", "node1"): "changed", ("init", "admin-host"): "changed",
+        ("join", "node2"): "changed", ("join", "node3"): "changed",
+        ("cni", "node1"): "changed", ("verify", "node1"): "ok",
+    }
+    assert ("3 nodes Ready; 13 kube-system pods Running; DNS resolves kubernetes.default;"
+            f" all 9 images from {lab.settings.repository}") in first
+
+    # the double accepted init, then every join, in that order, all on their first try
+    calls = kubeadm_calls(lab)
+    assert [(node, command) for node, command, _ in calls[:2]] == [("node1", "init --config"),
+                                                                   ("node1", "token create")]
+    assert sorted((node, command) for node, command, _ in calls[2:]) == [("node2", "join --config"),
+                                                                         ("node3", "join --config")]
+    assert all(call["exit_code"] == 0 for _, _, call in calls)
+    order = lab.record.join_order()
+    assert order[0] == ("node1", "control-plane") and sorted(order[1:]) == [("node2", "worker"),
+                                                                          ("node3", "worker")]
+    init = lab.record.init_config()
+    assert init["imageRepository"] == lab.settings.repository
+    assert init["controlPlaneEndpoint"] == f"{site.nodes[0].address}:6443"
+    assert (init["podSubnet"], init["proxyMode"], init["cgroupDriver"]) == \
+        ("10.244.0.0/16", "ipvs", "systemd")
+    calico = lab.record.objects()["DaemonSet/kube-system/calico-node"]
+    assert calico["calicoIPv4PoolCIDR"] == "10.244.0.0/16"
+    assert all(image.startswith(lab.settings.repository + "/calico/") for image in calico["images"])
+
+    # secrets: only in 0600 files, never on a command line, in a log or in the output
+    assert_secrets_never_on_a_command_line(lab)
+    assert_no_secret_in(list((tmp_path / "run1").iterdir()), [first], secrets_of(lab))
+    node1, node2 = site.nodes[0], site.nodes[1]
+    assert mode(node1, "/var/lib/kubeferry/kubeadm") == "700"
+    assert mode(node1, "/var/lib/kubeferry/kubeadm/init.yaml") == "600"
+    assert node2.ssh("test -e /var/lib/kubeferry/kubeadm/join.yaml", check=False).exit_status == 1
+    admin_conf = tmp_path / "cluster-admin.conf"
+    assert oct(admin_conf.stat().st_mode & 0o777) == "0o600"
+    assert admin_conf.read_text() == node1.ssh("cat /etc/kubernetes/admin.conf").stdout
+    assert yaml.safe_load(admin_conf.read_text())["clusters"][0]["cluster"]["server"] == \
+        f"https://{site.nodes[0].address}:6443"
+
+    # the same install again changes nothing and calls kubeadm no more
+    applied = len(lab.record.applied())
+    again = ok(lab.install(inventory, "init,join,cni,verify", tmp_path / "run2"))
+    assert statuses(again) == {
+        ("init", "node1"): "done", ("init", "admin-host"): "ok",
+        ("join", "node2"): "done", ("join", "node3"): "done",
+        ("cni", "node1"): "done", ("verify", "node1"): "ok",
+    }
+    assert len(kubeadm_calls(lab)) == len(calls) and len(lab.record.applied()) == applied
+
+    # with the markers gone, the phases still find nothing to do (init: the cluster
+    # answers; join: kubelet.conf; cni: kubectl apply says unchanged)
+    for node in site.nodes:
+        node.ssh("rm -rf /var/lib/kubeferry/phases")
+    plan = ok(lab.install(inventory, "init,join,cni,verify", tmp_path / "run3", "--plan"))
+    assert "would kubeadm" not in plan
+    third = ok(lab.install(inventory, "init,join,cni,verify", tmp_path / "run4"))
+    assert {status for key, status in statuses(third).items()} == {"ok"}, third
+    assert len(kubeadm_calls(lab)) == len(calls)
+
+
+def test_ha_three_control_planes_a_vip_and_a_worker(cluster_lab, tmp_path: Path) -> None:
+    lab = cluster_lab(4)
+    site = lab.site
+    inventory = lab.inventory(3, 1, endpoint=f"{site.vip}:8443", vip=True)
+    first = ok(lab.install(inventory, "loadbalancer,init", tmp_path / "run1"))
+    assert [statuses(first)[("loadbalancer", f"node{i}")] for i in (1, 2, 3)] == ["changed"] * 3
+    assert len(vip_holders(site)) == 1
+    for node in site.nodes[:3]:
+        assert node.ssh("systemctl is-active haproxy keepalived").stdout.split() == ["active", "active"]
+        assert node.ssh("haproxy -c -q -f /etc/haproxy/haproxy.cfg", check=False).exit_status == 0
+
+    # a new process: the certificate key init uploaded is unknown to it, so join uploads
+    # the certificates again under a new key before the control planes join
+    second = ok(lab.install(inventory, "join,cni,verify", tmp_path / "run2"))
+    assert "4 nodes Ready" in second and "DNS resolves kubernetes.default" in second
+    calls = kubeadm_calls(lab)
+    assert [(node, command) for node, command, _ in calls] == [
+        ("node1", "init --config"), ("node1", "token create"), ("node1", "init phase"),
+        ("node2", "join --config"), ("node3", "join --config"), ("node4", "join --config")]
+    assert all(call["exit_code"] == 0 for _, _, call in calls)
+    joins = {node: call for node, command, call in calls if command == "join --config"}
+    assert (joins["node2"]["role"], joins["node3"]["role"], joins["node4"]["role"]) == \
+        ("control-plane", "control-plane", "worker")
+    # control planes one at a time (stacked etcd), the worker after them
+    assert joins["node2"]["time"] + joins["node2"]["duration"] <= joins["node3"]["time"]
+    assert joins["node3"]["time"] + joins["node3"]["duration"] <= joins["node4"]["time"]
+    assert lab.record.join_order() == [("node1", "control-plane"), ("node2", "control-plane"),
+                                       ("node3", "control-plane"), ("node4", "worker")]
+    assert lab.record.init_config()["endpoint"] == f"{site.vip}:8443"
+    assert_secrets_never_on_a_command_line(lab)
+    logs = list((tmp_path / "run1").iterdir()) + list((tmp_path / "run2").iterdir())
+    assert_no_secret_in(logs, [first, second], secrets_of(lab))
+
+    # the whole install again: nothing changes, no service restarts
+    def started() -> dict[str, str]:
+        show = "systemctl show -p ActiveEnterTimestampMonotonic haproxy keepalived"
+        return {node.name: node.ssh(show).stdout for node in site.nodes[:3]}
+
+    before = started()
+    again = ok(lab.install(inventory, ALL, tmp_path / "run3"))
+    assert set(statuses(again).values()) <= {"done", "ok"}, again
+    assert len(kubeadm_calls(lab)) == len(calls)
+    assert started() == before
+
+    # haproxy stops on the VIP's holder: keepalived's check moves the VIP to another node
+    holder = site.node(vip_holders(site)[0])
+    holder.ssh("systemctl stop haproxy")
+    try:
+        assert wait_for(lambda: len(vip_holders(site)) == 1 and vip_holders(site)[0] != holder.name, 30)
+    finally:
+        holder.ssh("systemctl start haproxy")
+
+
+def test_a_wrong_host_key_is_refused_before_anything_changes(lab_site: Site, tmp_path: Path) -> None:
+    node1, node2 = lab_site.nodes[0], lab_site.nodes[1]
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text(f"{node1.address} {node2.host_key}\n")  # node2's key for node1
+    inventory = tmp_path / "cluster.yaml"
+    inventory.write_text(yaml.safe_dump({
+        "cluster": {"controlPlaneEndpoint": f"{node1.address}:6443"},
+        "registry": "none",
+        "ssh": {"user": "root", "keyFile": str(lab_site.ssh_key), "knownHosts": str(known_hosts)},
+        "hosts": [{"name": "node1", "address": node1.address, "roles": ["control-plane"]}],
+    }))
+    result = install(write_test_bundle(tmp_path), inventory, "init", tmp_path / "run")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "host key does not match" in last and "refusing to connect" in last
+    assert node1.ssh("test -e /var/lib/kubeferry", check=False).exit_status == 1

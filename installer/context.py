@@ -23,6 +23,7 @@ class InstallOptions:
     accept_new_host_keys: bool = False
     yes: bool = False
     run_dir: Path = Path("runs")
+    phases: tuple[str, ...] = ()  # the phases this run executes (empty: all)
 
 
 class HostLog:
@@ -52,6 +53,9 @@ class InstallContext:
     _secret_lock: threading.Lock = field(default_factory=threading.Lock)
     state_lock: threading.Lock = field(default_factory=threading.Lock)
     progress_factory: Callable[[str], Callable[[int], None]] | None = None
+    # the seam for tests: how a Connection to a host is made (default: SSH)
+    connector: Callable[[Host], Connection] | None = None
+    echo: Callable[[str], None] = print  # operator-facing output (tables) beside the result lines
 
     def __post_init__(self) -> None:
         self.options.run_dir.mkdir(parents=True, exist_ok=True)
@@ -80,12 +84,18 @@ class InstallContext:
         """The SSH connection to ``host`` (opened on first use, reused by later phases)."""
         with self._lock:
             connection = self._connections.get(host.name)
+            if connection is None and self.connector is not None:
+                connection = self._connections[host.name] = self.connector(host)
             if connection is None:
                 connection = Connection(host, accept_new_host_keys=self.options.accept_new_host_keys,
                                         password=self.secret(host.ssh.password),
                                         log=self.log(host))
                 self._connections[host.name] = connection
             return connection
+
+    def runs(self, phase: str) -> bool:
+        """Does this run execute ``phase`` (so an earlier phase may count on it)?"""
+        return not self.options.phases or phase in self.options.phases
 
     def progress(self, phase: str) -> Callable[[int], None] | None:
         """A byte-progress callback for ``phase`` (None when not on a terminal)."""

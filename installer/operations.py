@@ -11,6 +11,7 @@ import hashlib
 import shlex
 from dataclasses import dataclass
 
+from kubeferry.errors import OperationError
 from kubeferry.installer import facts
 from kubeferry.installer.ssh import Connection
 
@@ -55,14 +56,56 @@ def sysctl(conn: Connection, values: dict[str, str], persist_file: str) -> list[
 
 
 def modules(conn: Connection, names: list[str], persist_file: str) -> list[Step]:
-    """Kernel modules loaded now and at boot (``persist_file`` under /etc/modules-load.d)."""
-    steps = file(conn, persist_file, "# written by kubeferry\n" + "".join(f"{n}\n" for n in names))
-    loaded = facts.LOADED_MODULES.read(conn)
-    missing = [name for name in names if name not in loaded]
+    """Kernel modules loaded now and at boot (``persist_file`` under /etc/modules-load.d).
+
+    Raises OperationError naming every module this kernel does not have (before any change).
+    """
+    states = facts.module_states(names).read(conn)
+    missing = [name for name in names if states.get(name, "missing").startswith("missing")]
     if missing:
-        steps.append(Step(f"modprobe {' '.join(missing)}",
-                          " && ".join(f"modprobe {shlex.quote(name)}" for name in missing)))
+        raise MissingModules(conn.host.name, missing, states)
+    steps = file(conn, persist_file, "# written by kubeferry\n" + "".join(f"{n}\n" for n in names))
+    load = [name for name in names if states.get(name) == "loadable"]
+    if load:
+        steps.append(Step(f"modprobe {' '.join(load)}",
+                          " && ".join(f"modprobe {shlex.quote(name)}" for name in load)))
     return steps
+
+
+class MissingModules(OperationError):
+    """Kernel modules the running kernel cannot load."""
+
+    def __init__(self, host: str, missing: list[str], states: dict[str, str]) -> None:
+        self.missing = missing
+        self.reason = states.get(missing[0], "missing").partition(": ")[2] or "modprobe failed"
+        super().__init__(f"{host}: kernel module{'s' if len(missing) > 1 else ''} {', '.join(missing)}"
+                         f" not available ({self.reason})")
+
+
+def marked_block(conn: Connection, path: str, marker: str, lines: list[str]) -> list[Step]:
+    """``path`` holds ``lines`` between ``# BEGIN <marker>`` and ``# END <marker>``.
+
+    Only that block is rewritten (added at the end when missing); the rest of the file is
+    kept line for line. The file is replaced by rename, as ``file`` does.
+    """
+    current = facts.file_content(path).read(conn) or ""
+    return file(conn, path, with_block(current, marker, lines))
+
+
+def with_block(text: str, marker: str, lines: list[str]) -> str:
+    """``text`` with its ``marker`` block replaced by ``lines`` (appended if absent).
+
+    A BEGIN line without its END (a hand-damaged file) is replaced alone: nothing after
+    it is dropped.
+    """
+    begin, end = f"# BEGIN {marker}", f"# END {marker}"
+    block = [f"{begin} (managed by kubeferry: edits here are overwritten)", *lines, end]
+    existing = text.splitlines()
+    start = next((i for i, line in enumerate(existing) if line.startswith(begin)), None)
+    if start is None:
+        return "\n".join([*existing, *block]) + "\n"
+    stop = next((i for i in range(start + 1, len(existing)) if existing[i].strip() == end), start)
+    return "\n".join([*existing[:start], *block, *existing[stop + 1:]]) + "\n"
 
 
 def service(conn: Connection, unit: str, enabled: bool = True, running: bool = True,

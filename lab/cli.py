@@ -12,7 +12,9 @@ import sys
 import click
 
 from kubeferry.errors import InputError, KubeferryError
-from kubeferry.lab.site import DEFAULT_NAME, Site
+from kubeferry.lab import upstream_service
+from kubeferry.lab.site import DEFAULT_NAME, DEFAULT_REGISTRY_NAME, Site
+from kubeferry.lab.upstream import PROFILES
 
 name_option = click.option(
     "--name", default=DEFAULT_NAME, show_default=True,
@@ -36,16 +38,74 @@ def cli() -> None:
     containerd in network namespaces on a lab bridge, no route out. Needs root."""
 
 
+os_option = click.option("--os", "os_name", default="debian12", show_default=True,
+                         help="The OS whose build lab-sources.yaml is written for.")
+profile_option = click.option("--profile", type=click.Choice(list(PROFILES)), default="tiny",
+                              show_default=True, help="Stand-in image sizes.")
+
+
 @cli.command()
 @click.option("--nodes", default=3, show_default=True, type=int, help="How many nodes.")
 @click.option("--subnet", default=None,
               help="Lab IPv4 /24 (default 10.88.0.0/24 for 'lab', else the first free one).")
+@click.option("--registry-name", default=DEFAULT_REGISTRY_NAME, show_default=True,
+              help="Host name of the site registry (the Harbor stand-in at .2) the doubles admit.")
+@click.option("--upstream", "upstream_k8s", metavar="K8S", default=None,
+              help="Also start the upstream stand-in for this Kubernetes release "
+                   "(see 'kubeferry-lab upstream up').")
+@os_option
+@profile_option
 @name_option
-def up(nodes: int, subnet: str | None, name: str) -> None:
+def up(nodes: int, subnet: str | None, registry_name: str, upstream_k8s: str | None,
+       os_name: str, profile: str, name: str) -> None:
     """Bring the lab up (a no-op when it is already up with that many nodes)."""
-    site = Site.up(nodes=nodes, name=name, subnet=subnet, log=_log)
+    site = Site.up(nodes=nodes, name=name, subnet=subnet, log=_log, registry_name=registry_name)
     _print_status(site)
     click.echo(f"ssh key: {site.ssh_key}\nknown_hosts: {site.known_hosts_file}")
+    if upstream_k8s:
+        _print_upstream(upstream_service.up(site, upstream_k8s, os_name, profile, log=_log))
+
+
+@cli.group()
+def upstream() -> None:
+    """The internet, stood in for on this machine's loopback (never reachable from nodes):
+    a registry with every image of a release and the package repositories and files a
+    bundle build fetches, with lab-sources.yaml for 'kubeferry bundle build --sources'."""
+
+
+@upstream.command("up")
+@click.option("--k8s", "kubernetes", required=True, help="Kubernetes release, e.g. 1.25.0.")
+@os_option
+@profile_option
+@name_option
+def upstream_up(kubernetes: str, os_name: str, profile: str, name: str) -> None:
+    """Start the upstream stand-in for a running lab and write its lab-sources.yaml."""
+    _print_upstream(upstream_service.up(_loaded(name), kubernetes, os_name, profile, log=_log))
+
+
+@upstream.command("down")
+@name_option
+def upstream_down(name: str) -> None:
+    """Stop the upstream stand-in (the lab's 'down' stops it too)."""
+    if upstream_service.down(_loaded(name)):
+        _log(f"upstream of lab {name} is down")
+    else:
+        _log(f"lab {name} has no upstream up")
+
+
+def _loaded(name: str) -> Site:
+    site = Site.load(name)
+    if site is None:
+        raise InputError(f"lab {name} is not up; run 'kubeferry-lab up --name {name}' first")
+    return site
+
+
+def _print_upstream(running: upstream_service.Upstream) -> None:
+    click.echo(f"upstream {running.kubernetes} ({running.profile}): registry "
+               f"{running.registry_url}, packages and files {running.repo_url}")
+    click.echo(f"sources: {running.sources_file}")
+    click.echo(f"try: kubeferry bundle build --k8s {running.kubernetes} --os {running.os} "
+               f"--include images,packages,files --sources {running.sources_file}")
 
 
 @cli.command()
@@ -57,6 +117,11 @@ def status(name: str) -> None:
         fail(f"lab {name} is not up", 1)
         return
     _print_status(site)
+    running = upstream_service.current(site)
+    if running is not None:
+        state = "up" if upstream_service.healthy(site) else "down"
+        click.echo(f"  upstream   {running.registry_url} (registry), {running.repo_url} "
+                   f"(packages): {state}")
     if not site.healthy():
         fail(f"lab {name} is not healthy; 'kubeferry-lab down --name {name}' cleans it", 1)
 

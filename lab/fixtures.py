@@ -1,7 +1,8 @@
 """pytest fixtures for the air-gap lab (loaded as a plugin by tests/conftest.py).
 
 ``lab_site`` is one 3-node site for the whole test session, always taken down at the end;
-``lab_site_factory`` makes extra sites for tests that break or reshape one. Both need root:
+``lab_site_factory`` makes extra sites for tests that break or reshape one; ``lab_upstream``
+is the session site's upstream (the internet's stand-in) for Kubernetes 1.25.0. All need root:
 tests using them are marked ``real`` and ``lab`` and never skip.
 """
 
@@ -12,9 +13,11 @@ from typing import Callable, Iterator
 
 import pytest
 
+from kubeferry.lab import upstream_service
 from kubeferry.lab.site import Site
 
 SESSION_NODES = 3
+UPSTREAM_KUBERNETES = "1.25.0"
 
 
 def _name(prefix: str, serial: int = 0) -> str:
@@ -42,6 +45,17 @@ def lab_site() -> Iterator[Site]:
         yield site
     finally:
         site.down()
+
+
+@pytest.fixture(scope="session")
+def lab_upstream(lab_site: Site) -> Iterator[upstream_service.Upstream]:
+    """The session site's upstream for 1.25.0: ``.sources_file`` is a ``--sources`` file for
+    ``kubeferry bundle build --k8s 1.25.0 --os debian12``; stopped at the end."""
+    running = upstream_service.up(lab_site, UPSTREAM_KUBERNETES)
+    try:
+        yield running
+    finally:
+        upstream_service.down(lab_site)
 
 
 @pytest.fixture

@@ -1,12 +1,12 @@
 #!/bin/sh
 # Boot one lab node. Runs on the admin host as PID 1 of the node's new pid, mount, UTS,
 # IPC and cgroup namespaces, already inside the node's network namespace:
-#   node-init.sh BASE NODE_DIR HOSTNAME
+#   node-init.sh BASE NODE_DIR HOSTNAME [CLUSTER_STATE]
 # NODE_DIR holds upper/ work/ root/ stage/ containerd/ and product_uuid, prepared by the
 # lab. Every mount below is made in the node's private mount namespace: when the node's
 # processes are gone, the kernel drops them all; nothing is mounted on the admin host.
 set -eu
-base=$1 dir=$2 name=$3
+base=$1 dir=$2 name=$3 cluster=${4:-}
 root=$dir/root
 
 mount -t overlay overlay -o "lowerdir=$base,upperdir=$dir/upper,workdir=$dir/work" "$root"
@@ -67,17 +67,16 @@ mount -t tmpfs -o mode=1777 tmpfs "$root/dev/shm"
 mount -t tmpfs -o mode=0755 tmpfs "$root/run"
 mount -t tmpfs -o mode=1777 tmpfs "$root/tmp"
 
-# The lab doubles' shared cluster state (docs/lab-doubles.md): one directory of the site,
-# the same in every node, as the doubles' API server and etcd stand-in.
-cluster_state=$dir/../../cluster
-if [ -d "$cluster_state" ]; then
-  mkdir -p "$root/var/lib/kubeferry-lab/cluster"
-  mount --bind "$cluster_state" "$root/var/lib/kubeferry-lab/cluster"
-fi
-
 # containerd's state on a file system that takes overlay upper dirs (not the overlay root).
 mkdir -p "$root/var/lib/containerd"
 mount --bind "$dir/containerd" "$root/var/lib/containerd"
+
+# The kubeadm/kubelet/kubectl doubles' cluster state (the API server and etcd stand-in):
+# one admin-host directory shared by every node of the site (lab/doubles_recipe.py STATE_DIR).
+if [ -n "$cluster" ]; then
+  mkdir -p "$root/var/lib/kubeferry-lab/cluster"
+  mount --bind "$cluster" "$root/var/lib/kubeferry-lab/cluster"
+fi
 
 hostname "$name"
 

@@ -24,6 +24,7 @@ from typing import Any
 from kubeferry import manifests
 from kubeferry.errors import OperationError
 from kubeferry.lab import proc
+from kubeferry.lab.doubles_recipe import DOUBLE_CONF
 from kubeferry.lab.remote import Connection, Result
 
 INIT_SCRIPT = "node-init.sh"
@@ -79,8 +80,13 @@ class Node:
             self._connection.close()
 
 
-def prepare(node: Node, base: Path, public_key: str, sudo_user: str) -> None:
-    """Lay out the node's directory and write its identity into its own overlay layer."""
+def prepare(node: Node, base: Path, public_key: str, sudo_user: str,
+            double_conf: str | None = None) -> None:
+    """Lay out the node's directory and write its identity into its own overlay layer.
+
+    ``double_conf``: the text of the kubeadm/kubelet/kubectl doubles' configuration
+    (``doubles_recipe.DOUBLE_CONF``), the same on every node of a site.
+    """
     directory = Path(node.directory)
     for sub in ("upper", "work", "root", "stage", "containerd"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
@@ -101,6 +107,9 @@ def prepare(node: Node, base: Path, public_key: str, sudo_user: str) -> None:
     relative_home = home.lstrip("/")
     _write(upper, base, f"{relative_home}/.ssh/authorized_keys", authorized,
            mode=0o600, dir_mode=0o700, owner=(uid, gid))
+
+    if double_conf is not None:
+        _write(upper, base, DOUBLE_CONF.lstrip("/"), double_conf)
 
     (directory / "product_uuid").write_text(f"{node.product_uuid}\n")
     builtin = builtin_modules()
@@ -177,11 +186,12 @@ def builtin_modules() -> list[str] | None:
     return [entry["path"] for entry in table.values() if entry["config"] in enabled]
 
 
-def launch(node: Node, base: Path) -> subprocess.Popen[bytes]:
+def launch(node: Node, base: Path, cluster_state: Path | None = None) -> subprocess.Popen[bytes]:
     """Start the node's init in its namespaces; returns the launcher (``unshare``) process.
 
     The launcher first moves itself into the node's cgroup, so the node's cgroup namespace
-    (and everything the node starts) is rooted there.
+    (and everything the node starts) is rooted there. ``cluster_state``: a host directory
+    bind-mounted at ``doubles_recipe.STATE_DIR`` (the doubles' shared cluster state).
     """
     script = resources.files("kubeferry.lab").joinpath(INIT_SCRIPT)
     with resources.as_file(script) as script_path:
@@ -193,6 +203,7 @@ def launch(node: Node, base: Path) -> subprocess.Popen[bytes]:
         "nsenter", f"--net=/run/netns/{node.netns}",
         "unshare", "--mount", "--uts", "--ipc", "--pid", "--cgroup", "--fork", "--kill-child",
         "sh", str(local_script), str(base), node.directory, node.name,
+        str(cluster_state) if cluster_state is not None else "",
     ]
     with open(node.console_log, "ab") as console:
         return subprocess.Popen(

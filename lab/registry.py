@@ -162,12 +162,17 @@ class Registry:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self) -> Registry:
+    def prepare(self) -> list[str]:
+        """Write the config and return the command line that serves it (for a caller that
+        runs the process itself, e.g. recorded in a lab site's journal)."""
         if shutil.which(REGISTRY_BINARY) is None:
             raise RuntimeError(f"{REGISTRY_BINARY} is not installed (Debian: docker-registry)")
         self.storage.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(yaml.safe_dump(self._config()))
-        command = [REGISTRY_BINARY, "serve", str(self.config_file)]
+        return [REGISTRY_BINARY, "serve", str(self.config_file)]
+
+    def start(self) -> Registry:
+        command = self.prepare()
         if self.netns:
             command = ["ip", "netns", "exec", self.netns, *command]
         with open(self.log_file, "ab") as log:

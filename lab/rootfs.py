@@ -21,7 +21,7 @@ from typing import Callable
 
 from kubeferry import manifests
 from kubeferry.errors import OperationError
-from kubeferry.lab import paths, proc
+from kubeferry.lab import doubles_recipe, paths, proc
 
 SETUP_SCRIPT = "base-setup.sh"
 RECIPE_FILE = ".kubeferry-lab-recipe.json"
@@ -40,16 +40,20 @@ class Recipe:
     masked_units: tuple[str, ...]
     sudo_user: str
     setup_script: str
+    # The doubles' part of the recipe (lab/doubles_recipe.py): their Python, hidden from PATH.
+    doubles: str = doubles_recipe.RECIPE_ID
 
     @classmethod
     def default(cls) -> Recipe:
         data = manifests.load("lab-base")
         script = resources.files("kubeferry.lab").joinpath(SETUP_SCRIPT).read_text()
+        packages = tuple(data["packages"])
+        packages += tuple(p for p in doubles_recipe.BASE_PACKAGES if p not in packages)
         return cls(
             suite=data["suite"],
             mirror=data["mirror"],
             variant=data["variant"],
-            packages=tuple(data["packages"]),
+            packages=packages,
             masked_units=tuple(data["masked_units"]),
             sudo_user=data["sudo_user"],
             setup_script=script,
@@ -138,6 +142,8 @@ def _build(recipe: Recipe, cache: Path, target: Path) -> None:
     script.write_text(recipe.setup_script)
     proc.run(["sh", str(script), str(build), recipe.sudo_user, *recipe.masked_units])
     script.unlink()
+    # The doubles' interpreter stays, off PATH: kubeferry must never find Python on a node.
+    doubles_recipe.prepare_root(build)
     (build / RECIPE_FILE).write_text(json.dumps(recipe.__dict__, sort_keys=True, default=list))
     os.rename(build, target)
     _remove_old_bases(cache, keep=target)

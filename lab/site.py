@@ -1,7 +1,9 @@
 """A lab site: a bridge, its nodes and service hosts, and the journal that can undo it all.
 
 Address plan on the site's subnet: .1 the admin host (this machine), .2 the Harbor
-stand-in, .100 the control-plane VIP, nodes from .11 up. ``Site.up`` is safe to repeat
+stand-in (``registry_name``, ``harbor.lab`` by default), .100 the control-plane VIP,
+nodes from .11 up. Every node gets the doubles' configuration and the site's shared
+cluster state directory (``cluster_state``). ``Site.up`` is safe to repeat
 (a healthy site of the same size is returned as is) and so is ``down``, which also
 cleans up after a crashed ``up`` or a killed node.
 """
@@ -20,11 +22,13 @@ from typing import Callable
 
 from kubeferry.errors import InputError, OperationError
 from kubeferry.lab import cgroups, leftovers, network, node, paths, proc, rootfs, teardown
+from kubeferry.lab.doubles_recipe import double_conf
 from kubeferry.lab.journal import Journal
 from kubeferry.lab.node import Node
 from kubeferry.lab.service_host import ServiceHost
 
 DEFAULT_NAME = "lab"
+DEFAULT_REGISTRY_NAME = "harbor.lab"  # the Harbor stand-in's name at .2, as images spell it
 DEFAULT_SUBNET = "10.88.0.0/24"
 OTHER_SUBNETS_FROM = "10.88.1.0/24"  # other sites keep clear of the default lab's subnet
 ADMIN_HOST = 1
@@ -34,6 +38,8 @@ FIRST_NODE = 11
 MAX_NODES = 50
 LOCK_TIMEOUT = rootfs.LOCK_TIMEOUT
 _NAME = re.compile(r"^[a-z][a-z0-9]{0,7}$")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 _OVERLAY_UPPER_FILESYSTEMS = ("ext2/ext3", "xfs", "btrfs", "tmpfs")
 
 Log = Callable[[str], None]
@@ -84,9 +90,23 @@ class Site:
         return self._address(VIP_HOST)
 
     @property
+    def registry_name(self) -> str:
+        """The site registry's (Harbor stand-in's) host name, as image names spell it.
+
+        Nodes resolve it through /etc/hosts, written by the installer's os phase from the
+        inventory's ``registry.address``; the doubles admit images from it.
+        """
+        return self.journal.site.get("registry_name", DEFAULT_REGISTRY_NAME)
+
+    @property
+    def registry_address(self) -> str:
+        """The site registry's address: the Harbor stand-in's service host (.2)."""
+        return self._address(HARBOR_HOST)
+
+    @property
     def cluster_state(self) -> Path:
-        """The lab doubles' shared cluster state (kubeferry.lab.double_state.ClusterRecord reads
-        it): bind-mounted at /var/lib/kubeferry-lab/cluster in every node."""
+        """The doubles' shared cluster state on the admin host (``ClusterRecord(path)``),
+        bind-mounted at /var/lib/kubeferry-lab/cluster in every node."""
         return self.data_directory / "cluster"
 
     @property
@@ -109,13 +129,18 @@ class Site:
         subnet: str | None = None,
         log: Log = _quiet,
         owner: int | None = None,
+        registry_name: str = DEFAULT_REGISTRY_NAME,
     ) -> Site:
         """Bring a site of ``nodes`` nodes up (or return it if it is up and healthy).
 
         ``owner``: the pid of a process whose death abandons the site (test sessions);
         ``Site.abandoned()`` finds such sites so a later session can remove them.
+        ``registry_name``: the site registry's host name the doubles admit images from.
         """
         _check_name(name)
+        if not _HOSTNAME.match(registry_name):
+            raise InputError(f"registry name {registry_name!r} is not a lowercase DNS name "
+                             "like harbor.lab")
         if not 1 <= nodes <= MAX_NODES:
             raise InputError(f"--nodes must be between 1 and {MAX_NODES}, not {nodes}")
         requested = _parse_subnet(subnet) if subnet is not None else None
@@ -123,19 +148,21 @@ class Site:
         with _site_lock(name):
             existing = cls.load(name)
             if existing is not None:
-                same = len(existing.nodes) == nodes and requested in (None, existing.subnet)
+                same = (len(existing.nodes) == nodes and requested in (None, existing.subnet)
+                        and existing.registry_name == registry_name)
                 if existing.healthy() and same:
                     log(f"lab {name} is already up with {nodes} nodes")
                     return existing
                 if existing.healthy():
                     raise InputError(
                         f"lab {name} is up with {len(existing.nodes)} nodes on "
-                        f"{existing.subnet}, not {nodes} on {requested or 'its subnet'}; "
+                        f"{existing.subnet} (registry {existing.registry_name}), not {nodes} "
+                        f"on {requested or 'its subnet'} (registry {registry_name}); "
                         f"run 'kubeferry-lab down --name {name}' first"
                     )
                 log(f"lab {name} is partly up (a crash?): cleaning it before starting again")
                 existing._teardown()
-            return cls._create(name, nodes, requested, log, owner)
+            return cls._create(name, nodes, requested, log, owner, registry_name)
 
     @classmethod
     def load(cls, name: str = DEFAULT_NAME) -> Site | None:
@@ -239,7 +266,7 @@ class Site:
     @classmethod
     def _create(
         cls, name: str, count: int, subnet: ipaddress.IPv4Network | None, log: Log,
-        owner: int | None,
+        owner: int | None, registry_name: str = DEFAULT_REGISTRY_NAME,
     ) -> Site:
         started = time.monotonic()
         network_ = _pick_subnet(name, subnet)
@@ -255,6 +282,7 @@ class Site:
         journal = Journal.create(run / "state.json", {
             "name": name, "subnet": str(network_), "bridge": leftovers.bridge_name(name),
             "base": str(base), "data": str(data), "sudo_user": recipe.sudo_user,
+            "registry_name": registry_name,
             "nodes": [], "hosts": {},
             "owner": None if owner is None else [owner, proc.start_time(owner)],
         })
@@ -263,7 +291,6 @@ class Site:
             teardown.remove({"kind": "dir", "path": str(data)})
         data.mkdir(parents=True)
         site = cls(journal)
-        site.cluster_state.mkdir()
         site._make(count, recipe, log)
         log(f"lab {name} up: {count} nodes in {time.monotonic() - started:.1f}s")
         return site
@@ -279,6 +306,8 @@ class Site:
             self.journal.add("iptables", rule=rule)
             network.add_rule(rule)
         self.journal.add("cgroup", path=str(cgroups.site_path(self.name)))
+        self.cluster_state.mkdir(mode=0o755)  # inside the data directory: removed with it
+        conf = double_conf(site_registries=(self.registry_name,))
 
         for index in range(1, count + 1):
             machine_id, product_uuid = node.new_identity()
@@ -291,7 +320,7 @@ class Site:
                 host_key="", machine_id=machine_id, product_uuid=product_uuid,
                 key_file=str(self.ssh_key), known_hosts=str(self.known_hosts_file),
             )
-            node.prepare(member, self.base, public_key, recipe.sudo_user)
+            node.prepare(member, self.base, public_key, recipe.sudo_user, conf)
             self.nodes.append(member)
             self._save_description()
         self._write_known_hosts()
@@ -317,7 +346,7 @@ class Site:
         cgroups.create(Path(member.cgroup))
         launcher_record = self.journal.add("process", node=member.name, role="launcher")
         init_record = self.journal.add("process", node=member.name, role="init", stop="kill")
-        launcher = node.launch(member, self.base)
+        launcher = node.launch(member, self.base, self.cluster_state)
         self._record_pid(launcher_record, launcher.pid)
         self._record_pid(init_record, node.init_pid(member, launcher.pid))
 

@@ -10,7 +10,22 @@ from kubeferry.installer.workflow import Phase
 
 def all_phases() -> list[Phase]:
     """Every phase, in order. Imported lazily so ``--help`` stays fast."""
-    from kubeferry.installer.phases import cni, distribute, init, join, loadbalancer, registry, verify
+    from kubeferry.installer.phases import (
+        cni,
+        containerd,
+        distribute,
+        images,
+        init,
+        join,
+        kernel,
+        loadbalancer,
+        os_setup,
+        packages,
+        preflight,
+        registry,
+        verify,
+    )
 
-    return [distribute.PHASE, registry.PHASE, loadbalancer.PHASE, init.PHASE, join.PHASE, cni.PHASE,
-            verify.PHASE]
+    return [preflight.PHASE, distribute.PHASE, os_setup.PHASE, packages.PHASE, kernel.PHASE,
+            containerd.PHASE, images.PHASE, registry.PHASE, loadbalancer.PHASE, init.PHASE,
+            join.PHASE, cni.PHASE, verify.PHASE]

@@ -10,6 +10,7 @@ never sent again.
 from __future__ import annotations
 
 import shlex
+from concurrent.futures import ThreadPoolExecutor
 
 from kubeferry.errors import OperationError
 from kubeferry.installer.context import InstallContext
@@ -43,12 +44,30 @@ def _on_node(ctx: InstallContext, host: Host) -> dict[str, int]:
     return sizes
 
 
+# "<sha256>  <path>" of every file renamed into place after its sha256 matched (the last
+# line for a path wins): a file of the right size from another bundle is not this one's.
+VERIFIED = f"{NODE_BUNDLE_DIR}.verified"
+
+
+def _verified(ctx: InstallContext, host: Host) -> dict[str, str]:
+    """Relative path -> sha256 each file had when it was verified on arrival."""
+    result = ctx.conn(host).run(f"cat {shlex.quote(VERIFIED)} 2>/dev/null", check=False)
+    verified = {}
+    for line in result.stdout.splitlines():
+        digest, _, path = line.partition("  ")
+        if path:
+            verified[path] = digest
+    return verified
+
+
 def _todo(ctx: InstallContext, host: Host) -> list[tuple[dict, int]]:
     """(member, bytes already there as .part) for every member the node still lacks."""
     present = _on_node(ctx, host)
+    verified = _verified(ctx, host)
     todo = []
     for member in wanted(ctx, host):
-        if present.get(member["path"]) == member["size"]:
+        path = member["path"]
+        if present.get(path) == member["size"] and verified.get(path) == member["sha256"]:
             continue  # renamed into place only after its sha256 matched
         partial = present.get(member["path"] + ".part", 0)
         todo.append((member, partial if partial <= member["size"] else -1))
@@ -64,29 +83,51 @@ def plan(ctx: InstallContext, host: Host) -> list[str]:
     return [f"send {len(todo)} files ({remaining} bytes)" + (f", resuming {resumed}" if resumed else "")]
 
 
+# Reads "<sha256> <part>" lines: renames each part whose sha256 matches and records it in
+# VERIFIED, deletes (and names) the rest.
+_SETTLE = (
+    "while read -r sha part; do"
+    " if printf '%s  %s\\n' \"$sha\" \"$part\" | sha256sum -c --status; then"
+    ' final="${part%.part}"; mv -f "$part" "$final"'
+    f' && printf \'%s  %s\\n\' "$sha" "${{final#{NODE_BUNDLE_DIR}/}}" >> {VERIFIED};'
+    ' else rm -f "$part"; echo "$part"; fi;'
+    " done"
+)
+
+
+def _settle(conn, members: list[dict]) -> list[str]:
+    """Check on the node and rename what matched; the parts that did not."""
+    listing = "".join(f"{m['sha256']} {NODE_BUNDLE_DIR}/{m['path']}.part\n" for m in members)
+    return conn.run(_SETTLE, stdin=listing.encode()).stdout.split()
+
+
 def apply(ctx: InstallContext, host: Host) -> str:
+    """Prepare in one round trip, then one upload per file; each file is checked on the node
+    (on a second SSH channel) while the next one is on the wire."""
     conn = ctx.conn(host)
     todo = _todo(ctx, host)
+    if not todo:
+        return ""
+    fresh = [f"{NODE_BUNDLE_DIR}/{m['path']}.part" for m, done in todo if done <= 0]
+    if fresh:  # new parts start empty (a part longer than its member is not ours to resume)
+        directories = sorted({part.rsplit("/", 1)[0] for part in fresh})
+        conn.run("mkdir -p " + " ".join(shlex.quote(d) for d in directories) + " && for p in "
+                 + " ".join(shlex.quote(p) for p in fresh) + '; do : > "$p"; done')
     sent = 0
-    for member, done in todo:
-        final = f"{NODE_BUNDLE_DIR}/{member['path']}"
-        part = final + ".part"
-        if done < 0:  # longer than the member: not ours to resume
-            conn.run(f"rm -f {shlex.quote(part)}")
-            done = 0
-        if done == 0:
-            conn.run(f"mkdir -p \"$(dirname {shlex.quote(final)})\" && : > {shlex.quote(part)}")
-        remaining = member["size"] - done
-        with ctx.bundle.open_member(member["path"], start=done) as source:
-            conn.upload(source, part, remaining, progress=ctx.progress("distribute"))
-        sent += remaining
-        check = f"{member['sha256']}  {part}\n".encode()
-        result = conn.run(f"sha256sum -c --status && mv -f {shlex.quote(part)} {shlex.quote(final)}"
-                          f" || {{ rm -f {shlex.quote(part)}; exit 3; }}", stdin=check, check=False)
-        if not result.ok:
-            raise OperationError(f"{host.name}: {member['path']} arrived damaged (sha256 differs);"
-                                 " run the install again to resend it")
-    return f"sent {len(todo)} files, {sent} bytes" if todo else ""
+    with ThreadPoolExecutor(max_workers=1) as checker:
+        checks = []
+        for member, done in todo:
+            start = max(0, done)
+            with ctx.bundle.open_member(member["path"], start=start) as source:
+                conn.upload(source, f"{NODE_BUNDLE_DIR}/{member['path']}.part",
+                            member["size"] - start, progress=ctx.progress("distribute"))
+            sent += member["size"] - start
+            checks.append(checker.submit(_settle, conn, [member]))
+        damaged = [part for check in checks for part in check.result()]
+    if damaged:
+        raise OperationError(f"{host.name}: {len(damaged)} file(s) arrived damaged (sha256 differs),"
+                             f" first {damaged[0]}; run the install again to resend them")
+    return f"sent {len(todo)} files, {sent} bytes"
 
 
 PHASE = Phase(

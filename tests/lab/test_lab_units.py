@@ -32,6 +32,16 @@ def test_recipe_hash_follows_packages_and_setup_steps() -> None:
     assert rootfs.base_path(recipe, Path("/c")) == Path(f"/c/base-bookworm-{recipe.digest()}")
 
 
+def test_recipe_carries_the_doubles_python_and_their_recipe_id() -> None:
+    from kubeferry.lab.doubles_recipe import BASE_PACKAGES, RECIPE_ID
+
+    recipe = rootfs.Recipe.default()
+    assert set(BASE_PACKAGES) <= set(recipe.packages)
+    assert len(recipe.packages) == len(set(recipe.packages))
+    assert recipe.doubles == RECIPE_ID
+    assert dataclasses.replace(recipe, doubles=RECIPE_ID + "+1").digest() != recipe.digest()
+
+
 def test_journal_records_before_and_forgets_after(tmp_path: Path) -> None:
     path = tmp_path / "site" / "state.json"
     journal = Journal.create(path, {"name": "x"})

@@ -1,0 +1,156 @@
+"""A debian12 bundle for the node preparation tests, built as ``bundle build`` builds one:
+
+- images: the 1.25.0 image set, stand-ins pushed to a local registry under their upstream
+  names (``kubeferry.lab.upstream``), pulled through the build's own image code;
+- packages: Debian's real bookworm archive (deb.debian.org, the only outside host the
+  tests may reach) plus the lab's stand-in kubeadm/kubelet/kubectl/cri-tools/kubernetes-cni
+  .debs (``lab/standin_packages.build_debs``) in a flat repository signed with a throwaway
+  key and served on loopback, resolved and written by ``build_packages``.
+
+Downloads are cached under /var/cache/kubeferry-test (KUBEFERRY_TEST_CACHE).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gzip
+import hashlib
+import http.server
+import os
+import shutil
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+from kubeferry.bundler.build import BuildRequest, _image_source, _metadata, effective_sources
+from kubeferry.bundler.content import Content, Member
+from kubeferry.bundler.images import layout_content, pull_images
+from kubeferry.bundler.packages import build_packages
+from kubeferry.bundler.sources import Sources
+from kubeferry.bundler.writer import write_bundle
+from kubeferry.lab.registry import Registry
+from kubeferry.lab.standin_packages import build_debs
+from kubeferry.lab.upstream import mirrors, seed_upstream
+from kubeferry.oci.store import BlobStore
+from kubeferry.versions import image_set
+
+KUBERNETES = "1.25.0"
+DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+MIRROR = "http://deb.debian.org/debian"
+
+
+def cache_root() -> Path:
+    path = Path(os.environ.get("KUBEFERRY_TEST_CACHE", "/var/cache/kubeferry-test"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def serve(root: Path) -> Iterator[str]:
+    """``root`` over HTTP on a free loopback port; the server thread stops on exit."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
+        pass
+
+
+class _Gpg:
+    """A throwaway signing key in its own GNUPGHOME (its agent is stopped by ``close``)."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        home.mkdir(mode=0o700, parents=True)
+        self.run("--quick-gen-key", "kubeferry nodeprep test <test@kubeferry.invalid>", "rsa2048",
+                 "sign", "never")
+
+    def run(self, *args: str) -> bytes:
+        return subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--pinentry-mode",
+                               "loopback", "--passphrase", "", *args],
+                              check=True, capture_output=True, timeout=120).stdout
+
+    def close(self) -> None:
+        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "all"],
+                       capture_output=True, timeout=30, check=False)
+
+
+def flat_repo(repo: Path, debs: list[Path], gpg: _Gpg) -> None:
+    """Packages, Release and a signed InRelease for ``debs`` (all inside ``repo``)."""
+    stanzas = []
+    for deb in sorted(debs):
+        control = subprocess.run(["dpkg-deb", "--field", str(deb)], check=True, capture_output=True,
+                                 text=True, timeout=60).stdout.strip()
+        data = deb.read_bytes()
+        stanzas.append(f"{control}\nFilename: ./{deb.relative_to(repo)}\nSize: {len(data)}\n"
+                       f"SHA256: {hashlib.sha256(data).hexdigest()}")
+    packages = ("\n\n".join(stanzas) + "\n").encode()
+    lines = ["Origin: kubeferry-test", "Label: stand-in pkgs.k8s.io", "Architectures: amd64", "SHA256:"]
+    for name, data in (("Packages", packages), ("Packages.gz", gzip.compress(packages, mtime=0))):
+        (repo / name).write_bytes(data)
+        lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} {name}")
+    (repo / "Release").write_text("\n".join(lines) + "\n")
+    (repo / "InRelease").write_bytes(gpg.run("--clearsign", "--output", "-", str(repo / "Release")))
+    (repo / "Release.key").write_bytes(gpg.run("--armor", "--export"))
+
+
+def package_content(work: Path, packages: list[str] | None = None) -> list[Content]:
+    """The debian12 ``packages`` content: bookworm + the stand-in Kubernetes repository."""
+    www = work / "www"
+    repo = www / "kubernetes"
+    gpg = _Gpg(work / "gnupg")
+    try:
+        flat_repo(repo, build_debs(KUBERNETES, repo / "pool"), gpg)
+    finally:
+        gpg.close()
+    (www / "keys").mkdir()
+    shutil.copy(DEBIAN_KEYRING, www / "keys" / "debian.gpg")
+    with serve(www) as url:
+        keyring = f"{url}/keys/debian.gpg"
+        sources = Sources(repositories={
+            "debian": MIRROR, "debian-security": "http://deb.debian.org/debian-security",
+            "kubernetes": f"{url}/kubernetes", "debian-gpgkey": keyring,
+            "debian-release-gpgkey": keyring, "debian-security-gpgkey": keyring,
+            "kubernetes-gpgkey": f"{url}/kubernetes/Release.key"})
+        return build_packages(KUBERNETES, "debian12", "amd64", sources, cache_root() / "build-cache",
+                              packages=packages)
+
+
+def image_content(work: Path, request: BuildRequest) -> Content:
+    """The images of the release, from stand-ins in a local registry (stopped afterwards)."""
+    with Registry(work / "upstream") as registry:
+        seed_upstream(registry.url, KUBERNETES)
+        request.mirrors = mirrors(registry.url)
+        store = BlobStore(request.cache_dir)
+        pulled = pull_images(image_set(KUBERNETES).images, _image_source(request, effective_sources(request)),
+                             store, request.arch)
+        return layout_content(pulled, store)
+
+
+def build_bundle(work: Path, os_name: str = "debian12", packages: list[str] | None = None,
+                 with_packages: bool = True) -> Path:
+    """A bundle like ``bundle build --k8s 1.25.0 --os debian12 --include images,packages``."""
+    work.mkdir(parents=True, exist_ok=True)
+    request = BuildRequest(kubernetes=KUBERNETES, os=os_name, arch="amd64", cache_dir=work / "cache",
+                           output_dir=work / "out")
+    contents = [image_content(work, request)]
+    if with_packages:
+        contents += package_content(work, packages)
+        request.include = ("images", "packages")
+    metadata = _metadata(request, image_set(KUBERNETES), effective_sources(request), contents)
+    members: list[Member] = [member for content in contents for member in content.members]
+    target = work / "out" / f"kubeferry-k8s-{KUBERNETES}-{os_name}-amd64.tar"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_bundle(target, metadata, members)
+    return target

@@ -88,7 +88,10 @@ def _require_programs(conn: Connection, host: Host) -> None:
 
 def plan(ctx: InstallContext, host: Host) -> list[str]:
     conn = ctx.conn(host)
-    _require_programs(conn, host)
+    missing = _missing_programs(conn)
+    if missing:  # a whole-install plan: the packages phase would install them first
+        return [f"configure haproxy + keepalived for {ctx.inventory.cluster.vip} (once the packages"
+                f" phase installed {' and '.join(missing)})"]
     files = _files(ctx, host)
     steps = {role: operations.file(conn, *entry) for role, entry in files.items()}
     keepalived = steps["check"] + steps["defaults"] + steps["keepalived"]

@@ -236,3 +236,27 @@ def test_a_wrong_host_key_is_refused_before_anything_changes(lab_site: Site, tmp
     last = result.stderr.strip().splitlines()[-1]
     assert "host key does not match" in last and "refusing to connect" in last
     assert node1.ssh("test -e /var/lib/kubeferry", check=False).exit_status == 1
+
+
+def test_loadbalancer_without_haproxy_plans_and_then_fails_clearly(lab_site: Site, tmp_path: Path) -> None:
+    """Before the packages phase: --plan says what will happen, a run fails with one line."""
+    nodes = lab_site.nodes
+    inventory = tmp_path / "cluster.yaml"
+    inventory.write_text(yaml.safe_dump({
+        "cluster": {"controlPlaneEndpoint": f"{lab_site.vip}:8443", "vip": lab_site.vip},
+        "registry": "none",
+        "ssh": {"user": "root", "keyFile": str(lab_site.ssh_key),
+                "knownHosts": str(lab_site.known_hosts_file)},
+        "hosts": [{"name": n.name, "address": n.address, "roles": ["control-plane"]} for n in nodes],
+    }))
+    bundle = write_test_bundle(tmp_path)
+    plan = ok(install(bundle, inventory, "loadbalancer", tmp_path / "plan", "--plan"))
+    for node in nodes:
+        assert (f"[loadbalancer] {node.name}: would configure haproxy + keepalived for {lab_site.vip}"
+                " (once the packages phase installed haproxy and keepalived)") in plan
+    assert f"[loadbalancer] admin-host: would wait for VIP {lab_site.vip} on exactly one lb host" in plan
+    result = install(bundle, inventory, "loadbalancer", tmp_path / "run")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert "haproxy and keepalived not installed; the packages phase installs" in last
+    assert all(n.ssh("test -e /etc/keepalived/keepalived.conf", check=False).exit_status == 1 for n in nodes)

@@ -27,7 +27,7 @@ READ_ONLY = re.compile(r"^(cat |uname |nproc|awk |tail |date |for (m|i) in |test
 
 def site(proxy_mode: str = "ipvs", registry: object = "none") -> inventory.Inventory:
     return inventory.parse({
-        "cluster": {"controlPlaneEndpoint": "k8s-api.example.local:6443", "proxyMode": proxy_mode,
+        "cluster": {"controlPlaneEndpoint": "k8s-api.example.local:8443", "proxyMode": proxy_mode,
                     "vip": "192.168.40.199"},
         "registry": registry,
         "hosts": [{"name": "master1", "address": "192.168.40.180", "roles": ["control-plane"]},

@@ -36,37 +36,43 @@ def _register_commands() -> None:
     cli.add_command(harbor_group)
 
 
-def fail(message: str, code: int) -> None:
+def fail(message: str, code: int, prog: str = "kubeferry") -> None:
     """Print one line naming what went wrong, then exit with ``code``."""
-    click.echo(f"kubeferry: {message}", err=True)
+    click.echo(f"{prog}: {message}", err=True)
     sys.exit(code)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the CLI, mapping every expected error to one line."""
-    _register_commands()
+def run_cli(group: click.Group, prog: str, argv: list[str] | None,
+            interrupted: str = "interrupted; run the same command again to resume") -> None:
+    """Run a click group, mapping every expected error to one line and its exit code."""
     try:
-        cli.main(args=argv, prog_name="kubeferry", standalone_mode=False)
+        group.main(args=argv, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as exit_:
         sys.exit(exit_.exit_code)
     except click.Abort:
-        fail("interrupted", 130)
+        fail("interrupted", 130, prog)
     except click.UsageError as error:
-        command = error.ctx.command_path if error.ctx else "kubeferry"
-        fail(f"{error.format_message()} (see '{command} --help')", 2)
+        command = error.ctx.command_path if error.ctx else prog
+        fail(f"{error.format_message()} (see '{command} --help')", 2, prog)
     except KubeferryError as error:
         if os.environ.get("KUBEFERRY_DEBUG"):
             raise
-        fail(str(error), error.exit_code)
+        fail(str(error), error.exit_code, prog)
     except KeyboardInterrupt:
-        fail("interrupted; run the same command again to resume", 130)
+        fail(interrupted, 130, prog)
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(1)
     except Exception as error:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("KUBEFERRY_DEBUG"):
             raise
-        fail(f"internal error: {type(error).__name__}: {error} (KUBEFERRY_DEBUG=1 shows more)", 1)
+        fail(f"internal error: {type(error).__name__}: {error} (KUBEFERRY_DEBUG=1 shows more)", 1, prog)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI, mapping every expected error to one line."""
+    _register_commands()
+    run_cli(cli, "kubeferry", argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ import sys
 
 import click
 
-from kubeferry.errors import InputError, KubeferryError
+from kubeferry.cli import run_cli
+from kubeferry.errors import InputError
 from kubeferry.lab import upstream_service
 from kubeferry.lab.site import DEFAULT_NAME, DEFAULT_REGISTRY_NAME, Site
 from kubeferry.lab.upstream import PROFILES
@@ -164,25 +165,8 @@ def _print_status(site: Site) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (``kubeferry-lab``), errors as one line."""
-    try:
-        cli.main(args=argv, prog_name="kubeferry-lab", standalone_mode=False)
-    except click.exceptions.Exit as exit_:
-        sys.exit(exit_.exit_code)
-    except click.Abort:
-        fail("interrupted", 130)
-    except click.UsageError as error:
-        command = error.ctx.command_path if error.ctx else "kubeferry-lab"
-        fail(f"{error.format_message()} (see '{command} --help')", 2)
-    except KubeferryError as error:
-        if os.environ.get("KUBEFERRY_DEBUG"):
-            raise
-        fail(str(error), error.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted; 'kubeferry-lab down' removes whatever was made", 130)
-    except Exception as error:  # noqa: BLE001 - the last line of defence against tracebacks
-        if os.environ.get("KUBEFERRY_DEBUG"):
-            raise
-        fail(f"internal error: {type(error).__name__}: {error} (KUBEFERRY_DEBUG=1 shows more)", 1)
+    run_cli(cli, "kubeferry-lab", argv,
+            interrupted="interrupted; 'kubeferry-lab down' removes whatever was made")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,81 @@
+"""The main job end to end on the air-gap lab: a bundle built against the stand-in internet,
+installed with `kubeferry install` on real nodes with the Harbor stand-in and the kubeadm
+double; then the same install again, which must change and send nothing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from kubeferry.bundle_reader import Bundle
+from kubeferry.installer.roles import WORKER_IMAGES
+from kubeferry.lab import scenario
+from kubeferry.lab.double_state import ClusterRecord
+
+pytestmark = [pytest.mark.real, pytest.mark.lab]
+
+
+def _containerd_images(node) -> set[str]:
+    return set(node.ssh("ctr -n k8s.io images ls -q").stdout.split())
+
+
+def _check_install(sc: scenario.Scenario, control_planes: list[str], workers: list[str]) -> None:
+    first = sc.install()
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr
+    bundle = Bundle.open(sc.bundle)
+    harbor = sc.harbor.host
+    for node in sc.site.nodes:
+        held = _containerd_images(node)
+        names = [image["name"] for image in bundle.images]
+        if node.name in workers:
+            names = [name for name in names if any(part in name for part in WORKER_IMAGES)]
+        assert set(names) <= held, (node.name, set(names) - held)
+        hosts_toml = node.ssh(f"cat /etc/containerd/certs.d/{harbor}/hosts.toml").stdout
+        assert f"https://{harbor}" in hosts_toml
+    # containerd pulls through hosts.toml from Harbor (what kubelet would do for a new pod)
+    worker = sc.site.node(workers[0])
+    pulled = worker.ssh("ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d"
+                        f" {harbor}/google_containers/pause:3.8", timeout=300)
+    assert pulled.ok
+    record = ClusterRecord(sc.site.cluster_state)
+    order = record.join_order()
+    assert order[0] == (control_planes[0], "control-plane")
+    roles = [role for _, role in order]
+    assert roles == ["control-plane"] * len(control_planes) + ["worker"] * len(workers)
+    assert "verify" in first.stdout and "failed" not in first.stdout
+    logs = "".join(p.read_text() for p in (sc.work / "run").glob("*.log"))
+    secrets = [t.get("token", "") for t in record.tokens()]
+    key = record.certificate_key()
+    secrets += [key["key"]] if key else []
+    assert secrets and all(secret and secret not in logs for secret in secrets)
+    assert sc.harbor.admin_password not in logs + first.stdout + first.stderr
+
+    again = sc.install(run_dir="run2")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr
+    assert ": changed" not in again.stdout
+    rerun_logs = "".join(p.read_text() for p in (sc.work / "run2").glob("*.log"))
+    assert "cat >>" not in rerun_logs  # nothing re-sent
+    assert "kubeadm init" not in rerun_logs and "kubeadm join" not in rerun_logs
+
+
+def test_one_control_plane_two_workers(tmp_path: Path) -> None:
+    site = scenario.site_up(f"e{os.getpid() % 10000}", 3)
+    try:
+        sc = scenario.prepare(site, tmp_path)
+        _check_install(sc, ["node1"], ["node2", "node3"])
+    finally:
+        site.down()
+
+
+def test_ha_three_control_planes_vip_one_worker(tmp_path: Path) -> None:
+    site = scenario.site_up(f"h{os.getpid() % 10000}", 4)
+    try:
+        sc = scenario.prepare(site, tmp_path, ha=True)
+        _check_install(sc, ["node1", "node2", "node3"], ["node4"])
+        holders = [node.name for node in site.nodes[:3]
+                   if site.vip in node.ssh("ip -4 -o addr show").stdout]
+        assert len(holders) == 1, holders
+    finally:
+        site.down()

@@ -1,17 +1,19 @@
 """A lab site made ready for the install phases init/join/cni/verify/loadbalancer.
 
 The node-preparing phases (os, packages, containerd, images, registry) are another part
-of kubeferry; this harness does their job directly so the cluster phases can be tested
-against the lab's kubeadm/kubelet/kubectl doubles on real nodes:
+of kubeferry with their own lab tests; this harness does their job directly so the cluster
+phases are tested on their own against the lab's kubeadm/kubelet/kubectl doubles, on real
+nodes (the lab's base already carries the doubles' Python, hidden from PATH, and the
+shared cluster state, docs/lab-doubles.md):
 
 - a Harbor stand-in: Debian's docker-registry with TLS on the site's .2 address, holding
-  stand-in images under the names kubeferry maps bundle images to (image_names.harbor_name);
-- on every node, with dpkg: the Debian packages the doubles and the node tools need
-  (downloaded once by the admin host's apt from Debian's mirror, for exactly what the
-  node's dpkg status lacks), then the stand-in kubeadm/kubelet/kubectl/cri-tools/CNI
-  packages; Python hidden from PATH as docs/lab-doubles.md describes; double.conf;
-  containerd with SystemdCgroup, the Harbor pause image as sandbox and certs.d/hosts.toml
-  with the Harbor CA; the two sysctls kubeadm checks; kubelet enabled;
+  stand-in images under the names kubeferry maps bundle images to (harbor_names);
+- on every node, with apt from local files: the Debian packages kubeadm's exec checks and
+  the HA pair need (downloaded once by the admin host's apt from Debian's mirror, for
+  exactly what the node's dpkg status lacks), then the stand-in kubeadm/kubelet/kubectl/
+  cri-tools/CNI packages; double.conf naming the registry; containerd with SystemdCgroup,
+  the Harbor pause image as sandbox and certs.d/hosts.toml with the Harbor CA; the two
+  sysctls kubeadm checks; kubelet enabled;
 - a bundle holding the real calico.yaml (files/) and the release's metadata.
 """
 
@@ -36,7 +38,7 @@ from kubeferry.bundler.writer import write_bundle
 from kubeferry.installer.harbor_names import harbor_name
 from kubeferry.installer.inventory import RegistrySettings
 from kubeferry.lab.double_state import ClusterRecord
-from kubeferry.lab.doubles_recipe import DOUBLE_CONF, double_conf, prepare_root
+from kubeferry.lab.doubles_recipe import DOUBLE_CONF, double_conf
 from kubeferry.lab.node import Node
 from kubeferry.lab.registry import Registry
 from kubeferry.lab.site import HARBOR_HOST, Site
@@ -48,10 +50,9 @@ VERSION = "1.25.0"
 PROJECT = "google_containers"
 DNS_CHECK_IMAGE = "docker.io/library/busybox:1.28"
 CALICO = Path(__file__).with_name("data") / "calico-v3.24.5.yaml"
-# What the doubles (python3, python3-yaml, openssl) and kubeadm's exec checks (conntrack,
-# socat, ebtables, ethtool) need beyond the lab's base, and the HA pair.
-APT_PACKAGES = ("python3", "python3-yaml", "openssl", "conntrack", "socat", "ebtables", "ethtool",
-                "haproxy", "keepalived")
+# What kubeadm's exec checks (conntrack, socat, ebtables, ethtool) need beyond the lab's
+# base, and the HA pair.
+APT_PACKAGES = ("conntrack", "socat", "ebtables", "ethtool", "haproxy", "keepalived")
 PREP = "/root/kubeferry-test-prep"
 
 
@@ -191,9 +192,7 @@ class ClusterLab:
         # apt (offline: local files only) orders the pre-dependencies dpkg -i would trip over
         node.ssh(f"cd {PREP} && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends"
                  f" ./*.deb >{PREP}/apt.log 2>&1 || {{ tail -20 {PREP}/apt.log; exit 1; }}", timeout=900)
-        # docs/lab-doubles.md: the doubles' Python must not be on a node's PATH (the lab's own
-        # recipe, applied to the running node's root as the admin host sees it)
-        prepare_root(Path(f"/proc/{self.site.init_pid(node)}/root"))
+        node.ssh("! command -v python3 python3.11 python")  # the doubles' Python stays hidden
         host = self.settings.host
         certs = f"/etc/containerd/certs.d/{host}"
         pause = self.site_image(image_set(VERSION).pause_image)

@@ -40,11 +40,25 @@ class Scenario:
             stdin=subprocess.DEVNULL)
 
 
-def site_up(name: str, nodes: int, log: Callable[[str], None] = lambda line: None) -> Site:
-    """A site whose registry name is the Harbor stand-in's address (no DNS in the air gap)."""
-    subnet = network.free_subnet("10.88.1.0/24")
-    registry = str(subnet.network_address + HARBOR_HOST)
-    return Site.up(nodes=nodes, name=name, subnet=str(subnet), registry_name=registry, log=log)
+def site_up(name: str, nodes: int, log: Callable[[str], None] = lambda line: None,
+            attempts: int = 2) -> Site:
+    """A site whose registry name is the Harbor stand-in's address (no DNS in the air gap).
+
+    On a heavily loaded machine a node's boot can miss the lab's readiness deadline
+    (docs/lab.md, Limits); a failed ``up`` is taken down completely and tried once more.
+    """
+    for attempt in range(1, attempts + 1):
+        subnet = network.free_subnet("10.88.1.0/24")
+        registry = str(subnet.network_address + HARBOR_HOST)
+        try:
+            return Site.up(nodes=nodes, name=name, subnet=str(subnet), registry_name=registry,
+                           log=log)
+        except Exception as error:
+            Site.down_named(name)
+            if attempt == attempts:
+                raise
+            log(f"lab {name}: up failed ({error}); taken down, trying again")
+    raise AssertionError("unreachable")
 
 
 def prepare(site: Site, work: Path, kubernetes: str = "1.25.0", ha: bool = False,

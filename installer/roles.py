@@ -7,6 +7,7 @@ from typing import Any
 
 from kubeferry.bundle_format import IMAGES_PREFIX
 from kubeferry.bundle_reader import Bundle
+from kubeferry.installer.bundle_members import read_member
 from kubeferry.installer.inventory import Host
 
 # Images a worker runs; control planes run every image of the bundle.
@@ -35,7 +36,7 @@ class MemberPlan:
         digest = image["digest"]
         if digest not in self._blobs:
             path = f"{IMAGES_PREFIX}blobs/sha256/{digest.split(':', 1)[1]}"
-            manifest = json.loads(self.bundle.read_member(path) or b"{}")
+            manifest = json.loads(read_member(self.bundle, path))  # at its offset, verified
             digests = [digest, manifest["config"]["digest"]]
             digests += [layer["digest"] for layer in manifest.get("layers", [])]
             self._blobs[digest] = [f"{IMAGES_PREFIX}blobs/sha256/{d.split(':', 1)[1]}" for d in digests]

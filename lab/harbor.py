@@ -46,6 +46,7 @@ from kubeferry.lab.harbor_front import Backend, Exchange, HarborServer
 from kubeferry.lab.harbor_projects import ADMIN, HarborModel, User
 from kubeferry.lab.pki import CertificateAuthority, ServerCertificate, make_ca, make_certificate
 from kubeferry.lab.registry import Registry, free_port
+from kubeferry.lab.serving import ServerThread
 from kubeferry.lab.token_service import TokenService
 
 if TYPE_CHECKING:
@@ -95,8 +96,7 @@ class HarborStandIn:
         self._exchanges_lock = threading.Lock()
         self.registry: Registry | None = None
         self.tokens: TokenService | None = None
-        self._server: HarborServer | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: ServerThread | None = None
         self._host: ServiceHost | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -209,10 +209,7 @@ class HarborStandIn:
             if self.registry is not None:
                 self.registry.stop()
             raise
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="harbor-standin",
-                                        daemon=True)
-        self._thread.start()
+        self._serving = ServerThread(server, "harbor-standin")
         return self
 
     def _record(self, exchange: Exchange) -> None:
@@ -267,14 +264,10 @@ class HarborStandIn:
         if self._process is not None and self._host is not None:
             self._host.stop(self._process)
             self._process = None
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-            server.drop_connections()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.stop()
+            serving.server.drop_connections()
         if self.registry is not None:
             self.registry.stop()
             self.registry = None

@@ -16,6 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 from urllib.parse import urlsplit
 
+from kubeferry.lab.serving import ServerThread
+
 _HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -80,8 +82,7 @@ class Proxy:
         self.port = port
         self.exchanges: list[Exchange] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: ServerThread | None = None
 
     @property
     def host(self) -> str:
@@ -177,20 +178,13 @@ class Proxy:
         server = ThreadingHTTPServer((self.addr, self.port), Handler)
         server.daemon_threads = True
         self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="lab-proxy")
-        self._thread.daemon = True
-        self._thread.start()
+        self._serving = ServerThread(server, "lab-proxy")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.stop()
 
     def __enter__(self) -> Proxy:
         return self.start()

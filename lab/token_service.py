@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from kubeferry.lab.pki import ServerCertificate, make_ca, make_certificate
+from kubeferry.lab.serving import ServerThread
 
 Authorize = Callable[["str | None", str, "list[str]"], "list[str]"]
 
@@ -92,8 +93,7 @@ class TokenService:
         self.lifetime = lifetime
         self.requests: list[TokenRequest] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._serving: ServerThread | None = None
         self._key = ec.generate_private_key(ec.SECP256R1())
         self.key_id = libtrust_key_id(self._key.public_key())
         self.cert_file = self._write_signing_cert()
@@ -229,20 +229,13 @@ class TokenService:
             context.load_cert_chain(str(self.tls.cert_file), str(self.tls.key_file))
             server.socket = context.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="token-service")
-        self._thread.daemon = True
-        self._thread.start()
+        self._serving = ServerThread(server, "token-service")
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.stop()
 
     def __enter__(self) -> TokenService:
         return self.start()

@@ -204,7 +204,7 @@ class Bundle:
 
     def verify_image_list(self) -> None:
         """Check the metadata's image names and digests against ``images/index.json`` (whose
-        sha256 the member list pins); reads the bundle only up to that early member."""
+        sha256 the member list pins), read at its offset."""
         self._check_images_index(self.read_member(IMAGES_INDEX))
 
     def _check_images_index(self, index: bytes | None) -> None:
@@ -224,20 +224,17 @@ class Bundle:
             )
 
     def read_member(self, path: str) -> bytes | None:
-        """The verified bytes of one small member (reads up to it), or None if not listed."""
-        if path not in self._by_path:
+        """The bytes of one small member, read at its offset and checked against its sha256;
+        None if the member is not listed."""
+        entry = self._by_path.get(path)
+        if entry is None:
             return None
-        for _entry, chunks in self._stream_until(path):
-            return b"".join(chunks)
-        return None
-
-    def _stream_until(self, path: str) -> Iterator[tuple[dict[str, Any], Iterator[bytes]]]:
-        walk = self.stream(want=lambda name: name == path)
-        for entry, chunks in walk:
-            data = list(chunks)  # the checksum is verified once the chunks are exhausted
-            yield entry, iter(data)
-            walk.close()
-            return
+        with self.open_member(path) as handle:
+            data = handle.read(entry["size"])
+        if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise CorruptBundle(f"{self.path}: member {path} does not match its sha256"
+                                " (corrupt or tampered)")
+        return data
 
     # -- images out ---------------------------------------------------------------------
 

@@ -115,11 +115,11 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
     contents: list[Content] = []
     downloaded = cached = 0
     if "images" in request.include:
-        source = _image_source(request, sources)
-        pulled = pull_images(
-            images.images, source, store, request.arch, request.workers,
-            progress=(lambda n, total: progress("pull", n, total)) if progress else None,
-        )
+        with _image_source(request, sources) as source:  # closing removes its temp CA bundle
+            pulled = pull_images(
+                images.images, source, store, request.arch, request.workers,
+                progress=(lambda n, total: progress("pull", n, total)) if progress else None,
+            )
         downloaded, cached = pulled.downloaded, pulled.cached
         contents.append(layout_content(pulled, store))
     stats: dict[str, int] = {}

@@ -19,6 +19,7 @@ from kubeferry.bundler.build import (
     parse_include,
 )
 from kubeferry.console import human_bytes, progress_bars
+from kubeferry.errors import InputError
 from kubeferry.versions import image_set
 
 _os_option = click.option("--os", "os_name", default="el7", show_default=True,
@@ -169,8 +170,6 @@ def images_command(bundle_path: Path, output: str) -> None:
             count = opened.write_images_layout(handle)
         os.replace(partial, target)
     except OSError as error:
-        from kubeferry.errors import InputError
-
         raise InputError(f"--output {output}: cannot write it ({error.strerror or error})") from None
     finally:
         partial.unlink(missing_ok=True)

@@ -188,6 +188,7 @@ def _metadata(request: BuildRequest, images: ImageSet, sources: Sources,
             "calico": images.calico,
             "kubeadmImages": list(images.kubeadm_images),
             "calicoImages": list(images.calico_images),
+            "checkImages": list(images.check_images),
         },
         "images": [],
     }

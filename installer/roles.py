@@ -10,7 +10,7 @@ from kubeferry.bundle_reader import Bundle
 from kubeferry.installer.bundle_members import read_member
 from kubeferry.installer.inventory import Host
 
-# Images a worker runs; control planes run every image of the bundle.
+# Images a worker runs, besides the checks' images; control planes get every image.
 WORKER_IMAGES = ("kube-proxy", "pause", "coredns", "calico/")
 NODE_BUNDLE_DIR = "/var/lib/kubeferry/bundle"
 
@@ -21,8 +21,10 @@ def images_for(bundle: Bundle, host: Host) -> list[dict[str, Any]]:
         return list(bundle.images)
     if not host.is_worker:
         return []
+    # verify's DNS pod is scheduled on a worker: with ``registry: none`` it must be there
+    checks = set(bundle.metadata.get("imageSet", {}).get("checkImages", []))
     return [image for image in bundle.images
-            if any(part in image["name"] for part in WORKER_IMAGES)]
+            if image["name"] in checks or any(part in image["name"] for part in WORKER_IMAGES)]
 
 
 class MemberPlan:

@@ -81,7 +81,8 @@ def calico_for(kubernetes_minor: str) -> str:
 
 @dataclass(frozen=True)
 class ImageSet:
-    """The images one Kubernetes release needs: kubeadm's set plus calico."""
+    """The images one Kubernetes release needs: kubeadm's set, calico, and the images the
+    install's own checks run (verify's DNS pod, from manifests/verify.yaml)."""
 
     kubernetes: str
     kubeadm_repository: str  # kubeadm's default imageRepository for this release
@@ -92,6 +93,7 @@ class ImageSet:
     calico_images: tuple[str, ...]
     calico_manifest_url: str = ""
     calico_manifest_sha256: str | None = None
+    check_images: tuple[str, ...] = ()
 
     @property
     def minor(self) -> str:
@@ -143,8 +145,8 @@ class ImageSet:
 
     @property
     def images(self) -> tuple[str, ...]:
-        """Every image a cluster of this release needs, kubeadm's first."""
-        return self.kubeadm_images + self.calico_images
+        """Every image a cluster of this release needs, kubeadm's first, the checks' last."""
+        return self.kubeadm_images + self.calico_images + self.check_images
 
 
 def _unsupported(version: str) -> InputError:
@@ -176,4 +178,10 @@ def image_set(version: str) -> ImageSet:
         calico_images=calico.images,
         calico_manifest_url=calico.manifest_url,
         calico_manifest_sha256=calico.manifest_sha256,
+        check_images=check_images(),
     )
+
+
+def check_images() -> tuple[str, ...]:
+    """Images the install's checks run, bundled with every release: verify's DNS pod."""
+    return (str(manifests.load("verify")["dnsCheck"]["image"]),)

@@ -118,7 +118,7 @@ def test_calico_v3_24_5_matches_the_reference_manifest():
         assert versions.image_set(version).calico == "v3.24.5"
 
 
-def test_image_set_for_1_25_0_is_exactly_the_ten_upstream_names():
+def test_image_set_for_1_25_0_is_exactly_the_ten_upstream_names_and_the_dns_check():
     assert versions.image_set("1.25.0").images == (
         "registry.k8s.io/kube-apiserver:v1.25.0",
         "registry.k8s.io/kube-controller-manager:v1.25.0",
@@ -130,6 +130,7 @@ def test_image_set_for_1_25_0_is_exactly_the_ten_upstream_names():
         "docker.io/calico/cni:v3.24.5",
         "docker.io/calico/node:v3.24.5",
         "docker.io/calico/kube-controllers:v3.24.5",
+        "docker.io/library/busybox:1.28",
     )
 
 

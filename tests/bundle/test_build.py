@@ -38,7 +38,7 @@ def built(upstream: Registry, tmp_path_factory: pytest.TempPathFactory) -> tuple
                        *mirror_flags(upstream),
                        "--cache-dir", str(cache), "--output", str(output))
     assert result.returncode == 0, result.stderr
-    assert "images     10" in result.stdout
+    assert "images     11" in result.stdout  # 7 kubeadm + 3 calico + busybox (DNS check)
     files = list(output.iterdir())
     assert [f.name for f in files] == ["kubeferry-k8s-1.25.0-el7-amd64.tar"]
     return files[0], cache

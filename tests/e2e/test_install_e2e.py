@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from kubeferry.bundle_reader import Bundle
-from kubeferry.installer.roles import WORKER_IMAGES
 from kubeferry.lab import scenario
 from kubeferry.lab.double_state import ClusterRecord
 
 pytestmark = [pytest.mark.real, pytest.mark.lab]
+# What a worker runs: kube-proxy, the sandbox, coredns, calico, and verify's DNS pod.
+WORKER_NEEDS = ("kube-proxy", "pause", "coredns", "calico/", "library/busybox")
 
 
 def _containerd_images(node) -> set[str]:
@@ -30,7 +31,7 @@ def _check_install(sc: scenario.Scenario, control_planes: list[str], workers: li
         held = _containerd_images(node)
         names = [image["name"] for image in bundle.images]
         if node.name in workers:
-            names = [name for name in names if any(part in name for part in WORKER_IMAGES)]
+            names = [name for name in names if any(part in name for part in WORKER_NEEDS)]
         assert set(names) <= held, (node.name, set(names) - held)
         hosts_toml = node.ssh(f"cat /etc/containerd/certs.d/{harbor}/hosts.toml").stdout
         assert f"https://{harbor}" in hosts_toml
@@ -45,6 +46,7 @@ def _check_install(sc: scenario.Scenario, control_planes: list[str], workers: li
     roles = [role for _, role in order]
     assert roles == ["control-plane"] * len(control_planes) + ["worker"] * len(workers)
     assert "verify" in first.stdout and "failed" not in first.stdout
+    assert "DNS resolves kubernetes.default" in first.stdout  # busybox came in the bundle
     logs = "".join(p.read_text() for p in (sc.work / "run").glob("*.log"))
     secrets = [t.get("token", "") for t in record.tokens()]
     key = record.certificate_key()

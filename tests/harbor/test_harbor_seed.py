@@ -83,7 +83,7 @@ def test_seed_cli_then_every_name_resolves_and_a_reseed_sends_nothing(
     harbor.clear()
     again = kubeferry_seed(harbor, bundle_file, password=harbor.admin_password)
     assert again.returncode == 0, again.stderr
-    assert "11 images: 0 pushed, 0 blobs sent (0 B), 0 mounted" in again.stdout
+    assert "12 images: 0 pushed, 0 blobs sent (0 B), 0 mounted" in again.stdout
     assert uploads(harbor) == []  # HEADs only
     assert plan_seed(bundle, settings, harbor.admin_password).lines() == []
 
@@ -93,7 +93,7 @@ def test_plan_then_seed_with_the_python_api(harbor: HarborStandIn, bundle: Bundl
     blobs = unique_blobs(bundle)
     plan = plan_seed(bundle, settings, harbor.admin_password)
     assert plan.projects_to_create == ["google_containers"]
-    assert (plan.images, plan.images_to_push) == (11, 11)  # 10 images + the coredns alias
+    assert (plan.images, plan.images_to_push) == (12, 12)  # 11 images + the coredns alias
     assert (plan.blobs_to_upload, plan.bytes_to_upload) == (len(blobs), sum(blobs.values()))
     assert harbor.model.project("google_containers") is None  # planning changed nothing
     assert uploads(harbor) == []
@@ -103,7 +103,7 @@ def test_plan_then_seed_with_the_python_api(harbor: HarborStandIn, bundle: Bundl
     assert (result.blobs_sent, result.bytes_sent) == (len(blobs), sum(blobs.values()))
     assert sum(progress) == result.bytes_sent
     assert result.blobs_mounted == plan.blobs_to_mount > 0
-    assert result.manifests_pushed == 11 and result.warnings == []
+    assert result.manifests_pushed == 12 and result.warnings == []
 
 
 def test_harbor_down_during_seeding_then_a_rerun_completes(harbor: HarborStandIn,
@@ -128,7 +128,7 @@ def test_harbor_down_during_seeding_then_a_rerun_completes(harbor: HarborStandIn
     total = sum(unique_blobs(bundle).values())
     assert 0 < result.bytes_sent <= total - sum(sent_before)
     assert result.projects_created == []  # made before Harbor went down
-    assert result.manifests_pushed == 11
+    assert result.manifests_pushed == 12
     assert plan_seed(bundle, settings, harbor.admin_password).lines() == []
 
 

@@ -48,7 +48,6 @@ from kubeferry.versions import image_set
 
 VERSION = "1.25.0"
 PROJECT = "google_containers"
-DNS_CHECK_IMAGE = "docker.io/library/busybox:1.28"
 CALICO = Path(__file__).with_name("data") / "calico-v3.24.5.yaml"
 # What kubeadm's exec checks (conntrack, socat, ebtables, ethtool) need beyond the lab's
 # base, and the HA pair.
@@ -121,7 +120,8 @@ def write_test_bundle(workdir: Path) -> Path:
         "imageSet": {"kubeadmRepository": images.kubeadm_repository, "pause": images.pause,
                      "pauseImage": images.pause_image, "etcd": images.etcd, "coredns": images.coredns,
                      "calico": images.calico, "kubeadmImages": list(images.kubeadm_images),
-                     "calicoImages": list(images.calico_images)},
+                     "calicoImages": list(images.calico_images),
+                     "checkImages": list(images.check_images)},
         "images": [],
         "files": {"calico": images.calico, "files": [
             {"name": "calico.yaml", "url": images.calico_manifest_url, "sha256": member.sha256,
@@ -178,7 +178,7 @@ class ClusterLab:
 
     def _push_images(self) -> None:
         assert self.registry is not None
-        for upstream in (*image_set(VERSION).images, DNS_CHECK_IMAGE):
+        for upstream in image_set(VERSION).images:  # busybox for the DNS check included
             name = self.site_image(upstream).split("/", 1)[1]
             repository, tag = name.rsplit(":", 1)
             push_image(self.registry.url, repository, tag, [f"stand-in {upstream}".encode()],

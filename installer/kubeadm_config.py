@@ -134,11 +134,12 @@ def cluster_document(inventory: Inventory, images: ImageSet) -> dict[str, Any]:
 
 
 def init_documents(inventory: Inventory, host: Host, images: ImageSet, *, token: str | None,
-                   certificate_key: str) -> list[dict[str, Any]]:
+                   certificate_key: str | None) -> list[dict[str, Any]]:
     """The documents of ``kubeadm init --config`` for the first control plane ``host``.
 
     ``token=None`` leaves bootstrapTokens out (``kubeadm init phase upload-certs --config``
-    reads only the certificate key from it).
+    reads only the certificate key from it); with ``certificate_key=None`` too it is the
+    secret-free record init leaves on the node.
     """
     init: dict[str, Any] = {"apiVersion": KUBEADM_API, "kind": "InitConfiguration"}
     if token is not None:
@@ -149,8 +150,9 @@ def init_documents(inventory: Inventory, host: Host, images: ImageSet, *, token:
             "usages": ["signing", "authentication"],
             "groups": ["system:bootstrappers:kubeadm:default-node-token"],
         }]
+    if certificate_key is not None:
+        init["certificateKey"] = certificate_key
     init.update({
-        "certificateKey": certificate_key,
         "nodeRegistration": _node_registration(host),
         "localAPIEndpoint": {"advertiseAddress": host.address, "bindPort": APISERVER_PORT},
     })

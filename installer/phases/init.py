@@ -2,7 +2,9 @@
 
 The configuration (kubeadm_config.init_documents) is written 0600 through stdin and holds
 the certificate key, so ``kubeadm init --config F --upload-certs`` needs no secret on its
-command line. Idempotent: a node whose admin.conf exists and whose API server answers is
+command line. Once kubeadm has read it, the file is replaced by the same configuration
+without the bootstrap token and the certificate key: a record for the operator that
+unlocks nothing. Idempotent: a node whose admin.conf exists and whose API server answers is
 left alone; one with admin.conf but no answer is reported (never initialised twice).
 The certificate key and the time it was uploaded go to ``ctx.state`` for ``join``.
 """
@@ -59,8 +61,13 @@ def apply(ctx: InstallContext, host: Host) -> str:
                                certificate_key=key)
     kube.write_secret_file(conn, INIT_CONFIG, render(documents))
     uploaded = time.time()
-    kube.run(conn, f"kubeadm init --config {INIT_CONFIG} --upload-certs --skip-token-print"
-                   " --skip-certificate-key-print", secrets=(key, token), timeout=INIT_TIMEOUT)
+    try:
+        kube.run(conn, f"kubeadm init --config {INIT_CONFIG} --upload-certs --skip-token-print"
+                       " --skip-certificate-key-print", secrets=(key, token), timeout=INIT_TIMEOUT)
+    finally:
+        record = init_documents(ctx.inventory, host, image_set(ctx.bundle.kubernetes), token=None,
+                                certificate_key=None)
+        kube.write_secret_file(conn, INIT_CONFIG, render(record))
     with ctx.state_lock:
         ctx.state[CERTIFICATE_KEY] = {"key": key, "uploaded": uploaded}
     return f"kubeadm init: control plane up, endpoint {ctx.inventory.cluster.control_plane_endpoint}"

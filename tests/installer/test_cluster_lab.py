@@ -138,6 +138,8 @@ def test_one_control_plane_two_workers(cluster_lab, tmp_path: Path) -> None:
     node1, node2 = site.nodes[0], site.nodes[1]
     assert mode(node1, "/var/lib/kubeferry/kubeadm") == "700"
     assert mode(node1, "/var/lib/kubeferry/kubeadm/init.yaml") == "600"
+    kept = node1.ssh("cat /var/lib/kubeferry/kubeadm/init.yaml").stdout  # a record, no secret
+    assert "certificateKey" not in kept and "bootstrapTokens" not in kept and "ClusterConfiguration" in kept
     assert node2.ssh("test -e /var/lib/kubeferry/kubeadm/join.yaml", check=False).exit_status == 1
     admin_conf = tmp_path / "cluster-admin.conf"
     assert oct(admin_conf.stat().st_mode & 0o777) == "0o600"

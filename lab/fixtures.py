@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 import pytest
 
 from kubeferry.lab import upstream_service
-from kubeferry.lab.site import Site
+from kubeferry.lab.site import Site, up_retrying
 
 SESSION_NODES = 3
 UPSTREAM_KUBERNETES = "1.25.0"
@@ -30,11 +30,8 @@ def _up(name: str, nodes: int) -> Site:
         pytest.skip("the air-gap lab needs root")
     for stale in Site.abandoned():  # sites of an earlier test run that was killed
         Site.down_named(stale)
-    try:
-        return Site.up(nodes=nodes, name=name, owner=os.getpid())
-    except BaseException:
-        Site.down_named(name)  # an up that failed half-way leaves nothing either
-        raise
+    # a boot that missed its deadline on a loaded machine is taken down and tried again
+    return up_retrying(lambda: Site.up(nodes=nodes, name=name, owner=os.getpid()), name)
 
 
 @pytest.fixture(scope="session")

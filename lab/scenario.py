@@ -15,7 +15,7 @@ from typing import Callable
 from kubeferry.lab import network, upstream_service
 from kubeferry.lab.harbor import HarborStandIn
 from kubeferry.lab.inventory import lab_inventory, write_inventory
-from kubeferry.lab.site import HARBOR_HOST, Site
+from kubeferry.lab.site import HARBOR_HOST, Site, up_retrying
 
 # Debian packages for the bundle come from the real archive once, then from this cache.
 BUNDLE_CACHE = Path(os.environ.get("KUBEFERRY_LAB_BUNDLE_CACHE", "/var/cache/kubeferry-lab/bundle-cache"))
@@ -47,18 +47,12 @@ def site_up(name: str, nodes: int, log: Callable[[str], None] = lambda line: Non
     On a heavily loaded machine a node's boot can miss the lab's readiness deadline
     (docs/lab.md, Limits); a failed ``up`` is taken down completely and tried once more.
     """
-    for attempt in range(1, attempts + 1):
-        subnet = network.free_subnet("10.88.1.0/24")
+    def start() -> Site:
+        subnet = network.free_subnet("10.88.1.0/24")  # anew each try: another lab may take it
         registry = str(subnet.network_address + HARBOR_HOST)
-        try:
-            return Site.up(nodes=nodes, name=name, subnet=str(subnet), registry_name=registry,
-                           log=log)
-        except Exception as error:
-            Site.down_named(name)
-            if attempt == attempts:
-                raise
-            log(f"lab {name}: up failed ({error}); taken down, trying again")
-    raise AssertionError("unreachable")
+        return Site.up(nodes=nodes, name=name, subnet=str(subnet), registry_name=registry, log=log)
+
+    return up_retrying(start, name, attempts, log)
 
 
 def prepare(site: Site, work: Path, kubernetes: str = "1.25.0", ha: bool = False,

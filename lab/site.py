@@ -413,6 +413,28 @@ class Site:
             )
 
 
+def up_retrying(start: Callable[[], Site], name: str, attempts: int = 2, log: Log = _quiet) -> Site:
+    """``start()``, a ``Site.up`` of site ``name``; a failed boot is taken down and tried again.
+
+    On a heavily loaded machine a node can now and then miss READY_TIMEOUT (docs/lab.md,
+    Limits). Bad input is not retried; anything else that fails leaves no site behind.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return start()
+        except InputError:
+            raise
+        except Exception as error:
+            Site.down_named(name)
+            if attempt == attempts:
+                raise
+            log(f"lab {name}: up failed ({error}); taken down, trying again")
+        except BaseException:  # interrupted: still leave nothing behind
+            Site.down_named(name)
+            raise
+    raise AssertionError("unreachable")
+
+
 def _check_name(name: str) -> None:
     if not _NAME.match(name):
         raise InputError(f"lab name {name!r}: use 1-8 lowercase letters and digits, a letter first")

@@ -46,12 +46,12 @@ def test_plan_seed_and_rerun(harbor: HarborStandIn, bundle: Bundle, tmp_path: Pa
                           registry.PHASE)
     assert (planned.host, planned.status) == (ADMIN, "changed")
     assert planned.plan[0] == "create Harbor project google_containers (public)"
-    assert planned.plan[1].startswith(f"push 11 of 11 images to {harbor.url}: upload ")
+    assert planned.plan[1].startswith(f"push 12 of 12 images to {harbor.url}: upload ")
     assert harbor.model.project("google_containers") is None
 
     [done] = run_phase(context(tmp_path, bundle, section(harbor)), registry.PHASE)
     assert done.status == "changed", done.detail
-    assert done.detail.startswith("created project google_containers; 11 images: 11 pushed")
+    assert done.detail.startswith("created project google_containers; 12 images: 12 pushed")
     log = (tmp_path / "run" / f"{ADMIN}.log").read_text()
     assert "registry: created project" in log and harbor.admin_password not in log
 

@@ -29,14 +29,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k8s", default="1.25.0")
     parser.add_argument("--ha", action="store_true", help="3 control planes + VIP + 1 worker")
+    parser.add_argument("--no-harbor", action="store_true",
+                        help="`registry: none`: no Harbor, every image by ctr import only")
     parser.add_argument("--keep", action="store_true", help="leave the lab up at the end")
     options = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="kubeferry-demo-"))
     step("air-gap lab: nodes in network namespaces, no route out")
     site = scenario.site_up("demo", 4 if options.ha else 3, log=print)
     try:
-        step("internet side: stand-in upstream; kubeferry bundle build; Harbor stand-in on .2")
-        sc = scenario.prepare(site, work, options.k8s, ha=options.ha, log=print)
+        step("internet side: stand-in upstream; kubeferry bundle build"
+             + ("" if options.no_harbor else "; Harbor stand-in on .2"))
+        sc = scenario.prepare(site, work, options.k8s, ha=options.ha, log=print,
+                              harbor=not options.no_harbor)
         print(f"bundle: {sc.bundle}\ninventory: {sc.inventory}")
         for attempt, title in ((1, "kubeferry install"), (2, "kubeferry install again: nothing to do")):
             step(title)

@@ -25,14 +25,16 @@ PASSWORD_ENV = "KUBEFERRY_LAB_HARBOR_PASSWORD"
 @dataclass
 class Scenario:
     site: Site
-    harbor: HarborStandIn
+    harbor: HarborStandIn | None  # None: `registry: none`, images only by ctr import
     bundle: Path
     inventory: Path
     work: Path
 
     def install(self, *args: str, run_dir: str = "run") -> subprocess.CompletedProcess[str]:
         """``kubeferry install`` of the scenario's bundle and inventory (password via env)."""
-        env = {**os.environ, PASSWORD_ENV: self.harbor.admin_password}
+        env = dict(os.environ)
+        if self.harbor is not None:
+            env[PASSWORD_ENV] = self.harbor.admin_password
         return subprocess.run(
             [sys.executable, "-m", "kubeferry.cli", "install", "--bundle", str(self.bundle),
              "--inventory", str(self.inventory), "--yes", "--run-dir", str(self.work / run_dir),
@@ -56,8 +58,9 @@ def site_up(name: str, nodes: int, log: Callable[[str], None] = lambda line: Non
 
 
 def prepare(site: Site, work: Path, kubernetes: str = "1.25.0", ha: bool = False,
-            log: Callable[[str], None] = lambda line: None) -> Scenario:
-    """Upstream stand-in, a debian12 bundle built against it, Harbor on .2, an inventory."""
+            log: Callable[[str], None] = lambda line: None, harbor: bool = True) -> Scenario:
+    """Upstream stand-in, a debian12 bundle built against it, Harbor on .2 (or, with
+    ``harbor=False``, ``registry: none``), an inventory."""
     work.mkdir(parents=True, exist_ok=True)
     upstream = upstream_service.up(site, kubernetes, "debian12", log=log)
     log("building the bundle (Debian packages from deb.debian.org, cached)")
@@ -66,11 +69,7 @@ def prepare(site: Site, work: Path, kubernetes: str = "1.25.0", ha: bool = False
                     "--cache-dir", str(BUNDLE_CACHE), "--output", str(work / "bundles"), "--quiet"],
                    check=True, timeout=3600, stdin=subprocess.DEVNULL)
     bundle = next((work / "bundles").glob("*.tar"))
-    host = site.add_host("harbor", HARBOR_HOST)
-    harbor = HarborStandIn(work / "harbor", addr=host.address, port=443).start_on(host)
-    registry = {"url": harbor.url, "project": "google_containers", "username": "admin",
-                "passwordFrom": f"env:{PASSWORD_ENV}", "caFile": harbor.ca_file,
-                "address": host.address}
+    standin, registry = _harbor(site, work) if harbor else (None, "none")
     if ha:
         roles = {node.name: ["control-plane"] for node in site.nodes[:3]}
         roles.update({node.name: ["worker"] for node in site.nodes[3:]})
@@ -79,4 +78,13 @@ def prepare(site: Site, work: Path, kubernetes: str = "1.25.0", ha: bool = False
     else:
         data = lab_inventory(site, registry=registry)
     inventory = write_inventory(work / "cluster.yaml", data)
-    return Scenario(site=site, harbor=harbor, bundle=bundle, inventory=inventory, work=work)
+    return Scenario(site=site, harbor=standin, bundle=bundle, inventory=inventory, work=work)
+
+
+def _harbor(site: Site, work: Path) -> tuple[HarborStandIn, dict[str, str]]:
+    """The Harbor stand-in on the site's .2 and the inventory's ``registry`` section for it."""
+    host = site.add_host("harbor", HARBOR_HOST)
+    harbor = HarborStandIn(work / "harbor", addr=host.address, port=443).start_on(host)
+    return harbor, {"url": harbor.url, "project": "google_containers", "username": "admin",
+                    "passwordFrom": f"env:{PASSWORD_ENV}", "caFile": harbor.ca_file,
+                    "address": host.address}

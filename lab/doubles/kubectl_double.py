@@ -179,10 +179,18 @@ def site_registries(env: Env, hosts_dir: str) -> list[str]:
 
 
 def admit(session: Session, objects: list[dict[str, Any]], source: str) -> None:
-    """The double's admission: images must be in the site registry; calico's pool must be podSubnet."""
+    """The double's admission: images must be in the site registry; calico's pool must be podSubnet.
+
+    A cluster kubeadm made from images outside the site registries (``registry: none``:
+    kubeadm's own registry.k8s.io names, imported with ctr) has no registry to pull from:
+    there an image is admitted when every node's containerd holds it (kubelet's
+    IfNotPresent never pulls it), else refused like an image missing from the registry.
+    """
     env = session.env
     runtime = Containerd(env)
     allowed = site_registries(env, runtime.hosts_dir)
+    kube_proxy = (session.state["init"].get("images") or {}).get("kube-proxy", "")
+    imported_only = bool(kube_proxy) and split_image(kube_proxy)[0] not in allowed
     checked: dict[str, str] = {}
     pod_subnet = session.state["init"].get("podSubnet")
     for obj in objects:
@@ -206,14 +214,28 @@ def admit(session: Session, objects: list[dict[str, Any]], source: str) -> None:
             image = container["image"]
             if image not in checked:
                 registry = split_image(image)[0]
-                if registry not in allowed:
+                if registry in allowed:
+                    checked[image] = manifest_exists(env, runtime.hosts_dir, image)
+                elif imported_only:
+                    checked[image] = not_imported(session, image)
+                else:
                     checked[image] = (
                         f"registry {registry} is not a site registry (site registries: {', '.join(allowed) or 'none'})"
                     )
-                else:
-                    checked[image] = manifest_exists(env, runtime.hosts_dir, image)
             if checked[image]:
                 deny(source, what, f'image "{image}" is not in the site registry: {checked[image]}')
+
+
+def not_imported(session: Session, image: str) -> str:
+    """Empty when every registered node's containerd holds ``image``, else which nodes lack it."""
+    lacking = [
+        node["name"]
+        for node in clustermodel.nodes(session.state)
+        if not node.get("reset") and image not in (session.beats.get(node["name"]) or {}).get("images", [])
+    ]
+    if not lacking:
+        return ""
+    return f"no site registry to pull from, and it is not imported on {', '.join(lacking)}"
 
 
 def deny(source: str, what: str, reason: str) -> None:

@@ -26,20 +26,16 @@ def _check_install(sc: scenario.Scenario, control_planes: list[str], workers: li
     first = sc.install()
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr
     bundle = Bundle.open(sc.bundle)
-    harbor = sc.harbor.host
     for node in sc.site.nodes:
         held = _containerd_images(node)
         names = [image["name"] for image in bundle.images]
         if node.name in workers:
             names = [name for name in names if any(part in name for part in WORKER_NEEDS)]
         assert set(names) <= held, (node.name, set(names) - held)
-        hosts_toml = node.ssh(f"cat /etc/containerd/certs.d/{harbor}/hosts.toml").stdout
-        assert f"https://{harbor}" in hosts_toml
-    # containerd pulls through hosts.toml from Harbor (what kubelet would do for a new pod)
-    worker = sc.site.node(workers[0])
-    pulled = worker.ssh("ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d"
-                        f" {harbor}/google_containers/pause:3.8", timeout=300)
-    assert pulled.ok
+    if sc.harbor is not None:
+        _check_pulls_through_harbor(sc, workers[0])
+    else:
+        assert "images imported with ctr (registry: none)" in first.stdout
     record = ClusterRecord(sc.site.cluster_state)
     order = record.join_order()
     assert order[0] == (control_planes[0], "control-plane")
@@ -52,7 +48,8 @@ def _check_install(sc: scenario.Scenario, control_planes: list[str], workers: li
     key = record.certificate_key()
     secrets += [key["key"]] if key else []
     assert secrets and all(secret and secret not in logs for secret in secrets)
-    assert sc.harbor.admin_password not in logs + first.stdout + first.stderr
+    if sc.harbor is not None:
+        assert sc.harbor.admin_password not in logs + first.stdout + first.stderr
 
     again = sc.install(run_dir="run2")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr
@@ -60,6 +57,19 @@ def _check_install(sc: scenario.Scenario, control_planes: list[str], workers: li
     rerun_logs = "".join(p.read_text() for p in (sc.work / "run2").glob("*.log"))
     assert "cat >>" not in rerun_logs  # nothing re-sent
     assert "kubeadm init" not in rerun_logs and "kubeadm join" not in rerun_logs
+
+
+def _check_pulls_through_harbor(sc: scenario.Scenario, worker_name: str) -> None:
+    """Every node's hosts.toml points at Harbor, and containerd pulls through it (as kubelet
+    would for a new pod)."""
+    assert sc.harbor is not None
+    harbor = sc.harbor.host
+    for node in sc.site.nodes:
+        hosts_toml = node.ssh(f"cat /etc/containerd/certs.d/{harbor}/hosts.toml").stdout
+        assert f"https://{harbor}" in hosts_toml
+    pulled = sc.site.node(worker_name).ssh("ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d"
+                                           f" {harbor}/google_containers/pause:3.8", timeout=300)
+    assert pulled.ok
 
 
 def test_one_control_plane_two_workers(tmp_path: Path) -> None:
@@ -79,5 +89,15 @@ def test_ha_three_control_planes_vip_one_worker(tmp_path: Path) -> None:
         holders = [node.name for node in site.nodes[:3]
                    if site.vip in node.ssh("ip -4 -o addr show").stdout]
         assert len(holders) == 1, holders
+    finally:
+        site.down()
+
+
+def test_registry_none_images_only_by_ctr_import(tmp_path: Path) -> None:
+    """No Harbor: kubeadm, kubelet and calico find every image imported on the node."""
+    site = scenario.site_up(f"n{os.getpid() % 10000}", 2)
+    try:
+        sc = scenario.prepare(site, tmp_path, harbor=False)
+        _check_install(sc, ["node1"], ["node2"])
     finally:
         site.down()

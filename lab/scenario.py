@@ -58,9 +58,12 @@ def site_up(name: str, nodes: int, log: Callable[[str], None] = lambda line: Non
 
 
 def prepare(site: Site, work: Path, kubernetes: str = "1.25.0", ha: bool = False,
-            log: Callable[[str], None] = lambda line: None, harbor: bool = True) -> Scenario:
+            log: Callable[[str], None] = lambda line: None, harbor: bool = True,
+            lb_host: bool = False) -> Scenario:
     """Upstream stand-in, a debian12 bundle built against it, Harbor on .2 (or, with
-    ``harbor=False``, ``registry: none``), an inventory."""
+    ``harbor=False``, ``registry: none``), an inventory: node1 control plane, the rest
+    workers; ``ha``: node1-3 control planes behind the VIP on port 8443; ``lb_host``: node1
+    holds the VIP (haproxy + keepalived only), node2 is the control plane."""
     work.mkdir(parents=True, exist_ok=True)
     upstream = upstream_service.up(site, kubernetes, "debian12", log=log)
     log("building the bundle (Debian packages from deb.debian.org, cached)")
@@ -70,11 +73,15 @@ def prepare(site: Site, work: Path, kubernetes: str = "1.25.0", ha: bool = False
                    check=True, timeout=3600, stdin=subprocess.DEVNULL)
     bundle = next((work / "bundles").glob("*.tar"))
     standin, registry = _harbor(site, work) if harbor else (None, "none")
-    if ha:
-        roles = {node.name: ["control-plane"] for node in site.nodes[:3]}
-        roles.update({node.name: ["worker"] for node in site.nodes[3:]})
+    if ha or lb_host:
+        control_planes = site.nodes[:3] if ha else site.nodes[1:2]
+        roles = {node.name: ["worker"] for node in site.nodes}
+        roles.update({node.name: ["control-plane"] for node in control_planes})
+        if lb_host:
+            roles[site.nodes[0].name] = ["lb"]
+        port = 8443 if ha else 6443  # haproxy beside an API server cannot take 6443
         data = lab_inventory(site, roles=roles, registry=registry,
-                             controlPlaneEndpoint=f"{site.vip}:8443", vip=site.vip)
+                             controlPlaneEndpoint=f"{site.vip}:{port}", vip=site.vip)
     else:
         data = lab_inventory(site, registry=registry)
     inventory = write_inventory(work / "cluster.yaml", data)

@@ -26,14 +26,15 @@ def _check_install(sc: scenario.Scenario, control_planes: list[str], workers: li
     first = sc.install()
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr
     bundle = Bundle.open(sc.bundle)
-    for node in sc.site.nodes:
+    kubernetes_nodes = [sc.site.node(name) for name in control_planes + workers]
+    for node in kubernetes_nodes:
         held = _containerd_images(node)
         names = [image["name"] for image in bundle.images]
         if node.name in workers:
             names = [name for name in names if any(part in name for part in WORKER_NEEDS)]
         assert set(names) <= held, (node.name, set(names) - held)
     if sc.harbor is not None:
-        _check_pulls_through_harbor(sc, workers[0])
+        _check_pulls_through_harbor(sc, kubernetes_nodes, workers[0])
     else:
         assert "images imported with ctr (registry: none)" in first.stdout
     record = ClusterRecord(sc.site.cluster_state)
@@ -59,12 +60,12 @@ def _check_install(sc: scenario.Scenario, control_planes: list[str], workers: li
     assert "kubeadm init" not in rerun_logs and "kubeadm join" not in rerun_logs
 
 
-def _check_pulls_through_harbor(sc: scenario.Scenario, worker_name: str) -> None:
+def _check_pulls_through_harbor(sc: scenario.Scenario, nodes: list, worker_name: str) -> None:
     """Every node's hosts.toml points at Harbor, and containerd pulls through it (as kubelet
     would for a new pod)."""
     assert sc.harbor is not None
     harbor = sc.harbor.host
-    for node in sc.site.nodes:
+    for node in nodes:
         hosts_toml = node.ssh(f"cat /etc/containerd/certs.d/{harbor}/hosts.toml").stdout
         assert f"https://{harbor}" in hosts_toml
     pulled = sc.site.node(worker_name).ssh("ctr -n k8s.io images pull --hosts-dir /etc/containerd/certs.d"
@@ -99,5 +100,20 @@ def test_registry_none_images_only_by_ctr_import(tmp_path: Path) -> None:
     try:
         sc = scenario.prepare(site, tmp_path, harbor=False)
         _check_install(sc, ["node1"], ["node2"])
+    finally:
+        site.down()
+
+
+def test_a_separate_lb_host_holds_the_vip(tmp_path: Path) -> None:
+    """An `lb` host (haproxy + keepalived, no Kubernetes) in front of the control plane."""
+    site = scenario.site_up(f"l{os.getpid() % 10000}", 3)
+    try:
+        sc = scenario.prepare(site, tmp_path, lb_host=True)
+        _check_install(sc, ["node2"], ["node3"])
+        lb = site.node("node1")
+        assert site.vip in lb.ssh("ip -4 -o addr show").stdout
+        assert lb.ssh("systemctl is-active haproxy keepalived").stdout.split() == ["active", "active"]
+        assert lb.ssh("test -e /etc/kubernetes/kubelet.conf", check=False).exit_status == 1
+        assert "kubelet" not in lb.ssh("dpkg-query -W -f '${Package}\\n'").stdout.split()
     finally:
         site.down()

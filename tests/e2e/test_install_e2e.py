@@ -100,6 +100,12 @@ def test_registry_none_images_only_by_ctr_import(tmp_path: Path) -> None:
     try:
         sc = scenario.prepare(site, tmp_path, harbor=False)
         _check_install(sc, ["node1"], ["node2"])
+        # with nothing to pull from, an image that was not imported never starts
+        pod = ('{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},'
+               ' "spec": {"containers": [{"name": "web", "image": "docker.io/library/nginx:1.25"}]}}')
+        refused = site.node("node1").ssh(
+            f"echo '{pod}' | kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f -", check=False)
+        assert refused.exit_status == 1 and "not imported on node1, node2" in refused.stderr
     finally:
         site.down()
 

@@ -6,6 +6,7 @@ changes a node. Commands here use nothing but sh, coreutils and /proc or /sys.
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
@@ -125,8 +126,21 @@ CONTAINERD_IMAGES: Fact[set[str]] = Fact(
 
 # -- node preparation facts (preflight, os, packages, kernel, containerd, images) ------------
 
-KUBEADM_RAN: Fact[bool] = Fact(
-    "kubeadm-ran", "test -e /etc/kubernetes/kubelet.conf && echo yes", lambda out: out.strip() == "yes")
+
+def _member(out: str) -> str | None:
+    lines = out.split("\n")
+    if lines[0].strip() != "yes":
+        return None
+    match = re.search(r"Kubernetes v(\S+)", out)
+    return match.group(1) if match else ""
+
+
+# None: kubeadm has not made this node part of a cluster (no kubelet.conf); else the version
+# its kubelet runs ("" when `kubelet --version` says nothing)
+CLUSTER_MEMBER: Fact[str | None] = Fact(
+    "cluster-member",
+    "test -e /etc/kubernetes/kubelet.conf && echo yes && { kubelet --version 2>/dev/null || true; }",
+    _member)
 BOOT_ID: Fact[str] = Fact("boot-id", "cat /proc/sys/kernel/random/boot_id", str.strip)
 IPV4_ADDRESSES: Fact[list[str]] = Fact(
     "ipv4", "ip -o -4 addr show 2>/dev/null | awk '{print $4}'", _lines)  # "10.0.0.5/24"

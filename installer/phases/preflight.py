@@ -48,7 +48,7 @@ class NodeFacts:
     machine_id: str = ""
     macs: list[str] = field(default_factory=list)
     ports: set[int] = field(default_factory=set)
-    kubeadm_ran: bool = False
+    kubernetes_running: str | None = None  # the kubelet's version once kubeadm joined the node
     offset: float = 0.0  # node clock minus admin clock, seconds
     bundle_space: tuple[str, int] = ("?", 0)  # (mount, free MB)
     containerd_space: tuple[str, int] = ("?", 0)
@@ -90,7 +90,7 @@ def _read(ctx: InstallContext, host: Host) -> NodeFacts:
         node.machine_id = facts.MACHINE_ID.read(conn)
         node.macs = facts.node_macs(host.address).read(conn)
         node.ports = facts.LISTENING_PORTS.read(conn)
-        node.kubeadm_ran = facts.KUBEADM_RAN.read(conn)
+        node.kubernetes_running = facts.CLUSTER_MEMBER.read(conn)
         node.offset = _clock_offset(conn)
         node.bundle_space = facts.path_space(NODE_BUNDLE_DIR).read(conn)
         node.containerd_space = facts.path_space(_settings()["containerd_root"]).read(conn)
@@ -206,12 +206,17 @@ def judge(ctx: InstallContext, found: dict[str, NodeFacts]) -> dict[str, Verdict
             verdict.warnings.append(f"kernel {node.kernel}: the kernel phase installs kernel-ml"
                                     f" (>= {settings['el7_min_kernel']} for IPVS)")
         busy = [port for port in _ports_for(host) if port in node.ports]
-        if busy and not node.kubeadm_ran:
+        if busy and node.kubernetes_running is None:
             verdict.errors.append(f"port{'s' if len(busy) > 1 else ''} {', '.join(map(str, busy))}"
                                   " in use: stop what listens there")
         if skew > settings["skew_warn_seconds"] and node.offset in (max(offsets), min(offsets)):
             verdict.warnings.append(f"clocks differ by {skew:.1f} s between nodes; the os phase"
                                     " syncs them to the first control plane (chrony)")
+        if node.kubernetes_running and node.kubernetes_running != ctx.bundle.kubernetes:
+            verdict.errors.append(
+                f"it runs Kubernetes v{node.kubernetes_running}, the bundle is"
+                f" {ctx.bundle.kubernetes}: install does not upgrade a cluster (its packages would"
+                " outrun the control plane); use the bundle the cluster was installed from")
         verdict.errors.extend(_space_errors(node))
     return verdicts
 

@@ -182,6 +182,20 @@ def test_busy_ports_are_ours_once_kubeadm_ran(tmp_path: Path) -> None:
     assert [r.status for r in run(ctx, [preflight.PHASE])] == ["ok", "ok"]
 
 
+def test_a_cluster_of_another_version_is_not_upgraded_by_install(tmp_path: Path) -> None:
+    bundle, _ = write_el_bundle(tmp_path / "bundle", "el7")  # Kubernetes 1.25.0
+    nodes = fake_nodes(site())
+    nodes["master1"].answer(r"kubelet\.conf", "yes\nKubernetes v1.24.9\n")
+    ctx, _ = context(tmp_path, bundle, nodes, plan=False)
+    master, worker = run(ctx, [preflight.PHASE])
+    assert (master.status, worker.status) == ("failed", "ok")
+    assert ("it runs Kubernetes v1.24.9, the bundle is 1.25.0: install does not upgrade a cluster"
+            in master.detail)
+    nodes["master1"].answer(r"kubelet\.conf", "yes\nKubernetes v1.25.0\n")  # the same release
+    ctx, _ = context(tmp_path, bundle, nodes, plan=False)
+    assert [r.status for r in run(ctx, [preflight.PHASE])] == ["ok", "ok"]
+
+
 def test_el7_without_ipvs_says_which_modules_and_what_to_do(tmp_path: Path) -> None:
     bundle, _ = write_el_bundle(tmp_path / "bundle", "el7")
     nodes = fake_nodes(site(), missing_modules=("ip_vs", "ip_vs_sh"))

@@ -5,17 +5,30 @@ double; then the same install again, which must change and send nothing."""
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
 from kubeferry.bundle_reader import Bundle
 from kubeferry.lab import scenario
 from kubeferry.lab.double_state import ClusterRecord
+from kubeferry.lab.site import Site
 
 pytestmark = [pytest.mark.real, pytest.mark.lab]
 # What a worker runs: kube-proxy, the sandbox, coredns, calico, and verify's DNS pod.
 WORKER_NEEDS = ("kube-proxy", "pause", "coredns", "calico/", "library/busybox")
+
+
+@contextmanager
+def _site(prefix: str, nodes: int) -> Iterator[Site]:
+    """A site of its own for one test, always taken down."""
+    site = scenario.site_up(f"{prefix}{os.getpid() % 10000}", nodes)
+    try:
+        yield site
+    finally:
+        site.down()
 
 
 def _containerd_images(node) -> set[str]:
@@ -74,30 +87,23 @@ def _check_pulls_through_harbor(sc: scenario.Scenario, nodes: list, worker_name:
 
 
 def test_one_control_plane_two_workers(tmp_path: Path) -> None:
-    site = scenario.site_up(f"e{os.getpid() % 10000}", 3)
-    try:
+    with _site("e", 3) as site:
         sc = scenario.prepare(site, tmp_path)
         _check_install(sc, ["node1"], ["node2", "node3"])
-    finally:
-        site.down()
 
 
 def test_ha_three_control_planes_vip_one_worker(tmp_path: Path) -> None:
-    site = scenario.site_up(f"h{os.getpid() % 10000}", 4)
-    try:
+    with _site("h", 4) as site:
         sc = scenario.prepare(site, tmp_path, ha=True)
         _check_install(sc, ["node1", "node2", "node3"], ["node4"])
         holders = [node.name for node in site.nodes[:3]
                    if site.vip in node.ssh("ip -4 -o addr show").stdout]
         assert len(holders) == 1, holders
-    finally:
-        site.down()
 
 
 def test_registry_none_images_only_by_ctr_import(tmp_path: Path) -> None:
     """No Harbor: kubeadm, kubelet and calico find every image imported on the node."""
-    site = scenario.site_up(f"n{os.getpid() % 10000}", 2)
-    try:
+    with _site("n", 2) as site:
         sc = scenario.prepare(site, tmp_path, harbor=False)
         _check_install(sc, ["node1"], ["node2"])
         # with nothing to pull from, an image that was not imported never starts
@@ -106,14 +112,11 @@ def test_registry_none_images_only_by_ctr_import(tmp_path: Path) -> None:
         refused = site.node("node1").ssh(
             f"echo '{pod}' | kubectl --kubeconfig /etc/kubernetes/admin.conf apply -f -", check=False)
         assert refused.exit_status == 1 and "not imported on node1, node2" in refused.stderr
-    finally:
-        site.down()
 
 
 def test_a_separate_lb_host_holds_the_vip(tmp_path: Path) -> None:
     """An `lb` host (haproxy + keepalived, no Kubernetes) in front of the control plane."""
-    site = scenario.site_up(f"l{os.getpid() % 10000}", 3)
-    try:
+    with _site("l", 3) as site:
         sc = scenario.prepare(site, tmp_path, lb_host=True)
         _check_install(sc, ["node2"], ["node3"])
         lb = site.node("node1")
@@ -121,5 +124,3 @@ def test_a_separate_lb_host_holds_the_vip(tmp_path: Path) -> None:
         assert lb.ssh("systemctl is-active haproxy keepalived").stdout.split() == ["active", "active"]
         assert lb.ssh("test -e /etc/kubernetes/kubelet.conf", check=False).exit_status == 1
         assert "kubelet" not in lb.ssh("dpkg-query -W -f '${Package}\\n'").stdout.split()
-    finally:
-        site.down()

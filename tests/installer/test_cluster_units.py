@@ -58,7 +58,7 @@ def test_haproxy_and_keepalived_configs() -> None:
     assert "script \"/etc/keepalived/kubeferry-check-haproxy.sh\"" in second
     assert ":20FB " in lb_config.check_script(inventory)  # 8443
     single = make_inventory(endpoint="10.0.0.100:8443", control_planes=1)
-    assert "unicast" not in lb_config.keepalived_conf(single, single.first_control_plane, "eth0")
+    assert "unicast_peer" not in lb_config.keepalived_conf(single, single.first_control_plane, "eth0")
     assert "$" not in haproxy + second  # every placeholder filled
     assert lb_config.router_id("10.0.0.0") == 255
 

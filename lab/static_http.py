@@ -25,6 +25,8 @@ from pathlib import Path
 from types import FrameType
 from urllib.parse import unquote, urlsplit
 
+from kubeferry.lab.serving import ServerThread
+
 LOOPBACK = "127.0.0.1"
 _CHUNK = 1 << 20
 
@@ -99,8 +101,7 @@ class StaticServer:
 
     def __init__(self, root: Path, addr: str = LOOPBACK, port: int = 0):
         self._server = _make_server(root, addr, port)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="kubeferry-lab-static-http")
+        self._thread: ServerThread | None = None
 
     @property
     def url(self) -> str:
@@ -108,13 +109,12 @@ class StaticServer:
         return f"http://{host}:{port}"
 
     def start(self) -> StaticServer:
-        self._thread.start()
+        self._thread = ServerThread(self._server, "kubeferry-lab-static-http")
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.stop()
 
     def __enter__(self) -> StaticServer:
         return self.start()

@@ -12,17 +12,12 @@ Downloads are cached under /var/cache/kubeferry-test (KUBEFERRY_TEST_CACHE).
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import gzip
 import hashlib
-import http.server
 import os
 import shutil
 import subprocess
-import threading
 from pathlib import Path
-from typing import Any, Iterator
 
 from kubeferry.bundler.build import BuildRequest, _image_source, _metadata, effective_sources
 from kubeferry.bundler.content import Content, Member
@@ -32,6 +27,7 @@ from kubeferry.bundler.sources import Sources
 from kubeferry.bundler.writer import write_bundle
 from kubeferry.lab.registry import Registry
 from kubeferry.lab.standin_packages import build_debs
+from kubeferry.lab.static_http import StaticServer
 from kubeferry.lab.upstream import mirrors, seed_upstream
 from kubeferry.oci.store import BlobStore
 from kubeferry.versions import image_set
@@ -45,26 +41,6 @@ def cache_root() -> Path:
     path = Path(os.environ.get("KUBEFERRY_TEST_CACHE", "/var/cache/kubeferry-test"))
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-@contextlib.contextmanager
-def serve(root: Path) -> Iterator[str]:
-    """``root`` over HTTP on a free loopback port; the server thread stops on exit."""
-    handler = functools.partial(_QuietHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=10)
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's name
-        pass
 
 
 class _Gpg:
@@ -116,7 +92,8 @@ def package_content(work: Path, packages: list[str] | None = None) -> list[Conte
         gpg.close()
     (www / "keys").mkdir()
     shutil.copy(DEBIAN_KEYRING, www / "keys" / "debian.gpg")
-    with serve(www) as url:
+    with StaticServer(www) as server:
+        url = server.url
         keyring = f"{url}/keys/debian.gpg"
         sources = Sources(repositories={
             "debian": MIRROR, "debian-security": "http://deb.debian.org/debian-security",

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import threading
 from pathlib import Path
 from typing import Callable
 from urllib.parse import unquote, urlsplit
+
+from kubeferry.lab.serving import ServerThread
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -72,7 +73,7 @@ class StaticServer:
         self._server.faults = {}
         self._server.requests = []
         self._server.ranges = ranges
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread: ServerThread | None = None
 
     @property
     def url(self) -> str:
@@ -88,13 +89,12 @@ class StaticServer:
         self._server.faults[path] = list(actions)
 
     def __enter__(self) -> StaticServer:
-        self._thread.start()
+        self._thread = ServerThread(self._server, "test-static-http")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.stop()
 
 
 def cut(at: int) -> Callable[[bytes], bytes]:

@@ -57,16 +57,15 @@ def apply(ctx: InstallContext, host: Host) -> str:
                              f" ({why}); repair the control plane, or `kubeadm reset -f` there and run"
                              " the install again")
     key, token = new_certificate_key(), new_token()
-    documents = init_documents(ctx.inventory, host, image_set(ctx.bundle.kubernetes), token=token,
-                               certificate_key=key)
+    images = image_set(ctx.bundle.kubernetes)
+    documents = init_documents(ctx.inventory, host, images, token=token, certificate_key=key)
     kube.write_secret_file(conn, INIT_CONFIG, render(documents))
     uploaded = time.time()
     try:
         kube.run(conn, f"kubeadm init --config {INIT_CONFIG} --upload-certs --skip-token-print"
                        " --skip-certificate-key-print", secrets=(key, token), timeout=INIT_TIMEOUT)
     finally:
-        record = init_documents(ctx.inventory, host, image_set(ctx.bundle.kubernetes), token=None,
-                                certificate_key=None)
+        record = init_documents(ctx.inventory, host, images, token=None, certificate_key=None)
         kube.write_secret_file(conn, INIT_CONFIG, render(record))
     with ctx.state_lock:
         ctx.state[CERTIFICATE_KEY] = {"key": key, "uploaded": uploaded}

@@ -25,6 +25,11 @@ def nodes(state: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(state.get("nodes", []), key=lambda n: n["order"])
 
 
+def members(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The nodes still in the cluster (not reset), in join order."""
+    return [n for n in nodes(state) if not n.get("reset")]
+
+
 def workloads(state: dict[str, Any]) -> list[dict[str, Any]]:
     """kube-system addons kubeadm installed plus every applied DaemonSet/Deployment/Pod."""
     result: list[dict[str, Any]] = []
@@ -65,9 +70,9 @@ def workloads(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 def pods(state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Every pod the cluster would run, each with the node it is on (no status yet)."""
-    members = [n for n in nodes(state) if not n.get("reset")]
+    in_cluster = members(state)
     result: list[dict[str, Any]] = []
-    for node in members:
+    for node in in_cluster:
         static = (beats.get(node["name"]) or {}).get("static_pods")
         if static is None:
             static = node.get("static_pods", {})
@@ -92,17 +97,17 @@ def pods(state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> list[dict[s
             "labels": dict(load.get("labels") or {}),
         }
         if load["kind"] == "DaemonSet":
-            for node in members:
+            for node in in_cluster:
                 name = f"{load['name']}-{_suffix(load['name'], node['name'])}"
                 result.append(dict(base, name=name, node=node["name"]))
-        elif load["kind"] == "Deployment" and members:
+        elif load["kind"] == "Deployment" and in_cluster:
             template = _suffix(load["name"], *[c["image"] for c in load["containers"]], length=10)
             for i in range(int(load.get("replicas", 1))):
-                node = members[i % len(members)]
+                node = in_cluster[i % len(in_cluster)]
                 name = f"{load['name']}-{template}-{_suffix(load['name'], str(i))}"
                 result.append(dict(base, name=name, node=node["name"]))
-        elif load["kind"] == "Pod" and members:
-            result.append(dict(base, name=load["name"], node=members[0]["name"]))
+        elif load["kind"] == "Pod" and in_cluster:
+            result.append(dict(base, name=load["name"], node=in_cluster[0]["name"]))
     return result
 
 

@@ -230,8 +230,8 @@ def not_imported(session: Session, image: str) -> str:
     """Empty when every registered node's containerd holds ``image``, else which nodes lack it."""
     lacking = [
         node["name"]
-        for node in clustermodel.nodes(session.state)
-        if not node.get("reset") and image not in (session.beats.get(node["name"]) or {}).get("images", [])
+        for node in clustermodel.members(session.state)
+        if image not in (session.beats.get(node["name"]) or {}).get("images", [])
     ]
     if not lacking:
         return ""

@@ -10,7 +10,7 @@
   ``x86_64/``, ``repodata/`` by createrepo_c with gzip for EL7's yum, ``repomd.xml.asc``,
   ``repodata/repomd.xml.key``);
 - ``files/<host>/<path>``: each pinned file of the release at its upstream URL's path
-  (calico.yaml), copied from ``../shared/reference`` and checked against kubeferry's pin;
+  (calico.yaml), copied from ``reference_dir()`` and checked against kubeferry's pin;
 - ``keys/debian-archive-keyring.gpg``: Debian's archive keys from this machine's
   debian-archive-keyring package (ftp-master.debian.org, where the default sources fetch
   them, is not reachable from the lab machine; the keys are the same).
@@ -38,6 +38,7 @@ from kubeferry.lab.standin_packages import build_debs, build_rpms
 from kubeferry.versions import image_set, minor_of
 
 REFERENCE_ENV = ("KUBEFERRY_SHARED_REFERENCE", "KUBEFERRY_REFERENCE_DIR")
+BUNDLED_REFERENCE = Path(__file__).with_name("reference")
 DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 KEYRING_PATH = "keys/debian-archive-keyring.gpg"
 REGISTRIES = ("registry.k8s.io", "docker.io")
@@ -65,8 +66,9 @@ def file_path(url: str) -> str:
 
 
 def reference_dir() -> Path:
-    """``../shared/reference`` beside the repository (or beside the folder holding a git
-    worktree), or ``$KUBEFERRY_SHARED_REFERENCE``; OperationError when none exists."""
+    """Where the reference files are read: ``$KUBEFERRY_SHARED_REFERENCE``, else
+    ``../shared/reference`` beside the repository (or beside the folder holding a git
+    worktree), else the copies kept in ``lab/reference`` (lab/reference/README.md)."""
     for name in REFERENCE_ENV:
         if os.environ.get(name):
             path = Path(os.environ[name])
@@ -78,10 +80,7 @@ def reference_dir() -> Path:
                       root.parent.parent / "shared" / "reference"):
         if candidate.is_dir():
             return candidate
-    raise OperationError(
-        f"no shared/reference directory beside {root}: the lab serves pinned files (calico.yaml) "
-        f"from it; set {REFERENCE_ENV[0]} to its path"
-    )
+    return BUNDLED_REFERENCE
 
 
 def make_tree(root: Path, kubernetes: str | Iterable[str],

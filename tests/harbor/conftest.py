@@ -2,30 +2,34 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-from harbor_swagger import SPEC_NAME, Spec, reference_dir
+from harbor_swagger import SPEC_NAME, SPEC_SHA256, Spec
 
 from kubeferry.bundle_reader import Bundle
 from kubeferry.bundler.build import BuildRequest, build
 from kubeferry.lab.harbor import HarborStandIn
 from kubeferry.lab.registry import Registry
 from kubeferry.lab.upstream import mirrors, seed_upstream
+from kubeferry.lab.upstream_packages import reference_dir
 
 KUBERNETES = "1.25.0"
 
 
 @pytest.fixture(scope="session")
 def spec() -> Spec:
-    """Harbor's real v2.6.0 swagger; missing is a failure, never a skip."""
-    directory = reference_dir()
-    if directory is None:
-        pytest.fail(f"{SPEC_NAME} not found: put shared/reference beside the repository or set"
-                    " KUBEFERRY_REFERENCE_DIR", pytrace=False)
-    return Spec(directory / SPEC_NAME)
+    """Harbor's real v2.6.0 swagger (shared/reference's, else lab/reference's copy), checked
+    by sha256; missing or different is a failure, never a skip."""
+    path = reference_dir() / SPEC_NAME
+    if not path.is_file():
+        pytest.fail(f"{SPEC_NAME} not found in {path.parent}", pytrace=False)
+    if hashlib.sha256(path.read_bytes()).hexdigest() != SPEC_SHA256:
+        pytest.fail(f"{path} is not Harbor v2.6.0's swagger (sha256 differs)", pytrace=False)
+    return Spec(path)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ an error, because Harbor's answers are generated from these models and never car
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -22,20 +21,12 @@ from typing import Any
 import yaml
 
 SPEC_NAME = "harbor-v2.6.0-swagger.yaml"
-ENV = "KUBEFERRY_REFERENCE_DIR"
+# sha256 of goharbor/harbor v2.6.0 api/v2.0/swagger.yaml (= shared/reference's copy)
+SPEC_SHA256 = "b5cac93db920c1e33b85ce558644cbc3c672ca823664c699e4466031ada6d9c4"
 _DATE_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 _KNOWN = {"type", "properties", "items", "$ref", "description", "format", "maxLength",
           "minLength", "x-nullable", "x-omitempty", "maximum", "minimum"}
 _RANGES = {"int32": (-(2**31), 2**31 - 1), "int64": (-(2**63), 2**63 - 1)}
-
-
-def reference_dir() -> Path | None:
-    """``$KUBEFERRY_REFERENCE_DIR``, else ``shared/reference`` beside the repository (CI) or
-    beside the folder holding it (a git worktree under wt/)."""
-    root = Path(__file__).resolve().parents[2]
-    candidates = [Path(os.environ[ENV])] if os.environ.get(ENV) else []
-    candidates += [root.parent / "shared" / "reference", root.parent.parent / "shared" / "reference"]
-    return next((c for c in candidates if (c / SPEC_NAME).is_file()), None)
 
 
 class Spec:

@@ -44,11 +44,12 @@ from kubeferry.lab.registry import Registry
 from kubeferry.lab.site import HARBOR_HOST, Site
 from kubeferry.lab.standin_images import push_image
 from kubeferry.lab.standin_packages import build_debs
+from kubeferry.lab.upstream_packages import reference_dir
 from kubeferry.versions import image_set
 
 VERSION = "1.25.0"
 PROJECT = "google_containers"
-CALICO = Path(__file__).with_name("data") / "calico-v3.24.5.yaml"
+CALICO = reference_dir() / "calico-v3.24.5.yaml"
 # What kubeadm's exec checks (conntrack, socat, ebtables, ethtool) need beyond the lab's
 # base, and the HA pair.
 APT_PACKAGES = ("conntrack", "socat", "ebtables", "ethtool", "haproxy", "keepalived")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-from pathlib import Path
 
 import pytest
 import yaml
@@ -14,8 +13,9 @@ from kubeferry.errors import OperationError
 from kubeferry.installer import calico
 from kubeferry.installer.image_names import site_image
 from kubeferry.installer.inventory import RegistrySettings
+from kubeferry.lab.upstream_packages import reference_dir
 
-UPSTREAM = Path(__file__).with_name("data") / "calico-v3.24.5.yaml"
+UPSTREAM = reference_dir() / "calico-v3.24.5.yaml"
 HARBOR = RegistrySettings(url="https://harbor.example.local:8443", project="google_containers")
 SITE = "harbor.example.local:8443/google_containers"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -16,6 +17,8 @@ from kubeferry.errors import InputError, OperationError
 from kubeferry.lab import leftovers, network, node, rootfs
 from kubeferry.lab.journal import Journal
 from kubeferry.lab.site import Site
+from kubeferry.lab.upstream_packages import BUNDLED_REFERENCE
+from kubeferry.versions import calico_release
 
 
 def test_recipe_hash_follows_packages_and_setup_steps() -> None:
@@ -124,3 +127,13 @@ def test_builtin_module_index_lists_only_what_the_kernel_builds_in() -> None:
         return
     table = manifests.load("lab-base")["builtin_modules"]
     assert set(lines) <= {entry["path"] for entry in table.values()}
+
+
+def test_the_bundled_reference_copies_are_the_pinned_files() -> None:
+    """lab/reference stands in for ../shared/reference in a bare clone: same bytes."""
+    def sha256(name: str) -> str:
+        return hashlib.sha256((BUNDLED_REFERENCE / name).read_bytes()).hexdigest()
+
+    assert sha256("calico-v3.24.5.yaml") == calico_release("v3.24.5").manifest_sha256
+    assert sha256("harbor-v2.6.0-swagger.yaml") == (
+        "b5cac93db920c1e33b85ce558644cbc3c672ca823664c699e4466031ada6d9c4")  # Harbor v2.6.0

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from kubeferry.lab.upstream_packages import reference_dir
+
 CERT_KEY = "1386988aa396f30129170fd3eb3215d4ff0ef27f94afb03aaddd873f667ca7a1"
 SITE = "127.0.0.1:5000/google_containers"
-CALICO = Path("/work/shared/reference/calico-v3.24.5.yaml")
+CALICO = reference_dir() / "calico-v3.24.5.yaml"
 
 
 def init_docs(

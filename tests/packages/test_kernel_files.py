@@ -14,12 +14,13 @@ from kubeferry.bundler.files import build_files
 from kubeferry.bundler.packages import build_packages, inspect_lines
 from kubeferry.bundler.sources import Sources
 from kubeferry.errors import InputError, OperationError
+from kubeferry.lab.upstream_packages import reference_dir
 
 from .conftest import materialize
 from .httpserver import StaticServer
 from .standin_rpm import RpmSpec, SigningKey, build_rpms, make_repo
 
-CALICO = Path("/work/shared/reference/calico-v3.24.5.yaml")
+CALICO = reference_dir() / "calico-v3.24.5.yaml"
 CALICO_SHA256 = "1e8825b3bc56bd1b2a7565783630a97a09a4fd9f92767d013e4201cf8f88812c"
 KERNEL_REQUIRES = ["linux-firmware >= 20100806-2", "grubby >= 8.28-2", "dracut", "/bin/sh"]
 

@@ -40,6 +40,13 @@ def pull(node: Node, name: str, hosts_dir: str = CERTS) -> str:
     return node.ssh(command, check=False, timeout=120).stdout
 
 
+def errors(out: str) -> list[str]:
+    """The error lines of a ctr pull, less its progress display's own: once the pull is
+    done, ctr's status poller can log `active check failed ... context canceled`."""
+    return [line for line in out.lower().splitlines() if "error" in line
+            and not ('msg="active check failed"' in line and 'error="context canceled"' in line)]
+
+
 def test_a_node_pulls_from_the_stand_in_on_its_service_host(
         lab_site_factory: Callable[..., Site], bundle: Bundle, tmp_path: Path) -> None:
     site = lab_site_factory(nodes=1)
@@ -55,13 +62,13 @@ def test_a_node_pulls_from_the_stand_in_on_its_service_host(
     trust(node, host.address, harbor.ca_file)
     pause = harbor_name("registry.k8s.io/pause:3.8", settings)
     out = pull(node, pause)
-    assert "done" in out and "error" not in out.lower(), out
+    assert "done" in out and not errors(out), out
     # by the DNS name the os phase writes to /etc/hosts; the token realm follows that name
     node.ssh(f"echo {shlex.quote(f'{host.address} {NAME}')} >> /etc/hosts")
     trust(node, NAME, harbor.ca_file)
     coredns = f"{NAME}/google_containers/coredns:v1.9.3"  # kubeadm's flat coredns path
     out = pull(node, coredns)
-    assert "done" in out and "error" not in out.lower(), out
+    assert "done" in out and not errors(out), out
     listed = node.ssh("ctr -n k8s.io images ls").stdout
     digests = {image["name"]: image["digest"] for image in bundle.images}
     for name, upstream in ((pause, "registry.k8s.io/pause:3.8"),

@@ -28,7 +28,7 @@ def pip_index_urls(environ: dict[str, str] | None = None) -> list[str]:
 
     pip's configuration files (site, user, ``$PIP_CONFIG_FILE``) and ``PIP_INDEX_URL``,
     ``PIP_EXTRA_INDEX_URL``, ``PIP_FIND_LINKS``, read as pip reads them; find-links
-    directories count as indexes too. ``https://pypi.org/simple`` when nothing is set.
+    directories count as indexes too (as ``file://`` URLs). ``https://pypi.org/simple`` when nothing is set.
     """
     env = os.environ if environ is None else environ
     settings: dict[str, str] = {}
@@ -54,7 +54,8 @@ def pip_index_urls(environ: dict[str, str] | None = None) -> list[str]:
             settings[key] = value
     main = settings.get("index-url", DEFAULT_INDEX).strip()
     extra = settings.get("extra-index-url", "").split()
-    links = settings.get("find-links", "").split()
+    links = [link if "://" in link else Path(link).absolute().as_uri()
+             for link in settings.get("find-links", "").split()]
     return [main, *extra, *links]
 
 

@@ -59,7 +59,7 @@ def runs(python):
             return subprocess.call(argv, stdout=devnull, stderr=devnull, timeout=30) == 0
         except TypeError:  # Python 2: no timeout
             return subprocess.call(argv, stdout=devnull, stderr=devnull) == 0
-        except (OSError, subprocess.TimeoutExpired):
+        except (OSError, getattr(subprocess, "TimeoutExpired", OSError)):
             return False
 
 

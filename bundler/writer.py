@@ -23,11 +23,14 @@ def write_bundle(
     members: list[Member],
     progress: Callable[[int], None] | None = None,
     mtime: int = 0,
+    file_hash: Any = None,
 ) -> dict[str, Any]:
     """Write ``members`` and their metadata as the bundle ``target``; return the metadata.
 
     The bytes of each member are hashed again as they are copied, so a damaged cache
-    file can never end up in a bundle under a good checksum.
+    file can never end up in a bundle under a good checksum. ``file_hash`` (a hashlib
+    object) is fed every byte of the file as it is written: the sha256 an operator checks
+    with ``sha256sum`` on the other side, at no extra read.
     """
     paths = [member.path for member in members]
     if len(set(paths)) != len(paths):
@@ -43,7 +46,8 @@ def write_bundle(
     partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
     try:
         with open(partial, "wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT,
+            output = _HashingWriter(handle, file_hash) if file_hash is not None else handle
+            with tarfile.open(fileobj=output, mode="w", format=tarfile.PAX_FORMAT,
                               copybufsize=CHUNK) as tar:
                 raw = json.dumps(metadata, indent=1, sort_keys=False).encode() + b"\n"
                 tar.addfile(_info(METADATA_NAME, len(raw), mtime), io.BytesIO(raw))
@@ -63,6 +67,21 @@ def _info(name: str, size: int, mtime: int) -> tarfile.TarInfo:
     info.mode = 0o644
     info.mtime = mtime
     return info
+
+
+class _HashingWriter:
+    """A file being written, hashing what passes."""
+
+    def __init__(self, handle, digest) -> None:
+        self._handle = handle
+        self._digest = digest
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        return self._handle.write(data)
+
+    def tell(self) -> int:
+        return self._handle.tell()
 
 
 class _HashingReader:

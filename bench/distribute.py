@@ -1,5 +1,12 @@
 """Benchmark: `install --only distribute` against scp, to 1, 3 and 5 lab nodes at 100 Mbit/s.
 
+`--shared-uplink`: the admin host's own link is the bottleneck, as at a real site (one
+tbf of 100 Mbit/s on the lab bridge's egress, the path every admin-to-node packet takes;
+node-to-node frames are bridged past it); node links optionally shaped too
+(`--node-rate`). kubeferry with the relay (`--relay on`) and without (`--relay off`)
+against parallel scp, for 1/4/8 nodes; the per-hop cost is fitted from the relay's times
+and projected to 50 and 200 nodes.
+
 A ~500 MB bundle (package-repository members of random bytes, as compressed packages
 are) goes to lab nodes whose links are shaped to 100 Mbit/s (tc tbf, both directions).
 In the same run, per node count:
@@ -75,16 +82,74 @@ def clean(site: Site) -> None:
         node.ssh("rm -rf /var/lib/kubeferry /var/tmp/bundle.tar", check=False)
 
 
+def kubeferry_distribute(site: Site, work: Path, bundle: Path, nodes: list, *extra: str) -> float:
+    data = lab_inventory(site, roles={n.name: ["worker"] if i else ["control-plane"]
+                                      for i, n in enumerate(nodes)})
+    inventory = write_inventory(work / "cluster.yaml", data)
+    command = [sys.executable, "-m", "kubeferry.cli", "install", "--bundle", str(bundle),
+               "--inventory", str(inventory), "--only", "distribute", "--yes",
+               "--run-dir", str(work / f"run-{len(nodes)}-{'-'.join(extra) or 'default'}"), *extra]
+    return timed(distribute, command)
+
+
+def shared_uplink(site: Site, work: Path, bundle: Path, counts: list[int], node_rate: str | None) -> None:
+    """The admin host's link shaped once for all nodes: what the relay is for."""
+    size = bundle.stat().st_size
+    limit = size * 8 / (RATE_MBIT * 1e6)
+    shape = ["tc", "qdisc", "replace", "dev", site.bridge, "root", "tbf", "rate", f"{RATE_MBIT}mbit",
+             "burst", "256kb", "latency", "50ms"]
+    subprocess.run(shape, check=True)
+    try:
+        for node in site.nodes:
+            site.shape(node, rate=node_rate)
+        print(f"bundle {size / 1e6:.0f} MB; admin uplink {RATE_MBIT} Mbit/s shared by all nodes"
+              f" (node links {node_rate or 'unshaped'}): one node's limit {limit:.1f} s")
+        print(f"{'nodes':>5} {'scp parallel':>13} {'direct':>8} {'relay':>8} {'relay/1 node':>13}"
+              f" {'vs scp':>7}")
+        relayed: dict[int, float] = {}
+        for count in counts:
+            nodes = site.nodes[:count]
+            clean(site)
+            par = timed(scp_parallel, site, nodes, bundle)
+            clean(site)
+            direct = kubeferry_distribute(site, work, bundle, nodes, "--relay", "off")
+            clean(site)
+            relayed[count] = kubeferry_distribute(site, work, bundle, nodes, "--relay", "on")
+            base = relayed.get(1, relayed[count])
+            print(f"{count:>5} {par:>12.1f}s {direct:>7.1f}s {relayed[count]:>7.1f}s"
+                  f" {relayed[count] / base:>12.2f}x {par / relayed[count]:>6.2f}x")
+        if len(relayed) >= 2:
+            ends = sorted(relayed)
+            per_hop = (relayed[ends[-1]] - relayed[ends[0]]) / (ends[-1] - ends[0])
+            for projected in (50, 200):
+                estimate = relayed[ends[0]] + per_hop * (projected - ends[0])
+                print(f"projected {projected} nodes: {estimate:.1f} s ({per_hop:.2f} s per hop;"
+                      f" parallel scp: ~{limit * projected:.0f} s)")
+        clean(site)
+    finally:
+        subprocess.run(["tc", "qdisc", "del", "dev", site.bridge, "root"], check=False)
+        for node in site.nodes:
+            site.shape(node, rate=None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--size-mb", type=int, default=500)
     parser.add_argument("--nodes", default="1,3,5")
+    parser.add_argument("--shared-uplink", action="store_true",
+                        help="shape the admin host's link, not the nodes' (default nodes 1,4,8)")
+    parser.add_argument("--node-rate", default=None, help="with --shared-uplink: shape node links too")
     options = parser.parse_args()
+    if options.shared_uplink and options.nodes == "1,3,5":
+        options.nodes = "1,4,8"
     counts = [int(n) for n in options.nodes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="kubeferry-bench-dist-"))
     site = Site.up(nodes=max(counts), name="bench")
     try:
         bundle = make_bundle(work, options.size_mb)
+        if options.shared_uplink:
+            shared_uplink(site, work, bundle, counts, options.node_rate)
+            return
         size = bundle.stat().st_size
         limit = size * 8 / (RATE_MBIT * 1e6)
         print(f"bundle {size / 1e6:.0f} MB, links {RATE_MBIT} Mbit/s: physical limit {limit:.1f} s per node")
@@ -99,13 +164,7 @@ def main() -> None:
             clean(site)
             par = timed(scp_parallel, site, nodes, bundle)
             clean(site)
-            data = lab_inventory(site, roles={n.name: ["worker"] if i else ["control-plane"]
-                                              for i, n in enumerate(nodes)})
-            inventory = write_inventory(work / "cluster.yaml", data)
-            command = [sys.executable, "-m", "kubeferry.cli", "install", "--bundle", str(bundle),
-                       "--inventory", str(inventory), "--only", "distribute", "--yes",
-                       "--run-dir", str(work / f"run{count}")]
-            ours = timed(distribute, command)
+            ours = kubeferry_distribute(site, work, bundle, nodes, "--relay", "off")
             print(f"{count:>5} {serial:>10.1f}s {par:>12.1f}s {ours:>9.1f}s "
                   f"{serial / ours:>9.2f}x {par / ours:>11.2f}x {ours / limit:>8.2f}x")
         clean(site)

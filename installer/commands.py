@@ -37,9 +37,12 @@ def _names(value: str | None) -> tuple[str, ...]:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False),
               help="Where per-host logs go [default: runs/<time>].")
+@click.option("--relay", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="distribute: pass the bytes from node to node, so the admin host's link carries"
+                   " each byte once (auto: from 3 nodes on).")
 def install_command(bundle_path: Path, inventory_path: Path, only: str | None, skip: str | None,
                     plan: bool, forks: int, accept_new_host_keys: bool, yes: bool,
-                    run_dir: Path | None) -> None:
+                    run_dir: Path | None, relay: str) -> None:
     """Turn a bundle and an inventory into a running cluster over SSH."""
     inventory = inventory_module.load(inventory_path)
     phases = select(all_phases(), _names(only), _names(skip))
@@ -56,7 +59,8 @@ def install_command(bundle_path: Path, inventory_path: Path, only: str | None, s
     bundle.offsets()
     run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     options = InstallOptions(plan=plan, forks=forks, accept_new_host_keys=accept_new_host_keys,
-                             yes=yes, run_dir=run_dir, phases=tuple(p.name for p in phases))
+                             yes=yes, run_dir=run_dir, phases=tuple(p.name for p in phases),
+                             relay=relay)
     with progress_bars(quiet=plan) as bars:
         ctx = InstallContext(inventory=inventory, bundle=bundle, options=options,
                              progress_factory=lambda phase: lambda n: bars(phase, n, 0),

@@ -24,6 +24,7 @@ class InstallOptions:
     yes: bool = False
     run_dir: Path = Path("runs")
     phases: tuple[str, ...] = ()  # the phases this run executes (empty: all)
+    relay: str = "auto"  # distribute: "auto", "on" or "off" (installer/relay.py)
 
 
 class HostLog:

@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Callable, Iterable, Iterator
 
 import paramiko
 
@@ -200,23 +200,34 @@ class Connection:
     def upload(self, source: IO[bytes], remote_path: str, size: int,
                progress: Callable[[int], None] | None = None, timeout: float = 3600) -> None:
         """Append ``size`` bytes read from ``source`` to ``remote_path`` (resume by offset)."""
-        command = "cat >> " + shlex.quote(remote_path)
-        self._log(f"$ {command}  # {size} bytes")
 
-        def send(channel: paramiko.Channel) -> None:
+        def blocks() -> Iterator[bytes]:
             remaining = size
             while remaining > 0:
                 block = source.read(min(CHUNK, remaining))
                 if not block:
                     raise OperationError(f"{self.host.name}: the source of {remote_path} ended early")
-                channel.sendall(block)
                 remaining -= len(block)
+                yield block
+
+        command = "cat >> " + shlex.quote(remote_path)
+        result = self.feed(command, blocks(), progress=progress, timeout=timeout,
+                           what=f"upload of {remote_path}", note=f"{size} bytes")
+        if not result.ok:
+            raise CommandFailed(self.host.name, result)
+
+    def feed(self, command: str, blocks: Iterable[bytes], *, progress: Callable[[int], None] | None = None,
+             timeout: float = 3600, what: str = "", note: str = "streamed") -> CommandResult:
+        """Run ``command`` with ``blocks`` streamed to its stdin; the result, not checked."""
+        self._log(f"$ {command}  # {note}")
+
+        def send(channel: paramiko.Channel) -> None:
+            for block in blocks:
+                channel.sendall(block)
                 if progress:
                     progress(len(block))
 
-        result = self._exec(command, send, timeout, f"upload of {remote_path}")
-        if not result.ok:
-            raise CommandFailed(self.host.name, result)
+        return self._exec(command, send, timeout, what or f"`{_short(command)}`")
 
 
 def _drain(channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:

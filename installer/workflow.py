@@ -58,6 +58,8 @@ class Phase:
     groups: Callable[[InstallContext], Sequence[HostGroup]] | None = None
     # False for checks (verify): what apply returns is a report, not a change ("ok" + detail)
     changes: bool = True
+    # work on the admin host once before the hosts (the relay of distribute); not in --plan
+    before: Callable[[InstallContext], str] | None = None
 
 
 def _marker(name: str) -> str:
@@ -120,6 +122,16 @@ def _run_hosts(ctx: InstallContext, phase: Phase, hosts: Sequence[Host], paralle
 
 
 def run_phase(ctx: InstallContext, phase: Phase) -> list[HostResult]:
+    before: list[HostResult] = []
+    if phase.before is not None and not ctx.options.plan:
+        result = _run_admin(ctx, phase, phase.before)
+        if result.status == "failed":
+            return [result]
+        before = [result] if result.detail else []  # nothing done: no line for it
+    return before + _run_phase_hosts(ctx, phase)
+
+
+def _run_phase_hosts(ctx: InstallContext, phase: Phase) -> list[HostResult]:
     if phase.groups is not None:
         results: list[HostResult] = []
         for group in phase.groups(ctx):
@@ -129,18 +141,18 @@ def run_phase(ctx: InstallContext, phase: Phase) -> list[HostResult]:
     else:
         results = _run_hosts(ctx, phase, list(phase.hosts(ctx)), phase.parallel)
     if phase.admin is not None and not any(r.status == "failed" for r in results):
-        results.append(_run_admin(ctx, phase))
+        results.append(_run_admin(ctx, phase, phase.admin))
     return results
 
 
-def _run_admin(ctx: InstallContext, phase: Phase) -> HostResult:
+def _run_admin(ctx: InstallContext, phase: Phase, work: Callable[[InstallContext], str]) -> HostResult:
     log = ctx.log(ADMIN)
     try:
         if ctx.options.plan:
             planned = phase.admin_plan(ctx) if phase.admin_plan else [f"run {phase.name}"]
             return HostResult(ADMIN, phase.name, "changed" if planned else "ok", plan=planned)
         log(f"== phase {phase.name}")
-        changed = phase.admin(ctx)
+        changed = work(ctx)
         return HostResult(ADMIN, phase.name, "changed" if changed else "ok", changed)
     except KubeferryError as error:
         log(f"FAILED {phase.name}: {error}")

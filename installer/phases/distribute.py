@@ -1,5 +1,10 @@
 """Phase ``distribute``: each node gets only what its roles need, streamed from the bundle.
 
+With three or more nodes to feed (``--relay auto``), the bytes first go down a chain of
+nodes (installer/relay.py): the admin host's link carries each byte once. Whatever a node
+still lacks afterwards (it fell out of the chain, its peers cannot reach it on SSH) comes
+directly, as below.
+
 Members are copied to ``/var/lib/kubeferry/bundle/<path>`` on the node, read at their
 offsets in the bundle (never extracted on the admin host), written as ``<path>.part`` and
 renamed only after ``sha256sum`` on the node matched the bundle's listing. An
@@ -13,10 +18,11 @@ import shlex
 from concurrent.futures import ThreadPoolExecutor
 
 from kubeferry.errors import OperationError
+from kubeferry.installer import relay
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.inventory import Host
 from kubeferry.installer.roles import NODE_BUNDLE_DIR, MemberPlan
-from kubeferry.installer.workflow import Phase
+from kubeferry.installer.workflow import ADMIN, Phase, has_marker
 
 
 def _member_plan(ctx: InstallContext) -> MemberPlan:
@@ -95,6 +101,50 @@ _SETTLE = (
 )
 
 
+def relay_first(ctx: InstallContext) -> str:
+    """Before the hosts: relay what the nodes lack, when it pays; any failure is a notice,
+    and the direct sends of ``apply`` complete what the relay did not deliver."""
+    def survey(host: Host) -> list[dict]:
+        if has_marker(ctx, host, PHASE):
+            return []
+        relay.sweep(ctx, host)  # what a killed run may have left
+        return [member for member, _ in _todo(ctx, host)]
+
+    hosts = list(ctx.inventory.hosts)
+    with ThreadPoolExecutor(max_workers=max(1, min(ctx.options.forks, len(hosts)))) as pool:
+        lacking = dict(zip((h.name for h in hosts), pool.map(survey, hosts)))
+    hops = relay.chain(hosts, lacking)
+    if not relay.worth_it(ctx.options.relay, hops):
+        return ""
+    notice = ctx.log(ADMIN)
+    try:
+        with relay.Relay(ctx, hops) as chain:
+            problem = chain.probe()
+            if problem is not None:
+                ctx.echo(f"distribute: relay off: {problem}; sending to each node directly")
+                notice(f"relay off: {problem}")
+                return ""
+            sent = chain.send(progress=ctx.progress("distribute"))
+    except relay.RelayBroken as error:
+        ctx.echo(f"distribute: relay broken: {error}; the nodes after it get the rest directly")
+        notice(f"relay broken: {error}")
+        sent = 0
+    except OperationError as error:
+        ctx.echo(f"distribute: relay off: {error}; sending to each node directly")
+        notice(f"relay off: {error}")
+        return ""
+    def settle(hop: relay.Hop) -> None:
+        try:
+            _settle(ctx.conn(hop.host), hop.wanted)
+        except OperationError as error:  # the host's own turn below reports it
+            ctx.log(hop.host)(f"relay: could not settle what arrived: {error}")
+
+    with ThreadPoolExecutor(max_workers=max(1, min(ctx.options.forks, len(hops)))) as pool:
+        list(pool.map(settle, hops))
+    path = " -> ".join(["admin", *(hop.host.name for hop in hops)])
+    return f"relayed {sent} bytes once through {path}" if sent else ""
+
+
 def _settle(conn, members: list[dict]) -> list[str]:
     """Check on the node and rename what matched; the parts that did not."""
     listing = "".join(f"{m['sha256']} {NODE_BUNDLE_DIR}/{m['path']}.part\n" for m in members)
@@ -136,4 +186,5 @@ PHASE = Phase(
     hosts=lambda ctx: ctx.inventory.hosts,
     apply=apply,
     plan=plan,
+    before=relay_first,
 )

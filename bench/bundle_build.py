@@ -10,13 +10,18 @@ shares them), in the same run:
 - kubeferry warm: the same build again (the cache holds everything).
 
 Prints wall times, the cold speed-up, bytes and the size ratio against the unique
-compressed blob bytes. Run as root: `.venv/bin/python bench/bundle_build.py`.
+compressed blob bytes. `--rtt-ms 0,50,200` puts the registry behind a delaying proxy
+(bench/latency_proxy.py: that round trip added to every connection, bandwidth kept) and
+runs baseline and cold build at each, with the number of requests each made.
+Run as root: `.venv/bin/python bench/bundle_build.py [--rtt-ms 0,50,200]`.
 """
 
 from __future__ import annotations
 
+import argparse
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +37,7 @@ from kubeferry.versions import image_set
 KUBERNETES = "1.25.0"
 
 
-def baseline(registry: Registry, work: Path) -> tuple[float, int]:
+def baseline(registry: Registry, work: Path, host: str | None = None) -> tuple[float, int]:
     """skopeo copy each image to a docker-archive, sequentially, then tar them up."""
     archives = work / "archives"
     archives.mkdir(parents=True)
@@ -42,7 +47,7 @@ def baseline(registry: Registry, work: Path) -> tuple[float, int]:
         target = archives / (ref.repository.replace("/", "_") + ".tar")
         subprocess.run(
             ["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-             f"docker://{registry.host}/{ref.repository}:{ref.tag}",
+             f"docker://{host or registry.host}/{ref.repository}:{ref.tag}",
              f"docker-archive:{target}:{name}"],
             check=True, timeout=1800, stdin=subprocess.DEVNULL)
     bundle = work / f"k8s_{KUBERNETES}.tar"
@@ -50,12 +55,35 @@ def baseline(registry: Registry, work: Path) -> tuple[float, int]:
     return time.monotonic() - started, bundle.stat().st_size
 
 
+def at_latency(registry: Registry, work: Path, rtts: list[float]) -> None:
+    """Baseline and cold build through the delaying proxy at each round trip."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from latency_proxy import DelayProxy
+
+    print(f"{'rtt':>6} {'baseline':>9} {'requests':>9} {'kubeferry':>10} {'requests':>9} {'speed-up':>9}")
+    for rtt in rtts:
+        with DelayProxy(int(registry.url.rsplit(':', 1)[1]), rtt) as proxy:
+            base_seconds, _ = baseline(registry, work / f"baseline-{rtt:g}", host=proxy.host)
+            base_requests = proxy.requests
+            proxy.requests = 0
+            cold = build(BuildRequest(kubernetes=KUBERNETES, mirrors=mirrors(proxy.url),
+                                      cache_dir=work / f"cache-{rtt:g}", output_dir=work / f"out-{rtt:g}"))
+            print(f"{rtt:>4g}ms {base_seconds:>8.1f}s {base_requests:>9} {cold.seconds:>9.1f}s"
+                  f" {proxy.requests:>9} {base_seconds / cold.seconds:>8.2f}x", flush=True)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rtt-ms", help="comma-separated round trips to add, e.g. 0,50,200")
+    options = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="kubeferry-bench-"))
     try:
         with Registry(work / "registry") as registry:
             print(f"seeding {registry.url} with realistic stand-ins of {KUBERNETES} ...", flush=True)
             seed_upstream(registry.url, KUBERNETES, profile="realistic", platforms=("amd64",))
+            if options.rtt_ms:
+                at_latency(registry, work, [float(v) for v in options.rtt_ms.split(",")])
+                return
             request = BuildRequest(kubernetes=KUBERNETES, mirrors=mirrors(registry.url),
                                    cache_dir=work / "cache", output_dir=work / "out")
             base_seconds, base_size = baseline(registry, work / "baseline")

@@ -119,12 +119,13 @@ def shared_uplink(site: Site, work: Path, bundle: Path, counts: list[int], node_
             print(f"{count:>5} {par:>12.1f}s {direct:>7.1f}s {relayed[count]:>7.1f}s"
                   f" {relayed[count] / base:>12.2f}x {par / relayed[count]:>6.2f}x")
         if len(relayed) >= 2:
-            ends = sorted(relayed)
-            per_hop = (relayed[ends[-1]] - relayed[ends[0]]) / (ends[-1] - ends[0])
+            # the per-hop cost from the two largest chains (a 1-node "chain" has no hop)
+            low, high = sorted(relayed)[-2:]
+            per_hop = (relayed[high] - relayed[low]) / (high - low)
             for projected in (50, 200):
-                estimate = relayed[ends[0]] + per_hop * (projected - ends[0])
-                print(f"projected {projected} nodes: {estimate:.1f} s ({per_hop:.2f} s per hop;"
-                      f" parallel scp: ~{limit * projected:.0f} s)")
+                estimate = relayed[high] + per_hop * (projected - high)
+                print(f"projected {projected} nodes: {estimate:.1f} s ({per_hop:.2f} s per hop from"
+                      f" {low} to {high} nodes; parallel scp: ~{limit * projected:.0f} s)")
         clean(site)
     finally:
         subprocess.run(["tc", "qdisc", "del", "dev", site.bridge, "root"], check=False)

@@ -12,9 +12,9 @@ sender gets the private key and the next node's host key (from the admin's own
 known_hosts: host keys verified, as everywhere); each receiver authorises the public key
 for the one command of the relay, only from its sender's address (``restrict,
 from=...,command=...``). All of it is removed when the transfer ends, and a later run
-removes what a killed run left. Every node still checks every file by sha256 when it
-settles it (``distribute``); what a node lacks after the chain (one fell out, a link
-failed) is sent to it directly.
+removes what a killed run left. Every node checks every file it keeps by sha256 while it
+arrives and renames it into place only if it matched, as ``distribute`` does; what a node
+lacks after the chain (one fell out, a link failed) is sent to it directly.
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ HOP_TIMEOUT = 10  # seconds: ssh's connect timeout and its dead-peer detection b
 CHUNK = 1 << 20
 
 # Each node runs this (command= in authorized_keys, or the admin's exec): keep the members
-# listed in `wanted`, pass the whole stream on to the next node if there is one. With
+# listed in `wanted`, each checked by sha256 as it arrives and renamed into place only then
+# (recorded as distribute records it), and pass the whole stream on to the next node. With
 # SIGPIPE ignored, tee goes on feeding this node when the next one falls out of the chain
 # (coreutils' tee drops a failed output and writes to the rest; EL7's 8.22 has no `-p`).
 HOP_SCRIPT = """\
@@ -52,7 +53,12 @@ keep() {{
   while read -r size sha path; do
     if grep -qxF -- "$path" wanted; then
       case $path in */*) mkdir -p "{bundle}/${{path%/*}}";; esac
-      head -c "$size" > "{bundle}/$path.part"
+      got=$(head -c "$size" | tee "{bundle}/$path.part" | sha256sum)
+      if [ "${{got%% *}}" = "$sha" ]; then
+        mv -f "{bundle}/$path.part" "{bundle}/$path" && printf '%s  %s\n' "$sha" "$path" >> {verified}
+      else
+        rm -f "{bundle}/$path.part"
+      fi
     else
       head -c "$size" > /dev/null
     fi
@@ -134,7 +140,8 @@ class Relay:
         hop_command = f"sh {RELAY_DIR}/hop.sh"
         if user != "root":
             hop_command = f"sudo -n {hop_command}"
-        files = {"hop.sh": HOP_SCRIPT.format(relay=RELAY_DIR, bundle=NODE_BUNDLE_DIR),
+        files = {"hop.sh": HOP_SCRIPT.format(relay=RELAY_DIR, bundle=NODE_BUNDLE_DIR,
+                                             verified=f"{NODE_BUNDLE_DIR}.verified"),
                  "wanted": "".join(f"{member['path']}\n" for member in hop.wanted),
                  "next": self._next_command(hop) if hop.next is not None else ""}
         if hop.next is not None:

@@ -102,8 +102,22 @@ _SETTLE = (
 
 
 def relay_first(ctx: InstallContext) -> str:
-    """Before the hosts: relay what the nodes lack, when it pays; any failure is a notice,
-    and the direct sends of ``apply`` complete what the relay did not deliver."""
+    """Before the hosts: relay what the nodes lack, when it pays. A failure is a notice:
+    the direct sends of ``apply`` complete whatever the relay did not deliver."""
+    if ctx.options.relay == "off":
+        return ""
+    hops = relay.chain(list(ctx.inventory.hosts), _lacking(ctx))
+    if not relay.worth_it(ctx.options.relay, hops):
+        return ""
+    sent = _relay(ctx, hops)  # each node checked and renamed what it kept on arrival
+    if not sent:
+        return ""
+    path = " -> ".join(["admin", *(hop.host.name for hop in hops)])
+    return f"relayed {sent} bytes once through {path}"
+
+
+def _lacking(ctx: InstallContext) -> dict[str, list[dict]]:
+    """Host name -> the members it still lacks (none where distribute finished before)."""
     def survey(host: Host) -> list[dict]:
         if has_marker(ctx, host, PHASE):
             return []
@@ -112,37 +126,28 @@ def relay_first(ctx: InstallContext) -> str:
 
     hosts = list(ctx.inventory.hosts)
     with ThreadPoolExecutor(max_workers=max(1, min(ctx.options.forks, len(hosts)))) as pool:
-        lacking = dict(zip((h.name for h in hosts), pool.map(survey, hosts)))
-    hops = relay.chain(hosts, lacking)
-    if not relay.worth_it(ctx.options.relay, hops):
-        return ""
-    notice = ctx.log(ADMIN)
+        return dict(zip((h.name for h in hosts), pool.map(survey, hosts)))
+
+
+def _relay(ctx: InstallContext, hops: list[relay.Hop]) -> int | None:
+    """The bytes streamed down the chain (0: it broke on the way); None: not relayed."""
+    def notice(what: str, next_step: str) -> None:
+        ctx.echo(f"distribute: {what}; {next_step}")
+        ctx.log(ADMIN)(what)
+
     try:
         with relay.Relay(ctx, hops) as chain:
             problem = chain.probe()
             if problem is not None:
-                ctx.echo(f"distribute: relay off: {problem}; sending to each node directly")
-                notice(f"relay off: {problem}")
-                return ""
-            sent = chain.send(progress=ctx.progress("distribute"))
+                notice(f"relay off: {problem}", "sending to each node directly")
+                return None
+            return chain.send(progress=ctx.progress("distribute"))
     except relay.RelayBroken as error:
-        ctx.echo(f"distribute: relay broken: {error}; the nodes after it get the rest directly")
-        notice(f"relay broken: {error}")
-        sent = 0
+        notice(f"relay broken: {error}", "the nodes after it get the rest directly")
+        return 0
     except OperationError as error:
-        ctx.echo(f"distribute: relay off: {error}; sending to each node directly")
-        notice(f"relay off: {error}")
-        return ""
-    def settle(hop: relay.Hop) -> None:
-        try:
-            _settle(ctx.conn(hop.host), hop.wanted)
-        except OperationError as error:  # the host's own turn below reports it
-            ctx.log(hop.host)(f"relay: could not settle what arrived: {error}")
-
-    with ThreadPoolExecutor(max_workers=max(1, min(ctx.options.forks, len(hops)))) as pool:
-        list(pool.map(settle, hops))
-    path = " -> ".join(["admin", *(hop.host.name for hop in hops)])
-    return f"relayed {sent} bytes once through {path}" if sent else ""
+        notice(f"relay off: {error}", "sending to each node directly")
+        return None
 
 
 def _settle(conn, members: list[dict]) -> list[str]:

@@ -153,7 +153,8 @@ class Seeder:
         return existing, [name for name in names if name not in existing]
 
     def survey(self, targets: list[Target], existing: Iterable[str]) -> _Survey:
-        """HEAD every manifest and (repository, blob) pair of targets in existing projects."""
+        """HEAD every manifest of targets in existing projects, and the blobs of those whose
+        manifest is not there yet."""
         present = set(existing)
         known = [t for t in targets if t.project in present]
         manifests: dict[ImageReference, str | None] = {t.ref: None for t in targets}
@@ -161,7 +162,14 @@ class Seeder:
                                      known, self.workers):
             manifests[ref] = digest
         has_blob = {(t.ref.repository, blob.digest): False for t in targets for blob in t.image.blobs}
-        asks = {(t.ref.repository, blob.digest): t.ref for t in known for blob in t.image.blobs}
+        # A registry takes a manifest only once every blob it names is in that repository:
+        # where the manifest is there, its blobs are, without a HEAD each (a re-seed that
+        # finds everything costs one round of manifest HEADs).
+        complete = [t for t in known if manifests[t.ref] == t.image.manifest_digest]
+        for target in complete:
+            has_blob.update({(target.ref.repository, blob.digest): True for blob in target.image.blobs})
+        asks = {(t.ref.repository, blob.digest): t.ref for t in known if t not in complete
+                for blob in t.image.blobs if not has_blob[(t.ref.repository, blob.digest)]}
 
         def head(item: tuple[tuple[str, str], ImageReference]) -> tuple[tuple[str, str], bool]:
             (_, digest), ref = item

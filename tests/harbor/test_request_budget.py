@@ -1,0 +1,51 @@
+"""Request budgets: a build and a seed against stand-ins make no more requests than they do
+now. At a 200 ms round trip every request that waits on another costs time: a change that
+adds requests must say why here (docs/benchmarks.md, registry traffic under latency)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from harbor_helpers import settings_for
+
+from kubeferry.bundle_reader import Bundle
+from kubeferry.bundler.build import BuildRequest, build
+from kubeferry.installer.harbor_seed import seed
+from kubeferry.lab.harbor import HarborStandIn
+from kubeferry.lab.registry import Registry
+from kubeferry.lab.upstream import mirrors
+
+KUBERNETES = "1.25.0"
+ACCESS = re.compile(r'"(GET|HEAD|POST|PUT|PATCH|DELETE) /v2/')
+# Measured on the stand-ins of 1.25.0 (12 images: 11 and busybox): keep them or lower them.
+BUILD_REQUESTS = {"cold": 59, "warm": 11}
+SEED_REQUESTS = {"first": 135, "again": 34}
+
+
+def _registry_requests(registry: Registry) -> int:
+    return len(ACCESS.findall(registry.log()))
+
+
+def test_a_build_makes_no_more_requests_than_it_did(upstream: Registry, tmp_path: Path) -> None:
+    request = BuildRequest(kubernetes=KUBERNETES, mirrors=mirrors(upstream.url),
+                           cache_dir=tmp_path / "cache", output_dir=tmp_path / "out")
+    before = _registry_requests(upstream)
+    build(request)
+    cold = _registry_requests(upstream) - before
+    build(request)
+    warm = _registry_requests(upstream) - before - cold
+    print(f"build requests: cold {cold}, warm {warm}")
+    assert cold <= BUILD_REQUESTS["cold"] and warm <= BUILD_REQUESTS["warm"], (cold, warm)
+
+
+def test_a_seed_and_a_reseed_make_no_more_requests_than_they_did(harbor: HarborStandIn,
+                                                                  bundle: Bundle) -> None:
+    settings = settings_for(harbor)
+    seed(bundle, settings, harbor.admin_password)
+    first = len(harbor.requests())
+    harbor.clear()
+    seed(bundle, settings, harbor.admin_password)
+    again = len(harbor.requests())
+    print(f"seed requests: first {first}, again {again}")
+    assert first <= SEED_REQUESTS["first"] and again <= SEED_REQUESTS["again"], (first, again)

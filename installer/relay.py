@@ -34,6 +34,7 @@ from kubeferry.errors import OperationError
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.inventory import Host
 from kubeferry.installer.roles import NODE_BUNDLE_DIR
+from kubeferry.installer.ssh import Connection
 
 RELAY_DIR = "/var/lib/kubeferry/relay"
 MARK = "kubeferry-relay"  # the comment every relay key carries in authorized_keys
@@ -43,7 +44,9 @@ CHUNK = 1 << 20
 
 # Each node runs this (command= in authorized_keys, or the admin's exec): keep the members
 # listed in `wanted`, each checked by sha256 as it arrives and renamed into place only then
-# (recorded as distribute records it), and pass the whole stream on to the next node. With
+# (recorded as distribute records it), and pass the whole stream on to the next node. Its
+# temp name is `.relay`, never distribute's `.part`: a direct send that follows a broken
+# chain cannot collide with a hop that has not ended yet. With
 # SIGPIPE ignored, tee goes on feeding this node when the next one falls out of the chain
 # (coreutils' tee drops a failed output and writes to the rest; EL7's 8.22 has no `-p`).
 HOP_SCRIPT = """\
@@ -53,11 +56,11 @@ keep() {{
   while read -r size sha path; do
     if grep -qxF -- "$path" wanted; then
       case $path in */*) mkdir -p "{bundle}/${{path%/*}}";; esac
-      got=$(head -c "$size" | tee "{bundle}/$path.part" | sha256sum)
+      got=$(head -c "$size" | tee "{bundle}/$path.relay" | sha256sum)
       if [ "${{got%% *}}" = "$sha" ]; then
-        mv -f "{bundle}/$path.part" "{bundle}/$path" && printf '%s  %s\n' "$sha" "$path" >> {verified}
+        mv -f "{bundle}/$path.relay" "{bundle}/$path" && printf '%s  %s\\n' "$sha" "$path" >> {verified}
       else
-        rm -f "{bundle}/$path.part"
+        rm -f "{bundle}/$path.relay"
       fi
     else
       head -c "$size" > /dev/null
@@ -154,22 +157,13 @@ class Relay:
             script.append(f"head -c {len(data)} > {RELAY_DIR}/{name}")
             payload += data
         conn.run(" && ".join(script), stdin=payload)
-        if previous is not None:
-            home = self._home(conn, user)
-            line = (f'restrict,from="{previous.address}",command="{hop_command}" {self._public}\n')
-            authorized = f"{home}/.ssh/authorized_keys"
-            conn.run(f"mkdir -p {shlex.quote(home)}/.ssh && grep -v {shlex.quote(MARK)} "
-                     f"{shlex.quote(authorized)} > {shlex.quote(authorized)}.kubeferry 2>/dev/null;"
-                     f" cat >> {shlex.quote(authorized)}.kubeferry && chmod 600"
-                     f" {shlex.quote(authorized)}.kubeferry && mv -f {shlex.quote(authorized)}.kubeferry"
-                     f" {shlex.quote(authorized)} && chown {shlex.quote(user)} {shlex.quote(authorized)}",
+        if previous is not None:  # this node takes the stream from `previous`, for this command only
+            line = f'restrict,from="{previous.address}",command="{hop_command}" {self._public}\n'
+            keys = shlex.quote(authorized_keys(conn))
+            conn.run(f"mkdir -p \"$(dirname {keys})\" && {{ grep -v {shlex.quote(MARK)} {keys} 2>/dev/null;"
+                     f" cat; }} > {keys}.kubeferry && chmod 600 {keys}.kubeferry"
+                     f" && chown {shlex.quote(user)} {keys}.kubeferry && mv -f {keys}.kubeferry {keys}",
                      stdin=line.encode())
-
-    def _home(self, conn, user: str) -> str:
-        home = conn.run(f"getent passwd {shlex.quote(user)} | cut -d: -f6", check=False).stdout.strip()
-        if not home.startswith("/"):
-            raise OperationError(f"{conn.host.name}: no home directory for {user} (getent passwd)")
-        return home
 
     def _next_command(self, hop: Hop) -> str:
         assert hop.next is not None
@@ -255,16 +249,27 @@ class Relay:
         self._each(clean)
 
 
+def authorized_keys(conn: Connection) -> str:
+    """The login user's authorized_keys on the node (its home from the user database)."""
+    user = conn.settings.user
+    home = conn.run(f"getent passwd {shlex.quote(user)} | cut -d: -f6", check=False).stdout.strip()
+    if not home.startswith("/"):
+        raise OperationError(f"{conn.host.name}: no home directory for {user} (getent passwd)")
+    return f"{home}/.ssh/authorized_keys"
+
+
 def sweep(ctx: InstallContext, host: Host) -> None:
     """Remove any relay key and file from ``host``: this run's, or what a killed run left."""
     conn = ctx.conn(host)
-    user = conn.settings.user
-    home = conn.run(f"getent passwd {shlex.quote(user)} | cut -d: -f6", check=False).stdout.strip()
-    authorized = shlex.quote(f"{home or '/nonexistent'}/.ssh/authorized_keys")
-    conn.run(f"if grep -q {shlex.quote(MARK)} {authorized} 2>/dev/null; then"
-             f" grep -v {shlex.quote(MARK)} {authorized} > {authorized}.kubeferry;"
-             f" chmod 600 {authorized}.kubeferry && mv -f {authorized}.kubeferry {authorized}; fi;"
-             f" rm -rf {RELAY_DIR}", check=False)
+    try:
+        keys = shlex.quote(authorized_keys(conn))
+    except OperationError:  # no home: no key of ours can be there
+        keys = "/dev/null"
+    conn.run(f"if grep -q {shlex.quote(MARK)} {keys} 2>/dev/null; then"
+             f" grep -v {shlex.quote(MARK)} {keys} > {keys}.kubeferry;"
+             f" chmod 600 {keys}.kubeferry && mv -f {keys}.kubeferry {keys}; fi;"
+             f" rm -rf {RELAY_DIR}; find {NODE_BUNDLE_DIR} -name '*.relay' -type f -delete 2>/dev/null",
+             check=False)
 
 
 class RelayBroken(OperationError):

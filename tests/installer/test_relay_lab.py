@@ -53,6 +53,10 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def clean(site: Site) -> Iterator[Site]:
     yield site
+    for node in site.nodes:  # a test that failed half-way may have left sshd stopped
+        subprocess.run(["nsenter", "-t", str(site.init_pid(node)), "-a", "systemctl", "start", "ssh"],
+                       check=False, timeout=60)
+        node.close()
     for node in site.nodes:
         unblock = "".join(f"iptables -D INPUT -p tcp --dport 22 -s {peer.address} -m comment"
                           " --comment relay-test -j REJECT 2>/dev/null; " for peer in site.nodes)
@@ -129,7 +133,7 @@ def test_a_middle_node_killed_mid_transfer(clean: Site, bundle: Path, tmp_path: 
     def kill_sshd() -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            size = victim.ssh("wc -c < /var/lib/kubeferry/bundle/packages/debian12/big.deb.part"
+            size = victim.ssh("wc -c < /var/lib/kubeferry/bundle/packages/debian12/big.deb.relay"
                               " 2>/dev/null || echo 0", check=False).stdout.strip()
             if size.isdigit() and int(size) > BIG // 8:
                 break

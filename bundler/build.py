@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -103,6 +103,7 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
     """Fetch what ``request`` names into the cache and write the bundle file."""
     started = time.monotonic()
     images = image_set(request.kubernetes)
+    request = replace(request, kubernetes=images.kubernetes)  # one spelling: 1.25.0, never v1.25.0
     check_platform(request.os, request.arch)
     sources = effective_sources(request)
     output_dir = request.output_dir

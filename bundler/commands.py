@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import click
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle_format import bundle_digest, encode_metadata, parse_digest
+from kubeferry.bundle_reader import Bundle, CorruptBundle
 from kubeferry.bundler.build import (
     BuildRequest,
     build,
@@ -20,6 +20,7 @@ from kubeferry.bundler.build import (
 )
 from kubeferry.console import human_bytes, progress_bars
 from kubeferry.errors import InputError
+from kubeferry.outputs import output_file
 from kubeferry.versions import image_set
 
 _os_option = click.option("--os", "os_name", default="el7", show_default=True,
@@ -85,10 +86,12 @@ def build_command(kubernetes: str, os_name: str, arch: str, include: str | None,
         click.echo(str(result.path))
         return
     click.echo(f"bundle     {result.path}")
-    click.echo(f"digest     {result.metadata['membersDigest']}")
+    click.echo(f"members    {result.metadata['membersDigest']}")
     click.echo(f"images     {result.images}")
     click.echo(f"downloaded {human_bytes(result.downloaded)}, from cache {human_bytes(result.cached)}")
     click.echo(f"size       {human_bytes(result.size)} in {result.seconds:.1f} s")
+    click.echo(f"digest     {bundle_digest(encode_metadata(result.metadata))}"
+               "   (write it on the transfer form; check with 'bundle verify --digest')")
 
 
 @bundle.command("sources")
@@ -116,11 +119,25 @@ def sources_command(kubernetes: str, os_name: str, arch: str, mirrors: tuple[str
 
 @bundle.command("verify")
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
-def verify_command(bundle_path: Path) -> None:
+@click.option("--digest", "expected", metavar="sha256:HEX",
+              help="The bundle digest 'bundle build' printed; exit 1 if this file has another.")
+def verify_command(bundle_path: Path, expected: str | None) -> None:
     """Check every member of BUNDLE. Exit 0 good, 1 corrupt or tampered, 2 not a bundle."""
-    result = Bundle.open(bundle_path).verify()
+    if expected is not None:
+        try:
+            expected = parse_digest(expected)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+    opened = Bundle.open(bundle_path)
+    if expected is not None and opened.bundle_digest != expected:
+        raise CorruptBundle(f"{bundle_path}: bundle digest is {opened.bundle_digest}, not the"
+                            f" expected {expected} (another or a tampered bundle)")
+    result = opened.verify()
     click.echo(f"{bundle_path}: OK, {result.members} members, {human_bytes(result.bytes)},"
-               f" {result.digest}")
+               f" digest {opened.bundle_digest}{' (as expected)' if expected else ''}")
+    if not opened.self_checked:
+        click.echo(f"note: {bundle_path} was built before bundles carried a metadata self-check:"
+                   " only --digest with the build's bundle digest covers its metadata")
 
 
 @bundle.command("inspect")
@@ -137,7 +154,9 @@ def inspect_command(bundle_path: Path, as_json: bool) -> None:
     click.echo(f"bundle      {bundle_path}")
     click.echo(f"kubernetes  {meta['kubernetes']}   os {meta['os']}   arch {meta['arch']}")
     click.echo(f"created     {meta.get('created', '?')} by kubeferry {meta.get('kubeferryVersion', '?')}")
-    click.echo(f"digest      {opened.digest}")
+    click.echo(f"digest      {opened.bundle_digest}"
+               + ("" if opened.self_checked else "   (built without a metadata self-check)"))
+    click.echo(f"listing     {opened.digest} (membersDigest)")
     click.echo(f"members     {len(opened.members)} ({human_bytes(total)})")
     click.echo(f"content     {', '.join(meta.get('include', []))}")
     click.echo(f"images      {len(opened.images)}")
@@ -156,21 +175,10 @@ def inspect_command(bundle_path: Path, as_json: bool) -> None:
               help="Where to write the OCI image-layout tar; - for stdout.")
 def images_command(bundle_path: Path, output: str) -> None:
     """Write BUNDLE's images as an OCI image-layout tar (for ctr/skopeo), verified on the way."""
+    if output == "-" and sys.stdout.isatty():
+        raise click.UsageError("refusing to write a tar to a terminal; use --output FILE or a pipe")
     opened = Bundle.open(bundle_path)
-    if output == "-":
-        if sys.stdout.isatty():
-            raise click.UsageError("refusing to write a tar to a terminal; use --output FILE or a pipe")
-        opened.write_images_layout(sys.stdout.buffer)
-        sys.stdout.buffer.flush()
-        return
-    target = Path(output)
-    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    try:
-        with open(partial, "wb") as handle:
-            count = opened.write_images_layout(handle)
-        os.replace(partial, target)
-    except OSError as error:
-        raise InputError(f"--output {output}: cannot write it ({error.strerror or error})") from None
-    finally:
-        partial.unlink(missing_ok=True)
-    click.echo(f"{target}: {count} images (OCI image layout)", err=True)
+    with output_file(output, "--output") as handle:
+        count = opened.write_images_layout(handle)
+    if output != "-":
+        click.echo(f"{output}: {count} images (OCI image layout)", err=True)

@@ -42,6 +42,7 @@ def install_command(bundle_path: Path, inventory_path: Path, only: str | None, s
                     run_dir: Path | None) -> None:
     """Turn a bundle and an inventory into a running cluster over SSH."""
     inventory = inventory_module.load(inventory_path)
+    inventory_module.check_secrets(inventory)
     phases = select(all_phases(), _names(only), _names(skip))
     bundle = Bundle.open(bundle_path)
     for warning in inventory.warnings:

@@ -96,7 +96,7 @@ class HarborAPI:
 
     def systeminfo(self) -> dict:
         """``GET /systeminfo`` (works anonymously; more fields for a logged-in user)."""
-        response = self._call("GET", "/systeminfo")
+        response = self._call("GET", "/systeminfo", anonymous=True)  # no credentials where none are needed
         if response.status_code != 200:
             raise self._fail(response, "read its system info")
         return _json_object(response, self.url, "systeminfo")

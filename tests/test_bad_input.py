@@ -1,0 +1,247 @@
+"""Bad inputs and faults across the commands, as a new user and an attacker try them (issue 15).
+
+Each case is a command line with its files, environment and stdin; it must end with the
+expected exit code and exactly one line on stderr that names the key or path at fault,
+no traceback, no "internal error", and no secret's value anywhere in the output.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from bad_input_helpers import SECRET, inventory_yaml, legacy, rewrite, small_bundle
+
+KUBEFERRY = [sys.executable, "-m", "kubeferry.cli"]
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: ``argv`` may hold {t} (a fresh directory) and {bundle} (a good bundle)."""
+
+    id: str
+    argv: tuple[str, ...]
+    code: int
+    words: tuple[str, ...]
+    files: dict[str, str | bytes] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)
+    stdin: str = ""
+    setup: Callable[[Path, Path], None] | None = None  # (t, bundle)
+
+
+def _edit(key: str, value: object) -> Callable[[Path, Path], None]:
+    def setup(t: Path, bundle: Path) -> None:
+        rewrite(bundle, t / "edited.tar", edit=lambda meta: meta.__setitem__(key, value))
+    return setup
+
+
+def _flip_header_byte(t: Path, bundle: Path) -> None:
+    raw = bytearray(bundle.read_bytes())
+    at = raw.index(b"images/oci-layout")  # the name field of that member's header
+    raw[at + 2] ^= 0x20
+    (t / "edited.tar").write_bytes(bytes(raw))
+
+
+def _fifo(t: Path, bundle: Path) -> None:
+    os.mkfifo(t / "fifo")
+
+
+def _symlink(t: Path, bundle: Path) -> None:
+    (t / "real.tar").write_bytes(b"keep me")
+    (t / "link.tar").symlink_to(t / "real.tar")
+
+
+def _readonly_dir(t: Path, bundle: Path) -> None:
+    (t / "ro").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(t / "ro")], check=True)
+
+
+def _key(t: Path) -> Path:
+    return t / "id_ed25519"
+
+
+def _inv(**overrides: object) -> dict[str, str]:
+    return {"cluster.yaml": "__INVENTORY__" + repr(overrides)}
+
+
+BUILD = ("bundle", "build", "--k8s", "1.25.0", "--cache-dir", "{t}/cache", "--output", "{t}/out")
+SOURCES = ("bundle", "sources", "--k8s", "1.25.0")
+INSTALL = ("install", "--bundle", "{bundle}", "--inventory", "{t}/cluster.yaml", "--plan",
+           "--run-dir", "{t}/runs")
+SEED = ("harbor", "seed", "--bundle", "{bundle}", "--password-stdin")
+
+CASES = [
+    # -- 2: the digest covers the metadata -------------------------------------------------
+    *[Case(f"metadata-{key}", ("bundle", "verify", "{t}/edited.tar"), 1, ("metadataDigest", "changed"),
+           setup=_edit(key, value))
+      for key, value in (("kubernetes", "1.26.0"), ("os", "el9"), ("arch", "arm64"),
+                         ("created", "2020-01-01T00:00:00Z"), ("include", ["images"]),
+                         ("sources", {}), ("imageSet", {"pause": "3.9"}), ("bogus", 1))],
+    Case("metadata-edit-inspect", ("bundle", "inspect", "{t}/edited.tar"), 1, ("metadataDigest",),
+         setup=_edit("kubernetes", "1.26.0")),
+    Case("verify-digest-mismatch", ("bundle", "verify", "{bundle}", "--digest", "sha256:" + "0" * 64),
+         1, ("bundle digest", "0000")),
+    Case("verify-digest-malformed", ("bundle", "verify", "{bundle}", "--digest", "md5:abc"), 2,
+         ("--digest", "md5:abc")),
+    # -- 4: secrets are never echoed -------------------------------------------------------
+    Case("passwordFrom-holds-password", INSTALL, 2, ("ssh.passwordFrom", "not shown"),
+         files=_inv(**{"ssh.passwordFrom": SECRET})),
+    Case("host-passwordFrom-holds-password", INSTALL, 2, ("hosts[0].ssh.passwordFrom",),
+         files=_inv(**{"hosts.0.ssh": {"passwordFrom": SECRET}})),
+    Case("password-wrong-type", INSTALL, 2, ("ssh.password", "not shown"),
+         files=_inv(**{"ssh.password": [SECRET], "ssh.allowPlaintextPassword": True})),
+    Case("registry-password-clear", INSTALL, 2, ("registry.password", "passwordFrom"),
+         files=_inv(registry={"url": "https://harbor.example.local", "password": SECRET})),
+    # -- 3: no password over plain HTTP ----------------------------------------------------
+    Case("seed-plain-http", (*SEED, "--harbor", "http://127.0.0.1:9"), 2,
+         ("--harbor", "--send-password-over-plain-http"), stdin=SECRET + "\n"),
+    Case("inventory-plain-http-password", INSTALL, 2, ("registry.url", "allowPasswordOverPlainHttp"),
+         files=_inv(registry={"url": "http://harbor.example.local", "passwordFrom": "env:HP"}),
+         env={"HP": SECRET}),
+    # -- 1: outputs never replace special files --------------------------------------------
+    Case("images-to-symlink", ("bundle", "images", "{bundle}", "-o", "{t}/link.tar"), 2,
+         ("--output", "link.tar", "symbolic link"), setup=_symlink),
+    Case("images-to-directory", ("bundle", "images", "{bundle}", "-o", "{t}"), 2,
+         ("--output", "directory")),
+    Case("images-to-dev-full", ("bundle", "images", "{bundle}", "-o", "/dev/full"), 1,
+         ("/dev/full", "No space left")),
+    Case("images-missing-parent", ("bundle", "images", "{bundle}", "-o", "{t}/no/such/x.tar"), 2,
+         ("--output", "no/such")),
+    # -- 5: one release parser -------------------------------------------------------------
+    Case("k8s-leading-zero", (*SOURCES[:2], "--k8s", "1.25.00"), 2, ("1.25.00", "malformed")),
+    Case("k8s-two-parts", (*SOURCES[:2], "--k8s", "1.25"), 2, ("1.25", "malformed")),
+    Case("k8s-unsupported", (*SOURCES[:2], "--k8s", "1.19.0"), 2, ("1.19.0", "not supported")),
+    Case("metadata-bad-release", ("bundle", "inspect", "{t}/edited.tar"), 1, ("kubernetes", "malformed"),
+         setup=lambda t, b: rewrite(b, t / "edited.tar", edit=_resign("kubernetes", "1.25.00"))),
+    # -- 10: inventory values that cannot work ---------------------------------------------
+    Case("registry-bare-host", INSTALL, 2, ("registry.url", "image name"),
+         files=_inv(registry={"url": "https://harbor"})),
+    Case("registry-bad-port", INSTALL, 2, ("registry.url", "99999"),
+         files=_inv(registry={"url": "https://harbor.local:99999"})),
+    Case("dns-domain", INSTALL, 2, ("cluster.dnsDomain", "bad domain!"),
+         files=_inv(**{"cluster.dnsDomain": "bad domain!"})),
+    Case("vip-far-away", INSTALL, 2, ("cluster.vip", "10.1.2.3"),
+         files=_inv(**{"cluster.vip": "10.1.2.3", "cluster.controlPlaneEndpoint": "10.1.2.3:8443"})),
+    Case("vip-loopback", INSTALL, 2, ("cluster.vip", "127.0.0.5"),
+         files=_inv(**{"cluster.vip": "127.0.0.5", "cluster.controlPlaneEndpoint": "127.0.0.5:8443"})),
+    Case("seed-bare-host", (*SEED, "--harbor", "https://harbor"), 2, ("--harbor", "image name"),
+         stdin=SECRET + "\n"),
+    # -- 9: secrets that cannot be read, found up front ------------------------------------
+    Case("secret-env-missing", INSTALL, 2, ("ssh.passwordFrom", "KF_MISSING_VAR"),
+         files=_inv(**{"ssh.passwordFrom": "env:KF_MISSING_VAR"})),
+    Case("secret-file-missing", INSTALL, 2, ("ssh.passwordFrom", "/nonexistent/pw"),
+         files=_inv(**{"ssh.passwordFrom": "file:/nonexistent/pw"})),
+    Case("key-file-missing", INSTALL, 2, ("ssh.keyFile", "/nonexistent/id"),
+         files=_inv(**{"ssh.keyFile": "/nonexistent/id"})),
+    Case("registry-secret-missing", INSTALL, 2, ("registry.passwordFrom", "KF_NO_HARBOR"),
+         files=_inv(registry={"url": "https://harbor.example.local", "passwordFrom": "env:KF_NO_HARBOR"})),
+    # -- 13: messages that say what is wrong -----------------------------------------------
+    Case("format-version-string", ("bundle", "verify", "{t}/edited.tar"), 2, ("formatVersion", "not a number"),
+         setup=lambda t, b: rewrite(b, t / "edited.tar", edit=_resign("formatVersion", "1"))),
+    Case("header-byte-flipped", ("bundle", "verify", "{t}/edited.tar"), 1, ("damaged", "header"),
+         setup=_flip_header_byte),
+    # -- 7: streams --------------------------------------------------------------------------
+    Case("verify-stdin-dash", ("bundle", "verify", "-"), 2, ("regular file",)),
+    Case("verify-fifo", ("bundle", "verify", "{t}/fifo"), 2, ("fifo", "regular file"), setup=_fifo),
+    Case("verify-directory", ("bundle", "verify", "{t}"), 2, ("directory",)),
+]
+
+
+def _resign(key: str, value: object) -> Callable[[dict], None]:
+    """An edit that also fixes the self-check: what a careful attacker or another writer does."""
+    from kubeferry.bundle_format import SELF_CHECK, metadata_self_check
+
+    def edit(meta: dict) -> None:
+        meta[key] = value
+        meta[SELF_CHECK] = metadata_self_check(meta)
+    return edit
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return small_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+def run(argv: list[str], stdin: str = "", env: dict[str, str] | None = None,
+        cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "KUBEFERRY_HARBOR_PASSWORD": SECRET, **(env or {})}
+    full_env.pop("KUBEFERRY_DEBUG", None)
+    return subprocess.run([*KUBEFERRY, *argv], input=stdin, capture_output=True, text=True,
+                          timeout=timeout, env=full_env, cwd=cwd)
+
+
+def assert_one_line(result: subprocess.CompletedProcess, code: int, words: tuple[str, ...]) -> None:
+    output = result.stdout + result.stderr
+    assert SECRET not in output, output
+    assert "Traceback" not in output and "internal error" not in output, output
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code, result.stderr
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word.lower() in lines[0].lower(), lines[0]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input(case: Case, bundle: Path, tmp_path: Path) -> None:
+    (tmp_path / "id_ed25519").write_text("not really a key\n")
+    for name, content in case.files.items():
+        if isinstance(content, str) and content.startswith("__INVENTORY__"):
+            content = inventory_yaml(_key(tmp_path), **eval(content[len("__INVENTORY__"):]))  # noqa: S307 - our own repr
+        target = tmp_path / name
+        target.write_bytes(content if isinstance(content, bytes) else content.encode())
+    if case.setup is not None:
+        case.setup(tmp_path, bundle)
+    argv = [arg.format(t=tmp_path, bundle=bundle) for arg in case.argv]
+    assert_one_line(run(argv, case.stdin, case.env, cwd=tmp_path), case.code, case.words)
+
+
+def test_good_bundle_verifies_and_prints_its_digest(bundle: Path) -> None:
+    from kubeferry.bundle_reader import Bundle
+
+    digest = Bundle.open(bundle).bundle_digest
+    result = run(["bundle", "verify", str(bundle), "--digest", digest])
+    assert result.returncode == 0, result.stderr
+    assert digest in result.stdout and "as expected" in result.stdout
+    assert digest in run(["bundle", "inspect", str(bundle)]).stdout
+
+
+def test_bundle_from_before_the_self_check_still_verifies(bundle: Path, tmp_path: Path) -> None:
+    old = legacy(bundle, tmp_path / "old.tar")
+    result = run(["bundle", "verify", str(old)])
+    assert result.returncode == 0, result.stderr
+    assert "before bundles carried a metadata self-check" in result.stdout
+
+
+def test_images_stream_into_devices_and_fifos(bundle: Path, tmp_path: Path) -> None:
+    for device in ("/dev/null",):
+        before = os.stat(device)
+        result = run(["bundle", "images", str(bundle), "-o", device])
+        assert result.returncode == 0, result.stderr
+        after = os.stat(device)
+        assert (after.st_mode, after.st_rdev, after.st_ino) == (before.st_mode, before.st_rdev, before.st_ino)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    try:
+        result = run(["bundle", "images", str(bundle), "-o", str(fifo)])
+        out, _ = reader.communicate(timeout=30)
+    finally:
+        reader.kill()
+        reader.wait(timeout=10)
+    assert result.returncode == 0, result.stderr
+    assert out[257:262] == b"ustar" and fifo.is_fifo()
+    piped = subprocess.run([*KUBEFERRY, "bundle", "images", str(bundle), "-o", "-"],
+                           capture_output=True, timeout=60)
+    assert piped.returncode == 0 and piped.stdout[257:262] == b"ustar"
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_symlink_output_is_left_alone(bundle: Path, tmp_path: Path) -> None:
+    _symlink(tmp_path, bundle)
+    run(["bundle", "images", str(bundle), "-o", str(tmp_path / "link.tar")])
+    assert (tmp_path / "link.tar").is_symlink() and (tmp_path / "real.tar").read_bytes() == b"keep me"

@@ -17,6 +17,7 @@ from kubeferry.bundler.sources import Sources, apply_overrides, default_sources
 from kubeferry.bundler.writer import write_bundle
 from kubeferry.errors import InputError
 from kubeferry.oci.store import BlobStore
+from kubeferry.outputs import check_target, probe_directory
 from kubeferry.versions import ImageSet, image_set
 
 CONTENT = ("images", "packages", "kernel", "files")
@@ -107,11 +108,9 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
     check_platform(request.os, request.arch)
     sources = effective_sources(request)
     output_dir = request.output_dir
-    if not output_dir.is_dir():
-        try:
-            output_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise InputError(f"--output {output_dir}: cannot create it ({error.strerror})") from None
+    probe_directory(output_dir, "--output")  # read-only, full or a file: say so before downloading
+    check_target(output_dir / bundle_filename(request.kubernetes, request.os, request.arch), "bundle file")
+    probe_directory(request.cache_dir, "--cache-dir")
     store = BlobStore(request.cache_dir)
     contents: list[Content] = []
     downloaded = cached = 0

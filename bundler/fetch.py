@@ -24,6 +24,7 @@ import requests
 
 from kubeferry import __version__
 from kubeferry.errors import OperationError
+from kubeferry.outputs import os_error
 
 CONNECT_TIMEOUT = 15.0
 READ_TIMEOUT = 120.0
@@ -188,11 +189,14 @@ class Fetcher:
                         if size is not None and out.tell() > size:
                             break
                 break
-            except requests.RequestException as error:
-                if attempt == self.retries:
-                    raise OperationError(f"{what}: {url} broke off ({error}); run again to "
-                                         "resume") from None
-                time.sleep(self.backoff * (2 ** attempt))
+            except OSError as error:  # requests' errors are OSErrors too
+                if isinstance(error, requests.RequestException):
+                    if attempt == self.retries:
+                        raise OperationError(f"{what}: {url} broke off ({error}); run again to "
+                                             "resume") from None
+                    time.sleep(self.backoff * (2 ** attempt))
+                    continue
+                raise os_error(error, "cache file", part) from None  # the disk, not the network
             finally:
                 response.close()
         wanted = hashlib.new(algo)

@@ -18,6 +18,7 @@ import yaml
 
 from kubeferry import manifests
 from kubeferry.errors import InputError
+from kubeferry.yamlfile import read_yaml
 
 SECTIONS = ("registries", "repositories", "files")
 
@@ -70,8 +71,12 @@ def default_sources(kubernetes: str, os_name: str, arch: str) -> Sources:
 def check_url(url: str, what: str) -> str:
     """``url`` if it is an http(s) URL with a host, else InputError naming ``what``."""
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    if parts.scheme not in ("http", "https") or not parts.netloc or not parts.hostname:
         raise InputError(f"{what}: {url!r} is not an http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port outside 0-65535
+    except ValueError:
+        raise InputError(f"{what}: {url!r} has a port outside 1-65535") from None
     return url.rstrip("/")
 
 
@@ -89,10 +94,7 @@ def apply_overrides(sources: Sources, overrides_file: Path | None = None,
                     mirrors: tuple[str, ...] = ()) -> Sources:
     """``sources`` with the entries of ``--sources FILE`` and ``--mirror`` put in their place."""
     if overrides_file is not None:
-        try:
-            data = yaml.safe_load(overrides_file.read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise InputError(f"--sources {overrides_file}: cannot read it ({error})") from None
+        data = read_yaml(overrides_file, "--sources")
         if not isinstance(data, dict) or set(data) - set(SECTIONS):
             raise InputError(
                 f"--sources {overrides_file}: expected only the sections {', '.join(SECTIONS)}"

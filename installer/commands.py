@@ -16,6 +16,7 @@ from kubeferry.installer import inventory as inventory_module
 from kubeferry.installer.context import InstallContext, InstallOptions
 from kubeferry.installer.phases import all_phases
 from kubeferry.installer.workflow import HostResult, run, select
+from kubeferry.outputs import probe_directory
 
 
 def _names(value: str | None) -> tuple[str, ...]:
@@ -56,6 +57,7 @@ def install_command(bundle_path: Path, inventory_path: Path, only: str | None, s
     # each blob's digest), so only the structure is checked here: paths, sizes, truncation.
     bundle.offsets()
     run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    probe_directory(run_dir, "--run-dir")
     options = InstallOptions(plan=plan, forks=forks, accept_new_host_keys=accept_new_host_keys,
                              yes=yes, run_dir=run_dir, phases=tuple(p.name for p in phases))
     with progress_bars(quiet=plan) as bars:

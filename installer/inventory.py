@@ -14,9 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from kubeferry.errors import InputError
+from kubeferry.yamlfile import read_yaml
 
 ROLES = ("control-plane", "worker", "lb")
 PROXY_MODES = ("ipvs", "iptables")
@@ -402,15 +401,7 @@ def parse(data: Any, source: str = "inventory") -> Inventory:
 
 def load(path: Path) -> Inventory:
     """Read and check the inventory file at ``path``."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as error:
-        raise InputError(f"--inventory {path}: cannot read it ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise InputError(f"--inventory {path}: not valid YAML{where}") from None
-    return parse(data, str(path))
+    return parse(read_yaml(Path(path), "--inventory"), str(path))
 
 
 def check(inventory: Inventory) -> list[str]:

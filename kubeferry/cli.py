@@ -63,6 +63,13 @@ def run_cli(group: click.Group, prog: str, argv: list[str] | None,
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(1)
+    except OSError as error:  # a path the code did not name itself: still one line, with the path
+        if os.environ.get("KUBEFERRY_DEBUG"):
+            raise
+        from kubeferry.outputs import os_error
+
+        mapped = os_error(error, "path", error.filename or "?", action="use")
+        fail(str(mapped), mapped.exit_code, prog)
     except Exception as error:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("KUBEFERRY_DEBUG"):
             raise

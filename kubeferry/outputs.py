@@ -15,6 +15,7 @@ import errno
 import os
 import stat
 import sys
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Iterator
@@ -25,13 +26,13 @@ from kubeferry.errors import InputError, KubeferryError, OperationError
 _OPERATION_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG, errno.ENOMEM}
 
 
-def os_error(error: OSError, what: str, path: Path | str) -> KubeferryError:
+def os_error(error: OSError, what: str, path: Path | str, action: str = "write") -> KubeferryError:
     """One line for ``error`` on ``path``: exit 1 for a full disk or an I/O error, else exit 2
     (a path that cannot work: missing parent, read-only, no permission, a directory)."""
     cause = error.strerror or str(error)
     if error.errno in _OPERATION_ERRNOS:
-        return OperationError(f"{what} {path}: cannot write it ({cause}); free space and run again")
-    return InputError(f"{what} {path}: cannot write it ({cause})")
+        return OperationError(f"{what} {path}: cannot {action} it ({cause}); free space and run again")
+    return InputError(f"{what} {path}: cannot {action} it ({cause})")
 
 
 def partial_name(target: Path, pid: int | None = None) -> Path:
@@ -100,7 +101,7 @@ def check_target(path: Path, what: str) -> str:
         raise InputError(f"{what} {path} is a symbolic link (to {os.readlink(path)}); refusing to"
                          " replace it: name the file itself")
     if kind == "directory":
-        raise InputError(f"{what} {path} is a directory; name a file")
+        raise InputError(f"{what} {path} is a directory; name a file (or move the directory away)")
     if kind == "other":
         raise InputError(f"{what} {path} is not a regular file, a character device or a FIFO")
     return kind
@@ -150,5 +151,19 @@ def output_file(path: Path | str, what: str = "--output", fsync: bool = True,
 def _flush(handle: IO[bytes], what: str, path: Path | str) -> None:
     try:
         handle.flush()
+    except OSError as error:
+        raise os_error(error, what, path) from None
+
+
+def probe_directory(path: Path, what: str) -> None:
+    """Create ``path`` if needed and check a file can be written there, so a read-only, full or
+    unwritable directory is named up front (exit 2; 1 for a full disk), not after the work."""
+    if kind_of(path) not in ("missing", "directory"):
+        raise InputError(f"{what} {path} is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=".kubeferry-probe-", dir=path)
+        os.close(fd)
+        os.unlink(name)
     except OSError as error:
         raise os_error(error, what, path) from None

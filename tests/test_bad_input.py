@@ -61,6 +61,13 @@ def _readonly_dir(t: Path, bundle: Path) -> None:
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(t / "ro")], check=True)
 
 
+def _full_dir(t: Path) -> None:
+    """A tiny tmpfs filled to the last byte: a full disk."""
+    (t / "full").mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(t / "full")], check=True)
+    subprocess.run(["dd", "if=/dev/zero", f"of={t / 'full' / 'fill'}", "bs=4k"], capture_output=True)
+
+
 def _key(t: Path) -> Path:
     return t / "id_ed25519"
 
@@ -140,8 +147,38 @@ CASES = [
          files=_inv(**{"ssh.keyFile": "/nonexistent/id"})),
     Case("registry-secret-missing", INSTALL, 2, ("registry.passwordFrom", "KF_NO_HARBOR"),
          files=_inv(registry={"url": "https://harbor.example.local", "passwordFrom": "env:KF_NO_HARBOR"})),
+    # -- 8: input errors are not internal errors -----------------------------------------
+    Case("mirror-port", (*BUILD, "--mirror", "registry.k8s.io=http://127.0.0.1:99999"), 2,
+         ("--mirror registry.k8s.io", "port")),
+    Case("sources-port", (*SOURCES, "--sources", "{t}/s.yaml"), 2, ("--sources registries.docker.io", "port"),
+         files={"s.yaml": "registries: {docker.io: 'https://mirror.local:70000'}\n"}),
+    Case("sources-binary", (*SOURCES, "--sources", "{t}/s.yaml"), 2, ("--sources", "s.yaml", "not a text"),
+         files={"s.yaml": bytes(range(256))}),
+    Case("inventory-binary", INSTALL, 2, ("--inventory", "cluster.yaml", "not a text"),
+         files={"cluster.yaml": b"\xff\xfe\x00garbage"}),
+    Case("output-is-a-file", (*BUILD[:-1], "{t}/afile"), 2, ("--output", "afile", "is a file"),
+         files={"afile": "x"}),
+    Case("output-read-only", (*BUILD[:-1], "{t}/ro/out"), 2, ("--output", "Read-only"), setup=_readonly_dir),
+    Case("cache-read-only", (*BUILD[:4], "--cache-dir", "{t}/ro/cache", "--output", "{t}/out"), 2,
+         ("--cache-dir", "Read-only"), setup=_readonly_dir),
+    Case("cache-is-a-file", (*BUILD[:4], "--cache-dir", "{t}/afile", "--output", "{t}/out"), 2,
+         ("--cache-dir", "afile"), files={"afile": "x"}),
+    Case("bundle-name-is-a-directory", BUILD, 2, ("bundle file", "directory"),
+         setup=lambda t, b: (t / "out" / "kubeferry-k8s-1.25.0-el7-amd64.tar").mkdir(parents=True)),
+    Case("run-dir-read-only", (*INSTALL[:-2], "--run-dir", "{t}/ro/runs"), 2, ("--run-dir", "Read-only"),
+         files=_inv(), setup=_readonly_dir),
+    Case("run-dir-is-a-file", (*INSTALL[:-2], "--run-dir", "{t}/afile"), 2, ("--run-dir", "afile"),
+         files={**_inv(), "afile": "x"}),
+    Case("images-full-disk", ("bundle", "images", "{bundle}", "-o", "{t}/full/x.tar"), 1,
+         ("--output", "No space left"), setup=lambda t, b: _full_dir(t)),
+    # -- 9: one line, always ---------------------------------------------------------------
+    Case("sources-yaml-syntax", (*SOURCES, "--sources", "{t}/s.yaml"), 2, ("--sources", "YAML at line"),
+         files={"s.yaml": "registries:\n  docker.io: [unclosed\n"}),
+    Case("inventory-yaml-syntax", INSTALL, 2, ("--inventory", "not valid YAML at line"),
+         files={"cluster.yaml": "cluster:\n  a: [unclosed\n"}),
     # -- 13: messages that say what is wrong -----------------------------------------------
-    Case("format-version-string", ("bundle", "verify", "{t}/edited.tar"), 2, ("formatVersion", "not a number"),
+    Case("format-version-string", ("bundle", "verify", "{t}/edited.tar"), 2,
+         ("formatVersion", "not a number"),
          setup=lambda t, b: rewrite(b, t / "edited.tar", edit=_resign("formatVersion", "1"))),
     Case("header-byte-flipped", ("bundle", "verify", "{t}/edited.tar"), 1, ("damaged", "header"),
          setup=_flip_header_byte),
@@ -194,10 +231,15 @@ def test_bad_input(case: Case, bundle: Path, tmp_path: Path) -> None:
             content = inventory_yaml(_key(tmp_path), **eval(content[len("__INVENTORY__"):]))  # noqa: S307 - our own repr
         target = tmp_path / name
         target.write_bytes(content if isinstance(content, bytes) else content.encode())
-    if case.setup is not None:
-        case.setup(tmp_path, bundle)
-    argv = [arg.format(t=tmp_path, bundle=bundle) for arg in case.argv]
-    assert_one_line(run(argv, case.stdin, case.env, cwd=tmp_path), case.code, case.words)
+    try:
+        if case.setup is not None:
+            case.setup(tmp_path, bundle)
+        argv = [arg.format(t=tmp_path, bundle=bundle) for arg in case.argv]
+        assert_one_line(run(argv, case.stdin, case.env, cwd=tmp_path), case.code, case.words)
+    finally:
+        for mount in ("ro", "full"):  # everything a case mounts it unmounts
+            if os.path.ismount(tmp_path / mount):
+                subprocess.run(["umount", str(tmp_path / mount)], check=True)
 
 
 def test_good_bundle_verifies_and_prints_its_digest(bundle: Path) -> None:

@@ -29,7 +29,7 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Union
+from typing import Any, BinaryIO, Callable, Iterator, Union
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
@@ -41,6 +41,7 @@ from kubeferry.oci.auth import Authorizer, Credentials
 from kubeferry.oci.descriptor import Descriptor
 from kubeferry.oci.reference import DIGEST_RE, ImageReference
 from kubeferry.oci.store import BlobSource, BlobStore, digest_of
+from kubeferry.outputs import os_error
 
 Progress = Callable[[int], None]
 Body = Union[bytes, Callable[[], BinaryIO], None]
@@ -193,6 +194,30 @@ def _wanted_platform(os_name: str, arch: str) -> tuple[str, str, tuple[str, ...]
 def _platform_text(platform: dict) -> str:
     text = f"{platform.get('os', '?')}/{platform.get('architecture', '?')}"
     return text + (f"/{platform['variant']}" if platform.get("variant") else "")
+
+
+@contextlib.contextmanager
+def _cache_file(path: Any, mode: str) -> Iterator[Any]:
+    """Open a cache file for writing; a full or read-only cache is one line, not a retry."""
+    try:
+        handle = open(path, mode)  # noqa: SIM115 - closed below
+    except OSError as error:
+        raise os_error(error, "cache file", path) from None
+    try:
+        yield handle
+    finally:
+        try:
+            handle.close()
+        except OSError as error:
+            raise os_error(error, "cache file", path) from None
+
+
+def _cache_write(out: Any, chunk: bytes, path: Any) -> None:
+    """Write to the cache: a disk error is the machine's fault, never a network one to retry."""
+    try:
+        out.write(chunk)
+    except OSError as error:
+        raise os_error(error, "cache file", path) from None
 
 
 class RegistryClient:
@@ -741,7 +766,7 @@ class RegistryClient:
                 raise _Interrupted(f"HTTP {status} to a Range request", 0)
             else:
                 raise self._fail(response, what, ref.registry)
-            with open(partial, mode) as out:
+            with _cache_file(partial, mode) as out:
                 try:
                     for chunk in response.raw.stream(_CHUNK, decode_content=False):
                         if offset + len(chunk) > descriptor.size:
@@ -751,7 +776,7 @@ class RegistryClient:
                                 f"{what} is larger than the {descriptor.size} bytes its "
                                 "descriptor says; refused"
                             )
-                        out.write(chunk)
+                        _cache_write(out, chunk, partial)
                         hasher.update(chunk)
                         offset += len(chunk)
                         got += len(chunk)

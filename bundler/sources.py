@@ -104,9 +104,17 @@ def apply_overrides(sources: Sources, overrides_file: Path | None = None,
             section = data.get(name) or {}
             if not isinstance(section, dict):
                 raise InputError(f"--sources {overrides_file}: '{name}' must map names to URLs")
+            known = getattr(sources, name)
             for key, url in section.items():
-                getattr(sources, name)[str(key)] = check_url(str(url), f"--sources {name}.{key}")
+                if str(key) not in known:  # a typo would otherwise fall back to the internet
+                    raise InputError(
+                        f"--sources {overrides_file}: {name}.{key} is not a source this build"
+                        f" uses; choose from {', '.join(known) or '(none)'}")
+                known[str(key)] = check_url(str(url), f"--sources {name}.{key}")
     for value in mirrors:
         host, url = parse_mirror(value)
+        if host not in sources.registries:
+            raise InputError(f"--mirror {host}: this build pulls no image from {host};"
+                             f" mirror one of {', '.join(sources.registries)}")
         sources.registries[host] = url
     return sources

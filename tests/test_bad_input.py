@@ -80,6 +80,7 @@ BUILD = ("bundle", "build", "--k8s", "1.25.0", "--cache-dir", "{t}/cache", "--ou
 SOURCES = ("bundle", "sources", "--k8s", "1.25.0")
 INSTALL = ("install", "--bundle", "{bundle}", "--inventory", "{t}/cluster.yaml", "--plan",
            "--run-dir", "{t}/runs")
+SRC = (*SOURCES, "--sources", "{t}/s.yaml")
 SEED = ("harbor", "seed", "--bundle", "{bundle}", "--password-stdin")
 
 CASES = [
@@ -150,9 +151,9 @@ CASES = [
     # -- 8: input errors are not internal errors -----------------------------------------
     Case("mirror-port", (*BUILD, "--mirror", "registry.k8s.io=http://127.0.0.1:99999"), 2,
          ("--mirror registry.k8s.io", "port")),
-    Case("sources-port", (*SOURCES, "--sources", "{t}/s.yaml"), 2, ("--sources registries.docker.io", "port"),
+    Case("sources-port", SRC, 2, ("--sources registries.docker.io", "port"),
          files={"s.yaml": "registries: {docker.io: 'https://mirror.local:70000'}\n"}),
-    Case("sources-binary", (*SOURCES, "--sources", "{t}/s.yaml"), 2, ("--sources", "s.yaml", "not a text"),
+    Case("sources-binary", SRC, 2, ("--sources", "s.yaml", "not a text"),
          files={"s.yaml": bytes(range(256))}),
     Case("inventory-binary", INSTALL, 2, ("--inventory", "cluster.yaml", "not a text"),
          files={"cluster.yaml": b"\xff\xfe\x00garbage"}),
@@ -172,10 +173,21 @@ CASES = [
     Case("images-full-disk", ("bundle", "images", "{bundle}", "-o", "{t}/full/x.tar"), 1,
          ("--output", "No space left"), setup=lambda t, b: _full_dir(t)),
     # -- 9: one line, always ---------------------------------------------------------------
-    Case("sources-yaml-syntax", (*SOURCES, "--sources", "{t}/s.yaml"), 2, ("--sources", "YAML at line"),
+    Case("sources-yaml-syntax", SRC, 2, ("--sources", "YAML at line"),
          files={"s.yaml": "registries:\n  docker.io: [unclosed\n"}),
     Case("inventory-yaml-syntax", INSTALL, 2, ("--inventory", "not valid YAML at line"),
          files={"cluster.yaml": "cluster:\n  a: [unclosed\n"}),
+    # -- 6: typos never fall back to the internet ----------------------------------------
+    Case("sources-typo-file", SRC, 2, ("files.calico.yml", "calico.yaml"),
+         files={"s.yaml": "files: {calico.yml: 'http://127.0.0.1:1/c.yaml'}\n"}),
+    Case("sources-unused-registry", SRC, 2, ("registries.quay.io", "docker.io"),
+         files={"s.yaml": "registries: {quay.io: 'http://127.0.0.1:1'}\n"}),
+    Case("sources-climbing-key", SRC, 2, ("files.../x",),
+         files={"s.yaml": "files: {'../x': 'http://127.0.0.1:1/x'}\n"}),
+    Case("sources-other-os-repo", (*SOURCES, "--os", "debian12", "--sources", "{t}/s.yaml"), 2,
+         ("repositories.el7-os", "debian"), files={"s.yaml": "repositories: {el7-os: 'http://127.0.0.1:1'}\n"}),
+    Case("mirror-unused-host", (*BUILD, "--mirror", "quay.io=http://127.0.0.1:1"), 2,
+         ("--mirror quay.io", "registry.k8s.io")),
     # -- 13: messages that say what is wrong -----------------------------------------------
     Case("format-version-string", ("bundle", "verify", "{t}/edited.tar"), 2,
          ("formatVersion", "not a number"),

@@ -84,6 +84,18 @@ class BuildRequest:
     kernel_version: str | None = None
 
 
+def check_options(request: BuildRequest) -> None:
+    """Refuse options this build would ignore: silently dropping them surprises at the site."""
+    include = ",".join(request.include)
+    if request.kernel_version and "kernel" not in request.include:
+        where = (f"--include {include} has no kernel" if "kernel" in default_include(request.os)
+                 else f"kernel-ml is bundled for el7 only, not {request.os}")
+        raise InputError(f"--kernel-version {request.kernel_version}: {where}; drop the option")
+    if request.packages_extra and "packages" not in request.include:
+        raise InputError(f"--packages-extra {','.join(request.packages_extra)}: --include {include}"
+                         " has no packages; add packages to --include or drop the option")
+
+
 @dataclass
 class BuildResult:
     path: Path
@@ -106,6 +118,7 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
     images = image_set(request.kubernetes)
     request = replace(request, kubernetes=images.kubernetes)  # one spelling: 1.25.0, never v1.25.0
     check_platform(request.os, request.arch)
+    check_options(request)
     sources = effective_sources(request)
     output_dir = request.output_dir
     probe_directory(output_dir, "--output")  # read-only, full or a file: say so before downloading

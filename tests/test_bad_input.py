@@ -188,6 +188,13 @@ CASES = [
          ("repositories.el7-os", "debian"), files={"s.yaml": "repositories: {el7-os: 'http://127.0.0.1:1'}\n"}),
     Case("mirror-unused-host", (*BUILD, "--mirror", "quay.io=http://127.0.0.1:1"), 2,
          ("--mirror quay.io", "registry.k8s.io")),
+    # -- 14: options that would be ignored -------------------------------------------------
+    Case("kernel-version-debian", (*BUILD, "--os", "debian12", "--kernel-version", "6.1.0"), 2,
+         ("--kernel-version", "el7 only")),
+    Case("kernel-version-no-kernel", (*BUILD, "--include", "images,packages", "--kernel-version", "6.1.0"), 2,
+         ("--kernel-version", "no kernel")),
+    Case("packages-extra-no-packages", (*BUILD, "--include", "images", "--packages-extra", "vim"), 2,
+         ("--packages-extra", "vim", "no packages")),
     # -- 13: messages that say what is wrong -----------------------------------------------
     Case("format-version-string", ("bundle", "verify", "{t}/edited.tar"), 2,
          ("formatVersion", "not a number"),

@@ -17,7 +17,7 @@ from kubeferry.bundler.sources import Sources, apply_overrides, default_sources
 from kubeferry.bundler.writer import write_bundle
 from kubeferry.errors import InputError
 from kubeferry.oci.store import BlobStore
-from kubeferry.outputs import check_target, probe_directory
+from kubeferry.outputs import check_target, probe_directory, remove_stale_partials
 from kubeferry.versions import ImageSet, image_set
 
 CONTENT = ("images", "packages", "kernel", "files")
@@ -122,7 +122,9 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
     sources = effective_sources(request)
     output_dir = request.output_dir
     probe_directory(output_dir, "--output")  # read-only, full or a file: say so before downloading
-    check_target(output_dir / bundle_filename(request.kubernetes, request.os, request.arch), "bundle file")
+    target = output_dir / bundle_filename(request.kubernetes, request.os, request.arch)
+    check_target(target, "bundle file")
+    remove_stale_partials(target)  # left by a build killed with -9 (a live build's stay)
     probe_directory(request.cache_dir, "--cache-dir")
     store = BlobStore(request.cache_dir)
     contents: list[Content] = []
@@ -153,7 +155,6 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
     cached += stats.get("cached", 0)
     metadata = _metadata(request, images, sources, contents)
     members = [member for content in contents for member in content.members]
-    target = output_dir / bundle_filename(request.kubernetes, request.os, request.arch)
     total = sum(member.size for member in members)
     written = write_bundle(
         target, metadata, members,

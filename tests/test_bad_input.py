@@ -195,6 +195,8 @@ CASES = [
          ("--kernel-version", "no kernel")),
     Case("packages-extra-no-packages", (*BUILD, "--include", "images", "--packages-extra", "vim"), 2,
          ("--packages-extra", "vim", "no packages")),
+    Case("docker-host", (*BUILD, "--include", "images", "--image-source", "docker"), 1,
+         ("tcp://127.0.0.1:1", "DOCKER_HOST"), env={"DOCKER_HOST": "tcp://127.0.0.1:1"}),
     # -- 13: messages that say what is wrong -----------------------------------------------
     Case("format-version-string", ("bundle", "verify", "{t}/edited.tar"), 2,
          ("formatVersion", "not a number"),
@@ -306,3 +308,37 @@ def test_symlink_output_is_left_alone(bundle: Path, tmp_path: Path) -> None:
     _symlink(tmp_path, bundle)
     run(["bundle", "images", str(bundle), "-o", str(tmp_path / "link.tar")])
     assert (tmp_path / "link.tar").is_symlink() and (tmp_path / "real.tar").read_bytes() == b"keep me"
+
+
+KILLED_WRITER = """
+import os, sys
+from kubeferry.outputs import output_file
+with output_file(sys.argv[1]) as handle:
+    handle.write(b"half a bundle" * 1000)
+    handle.flush()
+    os.kill(os.getpid(), 9)
+"""
+
+
+def killed_writer(target: Path) -> Path:
+    """Write ``target`` the way every command does, and die by SIGKILL half way: its partial stays."""
+    result = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(target)], timeout=60)
+    assert result.returncode == -9
+    (partial,) = target.parent.glob(f".{target.name}.partial-*")
+    return partial
+
+
+def test_kill_9_then_rewrite_leaves_no_stale_partial(bundle: Path, tmp_path: Path) -> None:
+    target = tmp_path / "images.tar"
+    stale = killed_writer(target)
+    live_writer = subprocess.Popen(["sleep", "60"])
+    try:
+        live = tmp_path / f".images.tar.partial-{live_writer.pid}"
+        live.write_bytes(b"a live write")
+        result = run(["bundle", "images", str(bundle), "-o", str(target)])
+        assert result.returncode == 0, result.stderr
+        assert not stale.exists() and live.exists()  # a running writer keeps its partial
+    finally:
+        live_writer.kill()
+        live_writer.wait(timeout=10)
+    assert target.read_bytes()[257:262] == b"ustar"

@@ -174,3 +174,21 @@ def test_https_mirror_with_custom_ca_and_credentials_file(tmp_path: Path) -> Non
         assert good.returncode == 0, good.stderr
         assert "s3cret-pass" not in good.stdout + good.stderr + no_auth.stderr
     assert kubeferry("bundle", "verify", str(next((tmp_path / "out").glob("*.tar")))).returncode == 0
+
+
+def test_build_killed_with_9_then_rebuilt_leaves_no_partial(upstream: Registry, built: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    """A build killed with -9 while writing leaves ``.NAME.partial-PID``; the next build of the
+    same output removes it (issue 15)."""
+    output = tmp_path / "out"
+    output.mkdir()
+    target = output / "kubeferry-k8s-1.25.0-el7-amd64.tar"
+    writer = ("import os, sys\nfrom kubeferry.outputs import output_file\n"
+              "with output_file(sys.argv[1]) as handle:\n"
+              "    handle.write(b'x' * 100000)\n    handle.flush()\n    os.kill(os.getpid(), 9)\n")
+    killed = subprocess.run([sys.executable, "-c", writer, str(target)], timeout=60)
+    assert killed.returncode == -9 and list(output.glob(".*.partial-*"))
+    result = kubeferry("bundle", "build", "--k8s", "1.25.0", "--include", "images",
+                       *mirror_flags(upstream), "--cache-dir", str(built[1]), "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in output.iterdir()) == [target.name]

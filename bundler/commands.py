@@ -21,6 +21,7 @@ from kubeferry.bundler.build import (
 from kubeferry.console import human_bytes, progress_bars
 from kubeferry.errors import InputError
 from kubeferry.outputs import output_file
+from kubeferry.timeouts import timeout_options
 from kubeferry.versions import image_set
 
 _os_option = click.option("--os", "os_name", default="el7", show_default=True,
@@ -66,6 +67,7 @@ def bundle() -> None:
 @click.option("--jobs", "workers", type=click.IntRange(1, 32), default=4, show_default=True,
               help="Parallel downloads.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the bundle path.")
+@timeout_options
 def build_command(kubernetes: str, os_name: str, arch: str, include: str | None,
                   packages_extra: str, kernel_version: str | None, mirrors: tuple[str, ...],
                   sources_file: Path | None, cache_dir: Path | None, output_dir: Path,

@@ -17,6 +17,7 @@ from kubeferry.installer.context import InstallContext, InstallOptions
 from kubeferry.installer.phases import all_phases
 from kubeferry.installer.workflow import HostResult, run, select
 from kubeferry.outputs import probe_directory
+from kubeferry.timeouts import timeout_options
 
 
 def _names(value: str | None) -> tuple[str, ...]:
@@ -38,6 +39,7 @@ def _names(value: str | None) -> tuple[str, ...]:
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False),
               help="Where per-host logs go [default: runs/<time>].")
+@timeout_options
 def install_command(bundle_path: Path, inventory_path: Path, only: str | None, skip: str | None,
                     plan: bool, forks: int, accept_new_host_keys: bool, yes: bool,
                     run_dir: Path | None) -> None:

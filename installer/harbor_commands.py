@@ -13,6 +13,7 @@ from kubeferry.console import human_bytes, progress_bars
 from kubeferry.errors import InputError
 from kubeferry.installer.harbor_seed import seed
 from kubeferry.installer.inventory import PROJECT_NAME, RegistrySettings, registry_url_problem
+from kubeferry.timeouts import timeout_options
 
 PASSWORD_ENV = "KUBEFERRY_HARBOR_PASSWORD"
 PLAIN_HTTP_FLAG = "--send-password-over-plain-http"
@@ -67,6 +68,7 @@ def harbor_group() -> None:
               help="Parallel uploads.")
 @click.option(PLAIN_HTTP_FLAG, "plain_http_password", is_flag=True,
               help="Allow an http:// Harbor: the password then crosses the network in clear.")
+@timeout_options
 def seed_command(bundle_path: Path, url: str, project: str, username: str, password_stdin: bool,
                  ca_file: Path | None, workers: int, plain_http_password: bool) -> None:
     """Create the project and push every bundle image into Harbor (existing blobs skipped)."""

@@ -123,7 +123,8 @@ class Seeder:
     """One seeding run against one Harbor (use ``seed`` / ``plan_seed``)."""
 
     def __init__(self, bundle: Bundle, settings: RegistrySettings, password: str,
-                 workers: int = 4, timeout: float = DEFAULT_TIMEOUT, retries: int = 5) -> None:
+                 workers: int = 4, timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
+                 retries: int = 5) -> None:
         self.bundle = bundle
         self.settings = settings
         self.workers = max(1, workers)
@@ -302,7 +303,7 @@ def _parallel(work: Callable[[T], R], items: list[T], workers: int) -> list[R]:
 
 
 def seed(bundle: Bundle, settings: RegistrySettings, password: str, workers: int = 4,
-         progress: Progress | None = None, timeout: float = DEFAULT_TIMEOUT,
+         progress: Progress | None = None, timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
          retries: int = 5) -> SeedResult:
     """Create missing projects and push every bundle image into Harbor (see the module doc)."""
     with Seeder(bundle, settings, password, workers, timeout, retries) as seeder:
@@ -310,7 +311,7 @@ def seed(bundle: Bundle, settings: RegistrySettings, password: str, workers: int
 
 
 def plan_seed(bundle: Bundle, settings: RegistrySettings, password: str, workers: int = 4,
-              timeout: float = DEFAULT_TIMEOUT) -> SeedPlan:
+              timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT) -> SeedPlan:
     """What ``seed`` would do, from HEAD requests only (nothing is created or pushed)."""
     with Seeder(bundle, settings, password, workers, timeout) as seeder:
         return seeder.plan()

@@ -45,6 +45,9 @@ def fail(message: str, code: int, prog: str = "kubeferry") -> None:
 def run_cli(group: click.Group, prog: str, argv: list[str] | None,
             interrupted: str = "interrupted; run the same command again to resume") -> None:
     """Run a click group, mapping every expected error to one line and its exit code."""
+    from kubeferry import timeouts
+
+    timeouts.notify = lambda line: click.echo(f"{prog}: {line}", err=True)
     try:
         group.main(args=argv, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as exit_:

@@ -35,6 +35,7 @@ from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 import requests
 import urllib3
 
+from kubeferry import timeouts
 from kubeferry.errors import InputError, OperationError
 from kubeferry.oci import mediatypes
 from kubeferry.oci.auth import Authorizer, Credentials
@@ -228,7 +229,7 @@ class RegistryClient:
         endpoints: dict[str, str] | None = None,
         credentials: Credentials | None = None,
         ca_file: str | None = None,
-        timeout: float = 30.0,
+        timeout: float | tuple[float, float] | None = None,  # None: kubeferry.timeouts' values
         max_retries: int = 5,
         backoff: float = 0.5,
     ) -> None:
@@ -322,26 +323,37 @@ class RegistryClient:
         """One HTTP exchange without redirects, retried on 429/5xx and network failures."""
         where = where or urlsplit(url).netloc
         attempt = 0
+        timed_out = 0
+        connect, read = timeouts.resolve(self.timeout)
         while True:
             body = data() if callable(data) else data
             try:
-                response = self.session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    params=params,
-                    data=body,
-                    stream=stream,
-                    timeout=self.timeout,
-                    verify=self.verify,
-                    allow_redirects=False,
-                )
+                with timeouts.waiting(f"{where} to answer {method} {urlsplit(url).path}", read):
+                    response = self.session.request(
+                        method,
+                        url,
+                        headers=headers,
+                        params=params,
+                        data=body,
+                        stream=stream,
+                        timeout=(connect, read),
+                        verify=self.verify,
+                        allow_redirects=False,
+                    )
             except requests.exceptions.SSLError as error:
                 raise OperationError(
                     f"cannot reach {where}: TLS verification failed ({_reason(error)}); "
                     "pass the registry's CA certificate"
                 ) from None
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
+                if _reason(error) == "timed out":
+                    timed_out += 1
+                    if timed_out > timeouts.TIMEOUT_RETRIES:  # a hang is not worth 5 retries
+                        raise OperationError(
+                            f"cannot reach {where}: no answer to {method} {urlsplit(url).path}"
+                            f" within the timeouts ({connect:g} s connect, {read:g} s read), tried"
+                            f" {timed_out} times; --connect-timeout/--read-timeout to change"
+                        ) from None
                 if attempt >= self.max_retries:
                     raise OperationError(f"cannot reach {where}: {_reason(error)}") from None
                 self._sleep(attempt)

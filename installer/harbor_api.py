@@ -102,9 +102,9 @@ class HarborAPI:
 
     # -- calls -----------------------------------------------------------------------------------
 
-    def systeminfo(self) -> dict:
+    def systeminfo(self, anonymous: bool = False) -> dict:
         """``GET /systeminfo`` (works anonymously; more fields for a logged-in user)."""
-        response = self._call("GET", "/systeminfo", anonymous=True)  # no credentials where none are needed
+        response = self._call("GET", "/systeminfo", anonymous=anonymous)
         if response.status_code != 200:
             raise self._fail(response, "read its system info")
         return _json_object(response, self.url, "systeminfo")

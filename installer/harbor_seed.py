@@ -148,7 +148,7 @@ class Seeder:
 
     def projects(self, targets: list[Target]) -> tuple[list[str], list[str]]:
         """(existing, missing) projects the targets live in; checks reach and login on the way."""
-        self.api.systeminfo()  # reachable, TLS trusted, speaks Harbor's API
+        self.api.systeminfo(anonymous=True)  # reachable, TLS trusted, speaks Harbor's API: no password needed
         names = sorted({target.project for target in targets})
         existing = [name for name in names if self.api.project_exists(name)]
         return existing, [name for name in names if name not in existing]

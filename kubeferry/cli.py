@@ -71,7 +71,10 @@ def run_cli(group: click.Group, prog: str, argv: list[str] | None,
             raise
         from kubeferry.outputs import os_error
 
-        mapped = os_error(error, "path", error.filename or "?", action="use")
+        if error.filename is None:  # a write to stdout or an open handle: no path to name
+            mapped = os_error(error, "output", "(stdout or an open file)")
+        else:
+            mapped = os_error(error, "path", error.filename, action="use")
         fail(str(mapped), mapped.exit_code, prog)
     except Exception as error:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("KUBEFERRY_DEBUG"):

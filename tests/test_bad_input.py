@@ -342,3 +342,27 @@ def test_kill_9_then_rewrite_leaves_no_stale_partial(bundle: Path, tmp_path: Pat
         live_writer.kill()
         live_writer.wait(timeout=10)
     assert target.read_bytes()[257:262] == b"ustar"
+
+
+@pytest.mark.parametrize("argv", [["inventory", "example"], ["bundle", "sources", "--k8s", "1.25.0"]])
+def test_stdout_on_a_full_device_is_one_line(argv: list[str]) -> None:
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run([*KUBEFERRY, *argv], stdout=full, stderr=subprocess.PIPE, text=True,
+                                timeout=60)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_a_symlink_planted_as_a_run_log_is_refused(tmp_path: Path) -> None:
+    from kubeferry.errors import InputError
+    from kubeferry.installer.context import HostLog
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    (tmp_path / "master1.log").symlink_to(victim)
+    with pytest.raises(InputError, match="run log .*symbolic link"):
+        HostLog(tmp_path / "master1.log")
+    log = HostLog(tmp_path / "node1.log")
+    log("a line")
+    assert (tmp_path / "node1.log").read_text().endswith("a line\n") and victim.read_text() == "keep\n"

@@ -19,7 +19,8 @@ def read_yaml(path: Path, what: str) -> Any:
     except UnicodeDecodeError:
         raise InputError(f"{what} {path}: not a text file (not UTF-8); expected YAML") from None
     try:
-        return yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
+        return {} if data is None else data
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

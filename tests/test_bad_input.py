@@ -366,3 +366,10 @@ def test_a_symlink_planted_as_a_run_log_is_refused(tmp_path: Path) -> None:
     log = HostLog(tmp_path / "node1.log")
     log("a line")
     assert (tmp_path / "node1.log").read_text().endswith("a line\n") and victim.read_text() == "keep\n"
+
+
+def test_a_v_prefixed_release_is_spelled_one_way() -> None:
+    result = run(["bundle", "sources", "--k8s", "v1.25.0"])
+    assert result.returncode == 0, result.stderr
+    assert "Kubernetes 1.25.0," in result.stdout and "/v1.25/" in result.stdout
+    assert "vv1" not in result.stdout and "v1.25.0," not in result.stdout

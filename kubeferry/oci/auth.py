@@ -84,6 +84,8 @@ class Credentials:
             return cls()
         except OSError as error:
             raise InputError(f"cannot read registry auth file {path}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"registry auth file {path} is not a text file (not UTF-8 JSON)") from None
         try:
             data = json.loads(text)
         except ValueError as error:

@@ -192,3 +192,12 @@ def test_build_killed_with_9_then_rebuilt_leaves_no_partial(upstream: Registry, 
                        *mirror_flags(upstream), "--cache-dir", str(built[1]), "--output", str(output))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in output.iterdir()) == [target.name]
+
+
+def test_a_v_prefixed_release_builds_the_same_bundle_name(upstream: Registry, built: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    result = build(BuildRequest(kubernetes="v1.25.0", include=("images",), mirrors=mirrors(upstream.url),
+                                cache_dir=built[1], output_dir=tmp_path))
+    assert result.path.name == "kubeferry-k8s-1.25.0-el7-amd64.tar"
+    assert result.metadata["kubernetes"] == "1.25.0"
+    assert Bundle.open(result.path).bundle_digest.startswith("sha256:")

@@ -82,6 +82,7 @@ class BuildRequest:
     workers: int = 4
     packages_extra: tuple[str, ...] = ()
     kernel_version: str | None = None
+    plain_http_credentials: bool = False  # --send-password-over-plain-http
 
 
 def check_options(request: BuildRequest) -> None:
@@ -180,6 +181,7 @@ def _image_source(request: BuildRequest, sources: Sources):
         endpoints=sources.registries,
         credentials=Credentials.from_docker_config(request.registry_auth),
         ca_file=str(request.registry_ca) if request.registry_ca else None,
+        allow_plain_http_credentials=request.plain_http_credentials,
     )
 
 

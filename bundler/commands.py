@@ -67,12 +67,14 @@ def bundle() -> None:
 @click.option("--jobs", "workers", type=click.IntRange(1, 32), default=4, show_default=True,
               help="Parallel downloads.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the bundle path.")
+@click.option("--send-password-over-plain-http", "plain_http", is_flag=True,
+              help="Allow --registry-auth passwords to an http:// mirror off this machine (in clear).")
 @timeout_options
 def build_command(kubernetes: str, os_name: str, arch: str, include: str | None,
                   packages_extra: str, kernel_version: str | None, mirrors: tuple[str, ...],
                   sources_file: Path | None, cache_dir: Path | None, output_dir: Path,
                   image_source: str, registry_auth: Path | None, registry_ca: Path | None,
-                  workers: int, quiet: bool) -> None:
+                  workers: int, quiet: bool, plain_http: bool) -> None:
     """Write one verifiable bundle file for a Kubernetes release."""
     request = BuildRequest(
         kubernetes=kubernetes, os=os_name, arch=arch, include=parse_include(include, os_name),
@@ -80,7 +82,7 @@ def build_command(kubernetes: str, os_name: str, arch: str, include: str | None,
         kernel_version=kernel_version,
         sources_file=sources_file, mirrors=mirrors, cache_dir=cache_dir or default_cache_dir(),
         output_dir=output_dir, image_source=image_source, registry_auth=registry_auth,
-        registry_ca=registry_ca, workers=workers,
+        registry_ca=registry_ca, workers=workers, plain_http_credentials=plain_http,
     )
     with progress_bars(quiet) as progress:
         result = build(request, progress)

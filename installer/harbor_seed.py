@@ -131,8 +131,10 @@ class Seeder:
         self.blobs = BundleBlobs(bundle)
         self.api = HarborAPI(settings.url, settings.username, password, settings.ca_file, timeout)
         credentials = Credentials({settings.host: Login(settings.username, password)})
+        # an http:// Harbor was allowed by name already (harbor seed's flag, the inventory key)
         self.client = RegistryClient({settings.host: settings.url}, credentials,
-                                     settings.ca_file, timeout=timeout, max_retries=retries)
+                                     settings.ca_file, timeout=timeout, max_retries=retries,
+                                     allow_plain_http_credentials=True)
 
     def close(self) -> None:
         self.api.close()

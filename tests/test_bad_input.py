@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import requests
 from bad_input_helpers import SECRET, inventory_yaml, legacy, rewrite, small_bundle
 
 KUBEFERRY = [sys.executable, "-m", "kubeferry.cli"]
@@ -373,3 +374,37 @@ def test_a_v_prefixed_release_is_spelled_one_way() -> None:
     assert result.returncode == 0, result.stderr
     assert "Kubernetes 1.25.0," in result.stdout and "/v1.25/" in result.stdout
     assert "vv1" not in result.stdout and "v1.25.0," not in result.stdout
+
+
+def _challenge(value: str) -> requests.Response:
+    response = requests.Response()
+    response.status_code = 401
+    response.headers["WWW-Authenticate"] = value
+    return response
+
+
+@pytest.mark.parametrize("origin, challenge", [
+    ("http://192.0.2.10:5000", 'Basic realm="registry"'),
+    ("https://192.0.2.10:5000", 'Bearer realm="http://192.0.2.11/token",service="registry"'),
+])
+def test_registry_passwords_never_go_over_plain_http(origin: str, challenge: str) -> None:
+    """A Basic challenge over http://, or a token realm on http://, off loopback: refused
+    before anything is sent (``send`` would fail the test), unless asked for by name."""
+    from kubeferry.errors import InputError
+    from kubeferry.oci.auth import Authorizer, Credentials, in_clear
+
+    credentials = Credentials()
+    credentials.add("192.0.2.10:5000", "bob", SECRET)
+
+    def send(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a request was sent")
+
+    with pytest.raises(InputError, match="plain HTTP") as caught:
+        Authorizer(credentials, send).answer(origin, "192.0.2.10:5000", True, ["repository:x:pull"],
+                                             _challenge(challenge))
+    assert SECRET not in str(caught.value)
+    assert in_clear("http://harbor.local") and not in_clear("http://127.0.0.1:5000")
+    assert not in_clear("http://localhost:5000") and not in_clear("https://harbor.local")
+    if challenge.startswith("Basic"):
+        allowed = Authorizer(credentials, send, allow_plain_http=True)
+        assert allowed.answer(origin, "192.0.2.10:5000", True, [], _challenge(challenge)).startswith("Basic ")

@@ -232,6 +232,7 @@ class RegistryClient:
         timeout: float | tuple[float, float] | None = None,  # None: kubeferry.timeouts' values
         max_retries: int = 5,
         backoff: float = 0.5,
+        allow_plain_http_credentials: bool = False,
     ) -> None:
         self._endpoints: dict[str, str] = {}
         for registry, url in (endpoints or {}).items():
@@ -249,7 +250,7 @@ class RegistryClient:
         # A no-op auth keeps requests from adding ~/.netrc credentials to our requests.
         self.session.auth = lambda request: request
         self.session.headers["User-Agent"] = "kubeferry"
-        self.authorizer = Authorizer(credentials, self._send)
+        self.authorizer = Authorizer(credentials, self._send, allow_plain_http_credentials)
         self.sleep: Callable[[float], None] = time.sleep  # replaceable, to observe backoff
 
     def close(self) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Iterator
 
 import click
 
@@ -20,7 +22,7 @@ from kubeferry.bundler.build import (
 )
 from kubeferry.console import human_bytes, progress_bars
 from kubeferry.errors import InputError
-from kubeferry.outputs import output_file
+from kubeferry.outputs import kind_of, output_file
 from kubeferry.timeouts import timeout_options
 from kubeferry.versions import image_set
 
@@ -132,16 +134,31 @@ def verify_command(bundle_path: Path, expected: str | None) -> None:
             expected = parse_digest(expected)
         except ValueError as error:
             raise InputError(str(error)) from None
-    opened = Bundle.open(bundle_path)
+    if str(bundle_path) == "-" or kind_of(bundle_path) == "stream":  # read once, front to back
+        with _input_stream(bundle_path) as handle:
+            opened, result = Bundle.verify_stream(handle, str(bundle_path))
+    else:
+        opened = Bundle.open(bundle_path)
+        if expected is None or opened.bundle_digest == expected:
+            result = opened.verify()
     if expected is not None and opened.bundle_digest != expected:
         raise CorruptBundle(f"{bundle_path}: bundle digest is {opened.bundle_digest}, not the"
                             f" expected {expected} (another or a tampered bundle)")
-    result = opened.verify()
     click.echo(f"{bundle_path}: OK, {result.members} members, {human_bytes(result.bytes)},"
                f" digest {opened.bundle_digest}{' (as expected)' if expected else ''}")
     if not opened.self_checked:
         click.echo(f"note: {bundle_path} was built before bundles carried a metadata self-check:"
                    " only --digest with the build's bundle digest covers its metadata")
+
+
+@contextmanager
+def _input_stream(path: Path) -> Iterator[IO[bytes]]:
+    """stdin for ``-``, else the pipe or device at ``path``."""
+    if str(path) == "-":
+        yield sys.stdin.buffer
+        return
+    with open(path, "rb") as handle:
+        yield handle
 
 
 @bundle.command("inspect")

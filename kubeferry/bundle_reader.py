@@ -160,31 +160,36 @@ class Bundle:
         as they are read; the member's sha256 is checked when it ends, so a consumer must
         treat its output as provisional until the walk finishes without CorruptBundle.
         """
-        seen: set[str] = set()
-        expected = iter(self.members)
-        stopped_at = -1
         try:
             with open(self.path, "rb") as handle, _tar_stream(handle, self.path) as tar:
                 _next_member(tar, self.path)  # the metadata, checked by open()
-                while True:
-                    info = _next_member(tar, self.path)
-                    if info is None:
-                        stopped_at = tar.offset
-                        break
-                    entry = self._check_header(info, seen)
-                    listed = next(expected, None)
-                    if listed is None or listed["path"] != info.name:
-                        raise CorruptBundle(
-                            f"{self.path}: member {info.name} is out of order"
-                            " (members must follow the metadata's list)"
-                        )
-                    chunks = _verified_chunks(tar, info, entry, self.path)
-                    if want(info.name):
-                        yield entry, chunks
-                    for _ in chunks:  # drain what the consumer did not read
-                        pass
+                yield from self._walk(tar, want, seekable=True)
         except OSError as error:
             raise NotABundle(f"{self.path}: cannot read it ({error.strerror or error})") from None
+
+    def _walk(self, tar: tarfile.TarFile, want: Callable[[str], bool],
+              seekable: bool) -> Iterator[tuple[dict[str, Any], Iterator[bytes]]]:
+        """The members after the metadata, each checked (path, type, order, size, sha256)."""
+        seen: set[str] = set()
+        expected = iter(self.members)
+        stopped_at = -1
+        while True:
+            info = _next_member(tar, self.path)
+            if info is None:
+                stopped_at = tar.offset if seekable else -1
+                break
+            entry = self._check_header(info, seen)
+            listed = next(expected, None)
+            if listed is None or listed["path"] != info.name:
+                raise CorruptBundle(
+                    f"{self.path}: member {info.name} is out of order"
+                    " (members must follow the metadata's list)"
+                )
+            chunks = _verified_chunks(tar, info, entry, self.path)
+            if want(info.name):
+                yield entry, chunks
+            for _ in chunks:  # drain what the consumer did not read
+                pass
         missing = next(expected, None)
         if missing is not None:
             raise CorruptBundle(_why_missing(self.path, missing["path"], stopped_at))
@@ -209,11 +214,30 @@ class Bundle:
             )
         return entry
 
+    @classmethod
+    def verify_stream(cls, handle: IO[bytes], name: str = "-") -> tuple[Bundle, VerifyResult]:
+        """Verify a bundle read once, front to back, from a pipe or device
+        (``cat BUNDLE | kubeferry bundle verify -``): the metadata, then every member."""
+        path = Path(name)
+        try:
+            with _tar_stream(handle, path) as tar:
+                info = _next_member(tar, path)
+                if info is None or info.name != METADATA_NAME:
+                    raise NotABundle(f"{path}: not a kubeferry bundle (no {METADATA_NAME} first)")
+                metadata, raw = _read_metadata(tar, info, path)
+                bundle = cls(path, metadata, raw)
+                return bundle, bundle._verify_walk(bundle._walk(tar, lambda p: True, seekable=False))
+        except OSError as error:
+            raise NotABundle(f"{path}: cannot read it ({error.strerror or error})") from None
+
     def verify(self) -> VerifyResult:
         """Read every byte; CorruptBundle naming the first bad member, else a summary."""
+        return self._verify_walk(self.stream(want=lambda path: True))
+
+    def _verify_walk(self, walk: Iterator[tuple[dict[str, Any], Iterator[bytes]]]) -> VerifyResult:
         total = 0
         index: bytes | None = None
-        for entry, chunks in self.stream(want=lambda path: True):
+        for entry, chunks in walk:
             data = b"".join(chunks) if entry["path"] == IMAGES_INDEX else None
             for _ in chunks:
                 pass
@@ -296,10 +320,10 @@ class _ChunkReader:
 
 
 def _regular_file(path: Path) -> Path:
-    """``path`` if it is a regular file; a bundle is read twice (metadata, then members)."""
+    """``path`` if it is a regular file: readers seek (metadata, then members at offsets)."""
     if str(path) == "-":
-        raise NotABundle("-: a bundle is read twice (metadata first, then the members), so it must"
-                         " be a regular file, not stdin; save the stream to a file first")
+        raise NotABundle("-: this command seeks in the bundle, so it needs a regular file, not"
+                         " stdin ('bundle verify -' reads a stream); save the stream to a file first")
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -307,8 +331,8 @@ def _regular_file(path: Path) -> Path:
     if stat.S_ISDIR(mode):
         raise NotABundle(f"{path}: is a directory, not a bundle file")
     if not stat.S_ISREG(mode):
-        raise NotABundle(f"{path}: a bundle is read twice (metadata first, then the members), so it"
-                         " must be a regular file, not a pipe or device; save the stream to a file first")
+        raise NotABundle(f"{path}: this command seeks in the bundle, so it needs a regular file,"
+                         " not a pipe or device ('bundle verify' reads a stream); save it to a file first")
     return path
 
 

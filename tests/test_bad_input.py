@@ -205,8 +205,12 @@ CASES = [
     Case("header-byte-flipped", ("bundle", "verify", "{t}/edited.tar"), 1, ("damaged", "header"),
          setup=_flip_header_byte),
     # -- 7: streams --------------------------------------------------------------------------
-    Case("verify-stdin-dash", ("bundle", "verify", "-"), 2, ("regular file",)),
-    Case("verify-fifo", ("bundle", "verify", "{t}/fifo"), 2, ("fifo", "regular file"), setup=_fifo),
+    Case("inspect-stdin-dash", ("bundle", "inspect", "-"), 2, ("regular file", "bundle verify")),
+    Case("images-from-fifo", ("bundle", "images", "{t}/fifo", "-o", "{t}/x.tar"), 2, ("fifo", "regular file"),
+         setup=_fifo),
+    Case("seed-from-stdin", ("harbor", "seed", "--bundle", "/dev/stdin", "--harbor", "https://h.local"), 2,
+         ("/dev/stdin", "regular file")),
+    Case("verify-empty-stdin", ("bundle", "verify", "-"), 2, ("-", "not a tar")),
     Case("verify-directory", ("bundle", "verify", "{t}"), 2, ("directory",)),
 ]
 
@@ -408,3 +412,24 @@ def test_registry_passwords_never_go_over_plain_http(origin: str, challenge: str
     if challenge.startswith("Basic"):
         allowed = Authorizer(credentials, send, allow_plain_http=True)
         assert allowed.answer(origin, "192.0.2.10:5000", True, [], _challenge(challenge)).startswith("Basic ")
+
+
+def test_verify_reads_a_stream_once(bundle: Path, tmp_path: Path) -> None:
+    from kubeferry.bundle_reader import Bundle
+
+    digest = Bundle.open(bundle).bundle_digest
+    data = bundle.read_bytes()
+    for name in ("-", "/dev/stdin"):
+        result = subprocess.run([*KUBEFERRY, "bundle", "verify", name, "--digest", digest], input=data,
+                                capture_output=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert digest.encode() in result.stdout
+    at = data.index(b"# calico stand-in")
+    damaged = data[:at] + b"X" + data[at + 1:]
+    result = subprocess.run([*KUBEFERRY, "bundle", "verify", "-"], input=damaged, capture_output=True,
+                            timeout=60)
+    lines = result.stderr.decode().strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "files/calico.yaml" in lines[0]
+    cut = subprocess.run([*KUBEFERRY, "bundle", "verify", "-"], input=data[:2048], capture_output=True,
+                         timeout=60)
+    assert cut.returncode == 1 and len(cut.stderr.decode().strip().splitlines()) == 1

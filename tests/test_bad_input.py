@@ -433,3 +433,39 @@ def test_verify_reads_a_stream_once(bundle: Path, tmp_path: Path) -> None:
     cut = subprocess.run([*KUBEFERRY, "bundle", "verify", "-"], input=data[:2048], capture_output=True,
                          timeout=60)
     assert cut.returncode == 1 and len(cut.stderr.decode().strip().splitlines()) == 1
+
+
+def test_no_credentials_on_harbor_calls_that_need_none(bundle: Path) -> None:
+    """A loopback 'Harbor' that records headers: /systeminfo (anonymous) must carry no
+    Authorization (the seeder's projects and pushes log in; tests/harbor cover those)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from kubeferry.lab.serving import ServerThread
+
+    seen: list[tuple[str, str | None]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            seen.append((self.path, self.headers.get("Authorization")))
+            body = b'{"harbor_version": "v2.6.0"}' if self.path.endswith("/systeminfo") else b"{}"
+            self.send_response(200 if self.path.endswith("/systeminfo") else 401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = do_POST = _answer
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ServerThread(ThreadingHTTPServer(("127.0.0.1", 0), Handler), "harbor-headers")
+    try:
+        port = server.server.server_address[1]
+        result = run(["harbor", "seed", "--bundle", str(bundle), "--harbor", f"http://127.0.0.1:{port}",
+                      "--send-password-over-plain-http", "--password-stdin"], stdin=SECRET + "\n")
+    finally:
+        server.stop()
+    assert result.returncode == 0, result.stderr  # the bundle holds no image: nothing to push
+    assert seen == [("/api/v2.0/systeminfo", None)]  # reached, and no password sent to do it
+    assert SECRET not in result.stdout + result.stderr

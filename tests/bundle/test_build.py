@@ -201,3 +201,21 @@ def test_a_v_prefixed_release_builds_the_same_bundle_name(upstream: Registry, bu
     assert result.path.name == "kubeferry-k8s-1.25.0-el7-amd64.tar"
     assert result.metadata["kubernetes"] == "1.25.0"
     assert Bundle.open(result.path).bundle_digest.startswith("sha256:")
+
+
+def test_a_full_cache_disk_is_named_not_retried(upstream: Registry, tmp_path: Path) -> None:
+    """ENOSPC while a blob lands in the cache is the machine's fault: one line naming the cache
+    file and the cause, exit 1, at once (not 'download kept failing' after retries)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(cache)], check=True)
+    try:
+        result = kubeferry("bundle", "build", "--k8s", "1.25.0", "--include", "images",
+                           *mirror_flags(upstream), "--cache-dir", str(cache), "--output",
+                           str(tmp_path / "out"))
+    finally:
+        subprocess.run(["umount", str(cache)], check=True)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "No space left on device" in lines[0] and "kept failing" not in lines[0]
+    assert str(cache) in lines[0]

@@ -139,7 +139,7 @@ class Bundle:
                 raise NotABundle(f"{self.path}: cannot read it ({error.strerror or error})") from None
             missing = [m["path"] for m in self.members if m["path"] not in offsets]
             if missing:
-                raise CorruptBundle(_why_missing(self.path, missing[0], _end_offset(self.path, offsets)))
+                raise CorruptBundle(_why_missing(self.path, missing[0], _end_offset(self.path)))
             self._offsets = offsets
         return self._offsets
 
@@ -336,7 +336,7 @@ def _regular_file(path: Path) -> Path:
     return path
 
 
-def _end_offset(path: Path, offsets: dict[str, int]) -> int:
+def _end_offset(path: Path) -> int:
     """Where the tar reader stopped: the header after the last member it read."""
     try:
         with tarfile.open(path, mode="r:") as tar:

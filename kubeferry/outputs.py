@@ -113,39 +113,74 @@ def output_file(path: Path | str, what: str = "--output", fsync: bool = True,
     """A binary handle whose content lands at ``path`` when the block ends without error.
 
     ``-`` is stdout; a device or FIFO is written in place; a regular file is written under
-    a partial name and renamed. On an error nothing at ``path`` changes.
+    a partial name and renamed. On an error nothing at ``path`` changes. Only failures of
+    the output itself (open, write, flush, rename) are reported as about ``path``; the
+    block's own errors pass through unchanged.
     """
     if str(path) == "-":
-        yield sys.stdout.buffer
-        _flush(sys.stdout.buffer, what, "-")
+        guarded = _Guarded(sys.stdout.buffer, what, "-")
+        yield guarded  # type: ignore[misc]
+        guarded.flush()
         return
     target = Path(path)
     kind = check_target(target, what)
     if kind == "stream":
         try:
-            with open(target, "wb") as handle:
-                yield handle
-                _flush(handle, what, target)
+            handle = open(target, "wb")  # noqa: SIM115 - closed below
         except OSError as error:
             raise os_error(error, what, target) from None
+        with handle:
+            guarded = _Guarded(handle, what, target)
+            yield guarded  # type: ignore[misc]
+            guarded.flush()
         return
     remove_stale_partials(target)
     partial = partial_name(target)
     try:
-        partial.unlink(missing_ok=True)  # ours from a process that had this pid before
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_EXCL, mode)
+        try:
+            partial.unlink(missing_ok=True)  # ours from a process that had this pid before
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_EXCL, mode)
+        except OSError as error:
+            raise os_error(error, what, target) from None
         with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
+            guarded = _Guarded(handle, what, target)
+            yield guarded  # type: ignore[misc]
+            guarded.flush()
             if fsync:
-                os.fsync(handle.fileno())
+                guarded.fsync()
         if kind_of(target) not in ("missing", "regular"):
             check_target(target, what)  # it changed under us: refuse, as above
-        os.replace(partial, target)
-    except OSError as error:
-        raise os_error(error, what, target) from None
+        try:
+            os.replace(partial, target)
+        except OSError as error:
+            raise os_error(error, what, target) from None
     finally:
         partial.unlink(missing_ok=True)
+
+
+class _Guarded:
+    """A binary file whose write, flush and fsync failures name the output (one line)."""
+
+    def __init__(self, handle: IO[bytes], what: str, path: Path | str) -> None:
+        self._handle, self._what, self._path = handle, what, path
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._handle.write(data)
+        except OSError as error:
+            raise os_error(error, self._what, self._path) from None
+
+    def flush(self) -> None:
+        _flush(self._handle, self._what, self._path)
+
+    def fsync(self) -> None:
+        try:
+            os.fsync(self._handle.fileno())
+        except OSError as error:
+            raise os_error(error, self._what, self._path) from None
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._handle, name)
 
 
 def _flush(handle: IO[bytes], what: str, path: Path | str) -> None:

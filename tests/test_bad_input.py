@@ -43,7 +43,9 @@ def _edit(key: str, value: object) -> Callable[[Path, Path], None]:
 
 def _flip_header_byte(t: Path, bundle: Path) -> None:
     raw = bytearray(bundle.read_bytes())
-    at = raw.index(b"images/oci-layout")  # the name field of that member's header
+    at = raw.index(b"images/oci-layout")
+    while at % 512:  # the header's name field starts a block (the metadata names it too)
+        at = raw.index(b"images/oci-layout", at + 1)
     raw[at + 2] ^= 0x20
     (t / "edited.tar").write_bytes(bytes(raw))
 
@@ -204,6 +206,8 @@ CASES = [
          setup=lambda t, b: rewrite(b, t / "edited.tar", edit=_resign("formatVersion", "1"))),
     Case("header-byte-flipped", ("bundle", "verify", "{t}/edited.tar"), 1, ("damaged", "header"),
          setup=_flip_header_byte),
+    Case("header-byte-flipped-install", ("install", "--bundle", "{t}/edited.tar", *INSTALL[3:]), 1,
+         ("damaged", "header", "images/oci-layout"), files=_inv(), setup=_flip_header_byte),
     # -- 7: streams --------------------------------------------------------------------------
     Case("inspect-stdin-dash", ("bundle", "inspect", "-"), 2, ("regular file", "bundle verify")),
     Case("images-from-fifo", ("bundle", "images", "{t}/fifo", "-o", "{t}/x.tar"), 2, ("fifo", "regular file"),

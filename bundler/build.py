@@ -20,7 +20,7 @@ from kubeferry.oci.store import BlobStore
 from kubeferry.outputs import check_target, probe_directory, remove_stale_partials
 from kubeferry.versions import ImageSet, image_set
 
-CONTENT = ("images", "packages", "kernel", "files")
+CONTENT = ("kubeferry", "images", "packages", "kernel", "files")
 
 Progress = Callable[[str, int, int], None]  # (phase, bytes just done, phase total)
 
@@ -42,10 +42,11 @@ def check_platform(os_name: str, arch: str) -> None:
 
 
 def default_include(os_name: str) -> tuple[str, ...]:
-    """Everything a node needs: images, packages, files, and kernel-ml where it is bundled (el7)."""
+    """Everything a site needs: the admin kit, images, packages, files, and kernel-ml where it
+    is bundled (el7)."""
     from kubeferry.bundler.repositories import kernel_default
 
-    return ("images", "packages") + (("kernel",) if kernel_default(os_name) else ()) + ("files",)
+    return ("kubeferry", "images", "packages") + (("kernel",) if kernel_default(os_name) else ()) + ("files",)
 
 
 def parse_include(value: str | None, os_name: str) -> tuple[str, ...]:
@@ -129,6 +130,12 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
     probe_directory(request.cache_dir, "--cache-dir")
     store = BlobStore(request.cache_dir)
     contents: list[Content] = []
+    stats: dict[str, int] = {}
+    if "kubeferry" in request.include:  # first: tar finds it at the bundle's start
+        from kubeferry.bundler.kit import build_kit
+
+        contents.append(build_kit(sources, request.cache_dir, stats=stats,
+                                  progress=(lambda n: progress("kubeferry", n, 0)) if progress else None))
     downloaded = cached = 0
     if "images" in request.include:
         with _image_source(request, sources) as source:  # closing removes its temp CA bundle
@@ -138,7 +145,6 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
             )
         downloaded, cached = pulled.downloaded, pulled.cached
         contents.append(layout_content(pulled, store))
-    stats: dict[str, int] = {}
     if "packages" in request.include:
         from kubeferry.bundler.packages import build_packages
 

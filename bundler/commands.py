@@ -180,6 +180,7 @@ def inspect_command(bundle_path: Path, as_json: bool) -> None:
     click.echo(f"listing     {opened.digest} (membersDigest)")
     click.echo(f"members     {len(opened.members)} ({human_bytes(total)})")
     click.echo(f"content     {', '.join(meta.get('include', []))}")
+    click.echo(f"kubeferry   {kit_line(meta)}")
     click.echo(f"images      {len(opened.images)}")
     width = max((len(image["name"]) for image in opened.images), default=0)
     for image in opened.images:
@@ -188,6 +189,18 @@ def inspect_command(bundle_path: Path, as_json: bool) -> None:
 
     for line in inspect_lines(meta):
         click.echo(line)
+
+
+def kit_line(meta: dict) -> str:
+    """What ``inspect`` says of the admin kit, or how to get on without one."""
+    kit = meta.get("kubeferry")
+    if not kit:
+        return ("no kubeferry.pyz in this bundle: run install with an installed kubeferry"
+                " (README: Inside the air gap)")
+    pythons = kit.get("pythons") or ["?"]
+    machines = "/".join(p.split("_", 1)[-1] for p in kit.get("platforms", []))
+    return (f"{kit['path']} {kit.get('version', '?')}, {human_bytes(kit['size'])}"
+            f" (CPython {pythons[0]}-{pythons[-1]}, {machines or '?'})")
 
 
 @bundle.command("images")

@@ -1,7 +1,9 @@
 """Read rpm-md repository metadata: repomd.xml, primary, filelists and modules.
 
 Pure Python on any build host: gzip, bz2 and xz come with Python; zstd (createrepo_c >= 1.0's
-default, used by current third-party repositories) needs the ``zstandard`` package.
+default, used by current third-party repositories) is read with the ``zstandard`` package,
+else Python 3.14's ``compression.zstd``, else the ``zstd`` command (kubeferry.pyz leaves
+zstandard out: see manifests/admin-kit.yaml).
 Parsing streams with ``iterparse`` so a 100 MB primary.xml never sits in memory as a tree.
 """
 
@@ -12,6 +14,7 @@ import gzip
 import io
 import lzma
 import re
+import subprocess
 import sys
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -70,10 +73,35 @@ def open_compressed(path: Path) -> IO[bytes]:
     if magic[:3] == b"BZh":
         return bz2.BZ2File(handle)  # type: ignore[return-value]
     if magic[:4] == b"\x28\xb5\x2f\xfd":
-        import zstandard
-
-        return zstandard.ZstdDecompressor().stream_reader(handle, closefd=True)  # type: ignore[return-value]
+        return _zstd_reader(handle, path)
     return handle
+
+
+def _zstd_reader(handle: IO[bytes], path: Path) -> IO[bytes]:
+    """A zstd stream's decompressed bytes, with whichever zstd reader this host has."""
+    try:
+        import zstandard
+    except ImportError:
+        pass
+    else:
+        return zstandard.ZstdDecompressor().stream_reader(handle, closefd=True)  # type: ignore[return-value]
+    try:
+        from compression import zstd  # type: ignore[import-not-found]  # Python >= 3.14
+    except ImportError:
+        pass
+    else:
+        return zstd.ZstdFile(handle)  # type: ignore[no-any-return]
+    handle.close()
+    try:
+        result = subprocess.run(["zstd", "-q", "-d", "-c", str(path)], capture_output=True,
+                                timeout=600, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise MetadataError(f"{path.name}: zstd-compressed metadata needs the zstd command"
+                            " or Python 3.14 here (or pip install zstandard)") from None
+    if result.returncode != 0:
+        raise MetadataError(f"{path.name}: corrupt metadata (zstd: "
+                            f"{result.stderr.decode(errors='replace').strip()})")
+    return io.BytesIO(result.stdout)
 
 
 def parse_repomd(data: bytes, where: str) -> dict[str, RepomdEntry]:

@@ -1,8 +1,10 @@
 """Where a build fetches from: defaults in ``manifests/sources.yaml``, remapped by the operator.
 
-The effective sources for one (Kubernetes, OS, arch) are three flat maps, name -> URL:
+The effective sources for one (Kubernetes, OS, arch) are four flat maps, name -> URL:
 ``registries`` (upstream registry name as it appears in image names -> API endpoint),
-``repositories`` (package repositories for the OS) and ``files`` (pinned files).
+``repositories`` (package repositories for the OS), ``files`` (pinned files) and
+``indexes`` (Python package indexes for the admin kit's wheels: ``pypi``, then any other
+index or find-links directory the machine's pip configuration adds).
 ``kubeferry bundle sources`` prints them as YAML; ``--sources FILE`` takes the same
 schema back and replaces any entry it names; ``--mirror HOST=URL`` replaces a registry.
 """
@@ -20,7 +22,7 @@ from kubeferry import manifests
 from kubeferry.errors import InputError
 from kubeferry.yamlfile import read_yaml
 
-SECTIONS = ("registries", "repositories", "files")
+SECTIONS = ("registries", "repositories", "files", "indexes")
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Sources:
     registries: dict[str, str] = field(default_factory=dict)
     repositories: dict[str, str] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    indexes: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, dict[str, str]]:
         return {name: dict(getattr(self, name)) for name in SECTIONS}
@@ -65,7 +68,16 @@ def default_sources(kubernetes: str, os_name: str, arch: str) -> Sources:
     from kubeferry.bundler.files import pinned_file_urls  # files.py imports Sources
 
     sources.files = {**pinned_file_urls(kubernetes), **sources.files}
+    sources.indexes = python_indexes()
     return sources
+
+
+def python_indexes() -> dict[str, str]:
+    """``pypi`` (pip's index-url), then pip's extra indexes and find-links, as pip is set up here."""
+    from kubeferry.bundler.pyindex import pip_index_urls
+
+    main, *others = pip_index_urls()
+    return {"pypi": main, **{f"pip-{number}": url for number, url in enumerate(others, 1)}}
 
 
 def check_url(url: str, what: str) -> str:
@@ -110,7 +122,9 @@ def apply_overrides(sources: Sources, overrides_file: Path | None = None,
                     raise InputError(
                         f"--sources {overrides_file}: {name}.{key} is not a source this build"
                         f" uses; choose from {', '.join(known) or '(none)'}")
-                known[str(key)] = check_url(str(url), f"--sources {name}.{key}")
+                what = f"--sources {name}.{key}"
+                local = name == "indexes" and str(url).startswith("file:///")
+                known[str(key)] = str(url) if local else check_url(str(url), what)
     for value in mirrors:
         host, url = parse_mirror(value)
         if host not in sources.registries:

@@ -3,8 +3,9 @@
 A bundle is one uncompressed POSIX tar (pax headers). Its first member is
 ``kubeferry-bundle.json``, the metadata; every other member is a regular file listed
 in the metadata's ``members`` with its size and sha256, in the order they follow.
-Images live under ``images/`` as one OCI image layout; packages, kernel and files
-under their own prefixes. See docs/bundle-format.md.
+``kubeferry.pyz`` (the admin kit) comes next, so tar reaches it at once; images live
+under ``images/`` as one OCI image layout; packages, kernel and files under their own
+prefixes. See docs/bundle-format.md.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any, Iterable
 FORMAT = "kubeferry-bundle"
 FORMAT_VERSION = 1
 METADATA_NAME = "kubeferry-bundle.json"
+KIT_MEMBER = "kubeferry.pyz"  # the admin kit: kubeferry itself, right after the metadata
 IMAGES_PREFIX = "images/"
 BUNDLE_SUFFIX = ".tar"
 # The metadata's self-check: sha256 over the canonical metadata without this key.

@@ -18,3 +18,8 @@ def load(name: str) -> Any:
     """The parsed YAML file ``manifests/<name>.yaml`` (cached: it never changes at run time)."""
     text = resources.files("kubeferry.manifests").joinpath(f"{name}.yaml").read_text()
     return yaml.safe_load(text)
+
+
+def path(name: str) -> Any:
+    """Where ``manifests/<name>.yaml`` is (a Traversable: a file, or an entry in a zip)."""
+    return resources.files("kubeferry.manifests").joinpath(f"{name}.yaml")

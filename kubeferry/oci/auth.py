@@ -6,9 +6,9 @@ without an Authorization header until the host answers 401; from then on that ho
 only that host) gets the scheme it asked for. Bearer tokens are cached per
 (origin, scopes) until shortly before ``expires_in`` runs out.
 
-oras-py's ``parse_auth_header`` reads the challenge parameters; the rest is written here
-because oras-py keeps one token per client (no per-scope cache, no expiry), has no
-timeouts, and always merges ``~/.docker/config.json`` into an explicit config file.
+Written here rather than taken from oras-py, which keeps one token per client (no
+per-scope cache, no expiry), has no timeouts, and always merges ``~/.docker/config.json``
+into an explicit config file.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import binascii
 import ipaddress
 import json
 import os
+import re
 import subprocess
 import threading
 import time
@@ -27,7 +28,6 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 import requests
-from oras.auth.utils import parse_auth_header
 
 from kubeferry.errors import InputError, OperationError
 
@@ -189,8 +189,13 @@ def parse_challenge(header: str | None) -> Challenge | None:
     scheme = scheme.lower()
     if scheme not in ("basic", "bearer"):
         return None
-    parsed = parse_auth_header(params)
-    return Challenge(scheme, parsed.realm, parsed.service, parsed.scope)
+    parsed = {key.lower(): quoted if quoted else token
+              for key, quoted, token in _AUTH_PARAM.findall(params)}
+    return Challenge(scheme, parsed.get("realm"), parsed.get("service"), parsed.get("scope"))
+
+
+# RFC 7235 auth-param: name=token or name="quoted string" (a scope may hold commas).
+_AUTH_PARAM = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
 
 
 Send = Callable[..., requests.Response]

@@ -24,6 +24,7 @@ from kubeferry.bundle_format import (
     METADATA_NAME,
     SELF_CHECK,
     bundle_digest,
+    encode_metadata,
     members_digest,
     metadata_self_check,
     unsafe_path_reason,
@@ -57,7 +58,7 @@ class Bundle:
     def __init__(self, path: Path, metadata: dict[str, Any], raw: bytes | None = None) -> None:
         self.path = path
         self.metadata = metadata
-        self.raw_metadata = raw if raw is not None else b""
+        self.raw_metadata = raw if raw is not None else encode_metadata(metadata)  # as written
         self.members: list[dict[str, Any]] = metadata["members"]
         self._by_path = {member["path"]: member for member in self.members}
         self._offsets: dict[str, int] | None = None

@@ -7,6 +7,7 @@ Secrets travel on stdin, never on a command line, and stdin is never logged.
 
 from __future__ import annotations
 
+import logging
 import shlex
 import socket
 import threading
@@ -17,8 +18,13 @@ from typing import IO, Callable
 
 import paramiko
 
+from kubeferry import timeouts
 from kubeferry.errors import InputError, OperationError
 from kubeferry.installer.inventory import Host, SSHSettings
+
+# paramiko logs its transport thread's failures with tracebacks; with no handler Python's
+# last-resort handler would print them on stderr. The errors reach the operator as one line.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CHUNK = 1 << 18
 EOF_GRACE = 5.0  # seconds to wait for the output's end once the exit status is in
@@ -115,21 +121,26 @@ class Connection:
         client = self._new_client()
         sock = None
         try:
-            bastion = self.settings.bastion
-            if bastion is not None:
-                self._jump = self._new_client()
-                jump_key = bastion.key_file or self.settings.key_file
-                self._jump.connect(bastion.host, port=bastion.port,
-                                   **self._connect_kwargs(bastion.user, jump_key))
-                sock = self._jump.get_transport().open_channel(
-                    "direct-tcpip", (self.host.address, self.settings.port), ("127.0.0.1", 0))
-            client.connect(self.host.address, port=self.settings.port, sock=sock,
-                           **self._connect_kwargs(self.settings.user, self.settings.key_file))
+            with timeouts.waiting(f"SSH to {where}", self.settings.timeout, "ssh.timeout"):
+                bastion = self.settings.bastion
+                if bastion is not None:
+                    self._jump = self._new_client()
+                    jump_key = bastion.key_file or self.settings.key_file
+                    self._jump.connect(bastion.host, port=bastion.port,
+                                       **self._connect_kwargs(bastion.user, jump_key))
+                    sock = self._jump.get_transport().open_channel(
+                        "direct-tcpip", (self.host.address, self.settings.port), ("127.0.0.1", 0))
+                client.connect(self.host.address, port=self.settings.port, sock=sock,
+                               **self._connect_kwargs(self.settings.user, self.settings.key_file))
         except paramiko.BadHostKeyException:
             raise OperationError(
                 f"{where}: host key does not match the known hosts file {self.settings.known_hosts}"
                 " — refusing to connect (if the node was reinstalled, remove its old key)") from None
         except paramiko.SSHException as error:
+            if "protocol banner" in str(error):  # connected, but nothing answered in time
+                raise OperationError(
+                    f"{where}: SSH timed out after {self.settings.timeout:.0f} s waiting for the SSH"
+                    " banner (is it sshd on that port? ssh.timeout to change)") from None
             if "not found in known_hosts" in str(error):
                 raise OperationError(
                     f"{where}: host key unknown (not in {self.settings.known_hosts}); add it, or run"

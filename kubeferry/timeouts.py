@@ -74,7 +74,7 @@ def resolve(timeout: float | tuple[float, float] | None) -> tuple[float, float]:
 
 
 @contextmanager
-def waiting(what: str, read: float | None = None) -> Iterator[None]:
+def waiting(what: str, read: float | None = None, setting: str = "--read-timeout") -> Iterator[None]:
     """Say on stderr what is being waited for when an answer takes longer than NOTICE_AFTER
     (or half the read timeout), at most once per ``what`` per read timeout, so parallel
     requests do not flood."""
@@ -89,7 +89,7 @@ def waiting(what: str, read: float | None = None) -> Iterator[None]:
                     return
                 _notices[what] = now
             if notify is not None:
-                notify(f"waiting for {what} (read timeout {limit:g} s; --read-timeout to change)")
+                notify(f"waiting for {what} (timeout {limit:g} s; {setting} to change)")
 
         timer = threading.Timer(min(NOTICE_AFTER, limit / 2), tell)
         timer.daemon = True

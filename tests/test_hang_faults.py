@@ -78,7 +78,7 @@ def assert_bounded_failure(result: subprocess.CompletedProcess, seconds: float, 
     lines = result.stderr.strip().splitlines()
     waiting = [line for line in lines if "waiting for" in line]
     errors = [line for line in lines if "waiting for" not in line]
-    assert waiting and where in waiting[0] and "read timeout 2 s" in waiting[0], result.stderr
+    assert waiting and where in waiting[0] and "timeout 2 s; --read-timeout" in waiting[0], result.stderr
     assert len(errors) == 1 and where in errors[0] and "timeout" in errors[0], result.stderr
     assert "Traceback" not in result.stderr and SECRET not in result.stdout + result.stderr
 
@@ -108,3 +108,27 @@ def test_seed_into_a_hanging_harbor(hang: HangServer, tmp_path: Path, scheme: st
                           f"{scheme}://127.0.0.1:{hang.port}", "--password-stdin", *extra,
                           stdin=SECRET + "\n")
     assert_bounded_failure(result, seconds, f"127.0.0.1:{hang.port}")
+
+
+def test_install_against_a_hanging_ssh_server(hang: HangServer, tmp_path: Path) -> None:
+    """An sshd that accepts and never sends its banner: ssh.timeout bounds it, and it says so."""
+    from bad_input_helpers import inventory_yaml
+
+    key = tmp_path / "id_ed25519"
+    key.write_text("not really a key\n")
+    inventory = tmp_path / "cluster.yaml"
+    inventory.write_text(inventory_yaml(key, **{
+        "cluster.controlPlaneEndpoint": "127.0.0.1:6443", "ssh.port": hang.port, "ssh.timeout": READ,
+        "hosts": [{"name": "master1", "address": "127.0.0.1", "roles": ["control-plane"]}]}))
+    bundle = small_bundle(tmp_path / "b")
+    started = time.monotonic()
+    result = subprocess.run([*KUBEFERRY, "install", "--bundle", str(bundle), "--inventory", str(inventory),
+                             "--plan", "--only", "preflight", "--run-dir", str(tmp_path / "runs")],
+                            capture_output=True, text=True, timeout=BOUND * 4)
+    seconds = time.monotonic() - started
+    assert result.returncode == 1, result.stderr
+    assert seconds < BOUND, f"took {seconds:.1f} s: {result.stderr}"
+    lines = result.stderr.strip().splitlines()
+    assert any("waiting for SSH to master1" in line and "ssh.timeout" in line for line in lines), lines
+    assert "master1" in lines[-1] and "Traceback" not in result.stderr
+    assert "SSH timed out after 2 s" in (tmp_path / "runs" / "master1.log").read_text()

@@ -82,7 +82,10 @@ def python_indexes() -> dict[str, str]:
 
 def check_url(url: str, what: str) -> str:
     """``url`` if it is an http(s) URL with a host, else InputError naming ``what``."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # 'http://[::1' and the like
+        raise InputError(f"{what}: {url!r} is not a URL ({error})") from None
     if parts.scheme not in ("http", "https") or not parts.netloc or not parts.hostname:
         raise InputError(f"{what}: {url!r} is not an http:// or https:// URL")
     try:

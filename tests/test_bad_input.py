@@ -154,6 +154,8 @@ CASES = [
     # -- 8: input errors are not internal errors -----------------------------------------
     Case("mirror-port", (*BUILD, "--mirror", "registry.k8s.io=http://127.0.0.1:99999"), 2,
          ("--mirror registry.k8s.io", "port")),
+    Case("mirror-broken-ipv6", (*BUILD, "--mirror", "registry.k8s.io=http://[::1"), 2,
+         ("--mirror registry.k8s.io", "not a URL")),
     Case("sources-port", SRC, 2, ("--sources registries.docker.io", "port"),
          files={"s.yaml": "registries: {docker.io: 'https://mirror.local:70000'}\n"}),
     Case("sources-binary", SRC, 2, ("--sources", "s.yaml", "not a text"),

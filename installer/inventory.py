@@ -277,11 +277,19 @@ def _ssh(reader: _Reader | None, base: SSHSettings) -> SSHSettings:
         password=_secret(reader) or base.password,
         known_hosts=reader.get("knownHosts", str, base.known_hosts),
         sudo=reader.get("sudo", bool, base.sudo),
-        timeout=float(reader.get("timeout", (int, float), base.timeout)),
+        timeout=_timeout(reader, base.timeout),
         bastion=bastion,
     )
     reader.finish()
     return settings
+
+
+def _timeout(reader: _Reader, default: float) -> float:
+    """``ssh.timeout``: seconds for the SSH connect, banner, login and each channel."""
+    value = float(reader.get("timeout", (int, float), default))
+    if not 0 < value <= 3600:
+        raise reader.fail("timeout", f"{value:g} is not a number of seconds in (0, 3600]")
+    return value
 
 
 def _port(reader: _Reader, name: str, default: int) -> int:

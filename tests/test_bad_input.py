@@ -134,6 +134,8 @@ CASES = [
          files=_inv(registry={"url": "https://harbor"})),
     Case("registry-bad-port", INSTALL, 2, ("registry.url", "99999"),
          files=_inv(registry={"url": "https://harbor.local:99999"})),
+    Case("ssh-timeout-negative", INSTALL, 2, ("ssh.timeout", "-5"), files=_inv(**{"ssh.timeout": -5})),
+    Case("ssh-timeout-text", INSTALL, 2, ("ssh.timeout", "soon"), files=_inv(**{"ssh.timeout": "soon"})),
     Case("dns-domain", INSTALL, 2, ("cluster.dnsDomain", "bad domain!"),
          files=_inv(**{"cluster.dnsDomain": "bad domain!"})),
     Case("vip-far-away", INSTALL, 2, ("cluster.vip", "10.1.2.3"),

@@ -290,6 +290,7 @@ class Bundle:
         """
         if self.member(IMAGES_INDEX) is None:
             raise InputError(f"{self.path}: this bundle holds no images")
+        self.verify_image_list()  # the names the count and ctr go by must be the index's
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as layout:
             for entry, chunks in self.stream(want=lambda p: p.startswith(IMAGES_PREFIX)):
                 info = tarfile.TarInfo(entry["path"][len(IMAGES_PREFIX):])
@@ -408,9 +409,7 @@ def _read_metadata(tar: tarfile.TarFile, info: tarfile.TarInfo,
         raise CorruptBundle(f"{path}: {METADATA_NAME} was changed after the build (its {SELF_CHECK}"
                             " does not match; tampered or damaged)")
     members = metadata.get("members")
-    if not isinstance(members, list) or not all(
-        isinstance(m, dict) and {"path", "size", "sha256"} <= set(m) for m in members
-    ):
+    if not isinstance(members, list) or not all(_plausible_member(m) for m in members):
         raise CorruptBundle(f"{path}: {METADATA_NAME} has no valid member list")
     if members_digest(members) != metadata.get("membersDigest"):
         raise CorruptBundle(f"{path}: the member list does not match its digest (tampered?)")
@@ -430,9 +429,26 @@ def _check_fields(metadata: dict[str, Any], path: Path) -> None:
     images = metadata.get("images", [])
     if not isinstance(images, list) or not all(
         isinstance(i, dict) and isinstance(i.get("name"), str) and isinstance(i.get("digest"), str)
-        for i in images
+        and _count(i.get("size", 0)) for i in images
     ):
         raise CorruptBundle(f"{path}: {METADATA_NAME} has no valid image list")
+    include = metadata.get("include", [])
+    if not isinstance(include, list) or not all(isinstance(name, str) for name in include):
+        raise CorruptBundle(f"{path}: {METADATA_NAME} has no valid 'include' list")
+    for section in ("kubeferry", "packages", "kernel", "files", "sources", "imageSet"):
+        if metadata.get(section) is not None and not isinstance(metadata[section], dict):
+            raise CorruptBundle(f"{path}: {METADATA_NAME} has an invalid {section!r} section")
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _plausible_member(member: object) -> bool:
+    """A member entry: a string path, a byte count, a sha256 in hex."""
+    return (isinstance(member, dict) and isinstance(member.get("path"), str)
+            and _count(member.get("size")) and isinstance(member.get("sha256"), str)
+            and len(member["sha256"]) == 64 and all(c in "0123456789abcdef" for c in member["sha256"]))
 
 
 def _verified_chunks(

@@ -83,6 +83,7 @@ BUILD = ("bundle", "build", "--k8s", "1.25.0", "--cache-dir", "{t}/cache", "--ou
 SOURCES = ("bundle", "sources", "--k8s", "1.25.0")
 INSTALL = ("install", "--bundle", "{bundle}", "--inventory", "{t}/cluster.yaml", "--plan",
            "--run-dir", "{t}/runs")
+ODD_IMAGES = [{"name": "a", "digest": "b"}]  # typed, but no such image and no size
 SRC = (*SOURCES, "--sources", "{t}/s.yaml")
 SEED = ("harbor", "seed", "--bundle", "{bundle}", "--password-stdin")
 
@@ -127,6 +128,14 @@ CASES = [
     Case("k8s-leading-zero", (*SOURCES[:2], "--k8s", "1.25.00"), 2, ("1.25.00", "malformed")),
     Case("k8s-two-parts", (*SOURCES[:2], "--k8s", "1.25"), 2, ("1.25", "malformed")),
     Case("k8s-unsupported", (*SOURCES[:2], "--k8s", "1.19.0"), 2, ("1.19.0", "not supported")),
+    *[Case(f"resigned-{key}-{command}", ("bundle", command, "{t}/edited.tar", *extra), 1, words,
+           setup=lambda t, b, key=key, value=value: rewrite(b, t / "edited.tar", edit=_resign(key, value)))
+      for key, value, words in (("packages", "x", ("'packages'",)), ("include", 5, ("'include'",)),
+                                ("images", ODD_IMAGES, ("index.json",)))
+      for command, extra in (("inspect", ()), ("images", ("-o", "/dev/null")))
+      if not (key == "images" and command == "inspect")],
+    Case("resigned-image-size-inspect", ("bundle", "inspect", "{t}/edited.tar"), 1, ("shape", "digest"),
+         setup=lambda t, b: rewrite(b, t / "edited.tar", edit=_resign("images", ODD_IMAGES))),
     Case("metadata-bad-release", ("bundle", "inspect", "{t}/edited.tar"), 1, ("kubernetes", "malformed"),
          setup=lambda t, b: rewrite(b, t / "edited.tar", edit=_resign("kubernetes", "1.25.00"))),
     # -- 10: inventory values that cannot work ---------------------------------------------

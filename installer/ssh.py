@@ -120,6 +120,7 @@ class Connection:
         where = f"{self.host.name} ({self.settings.user}@{self.host.address}:{self.settings.port})"
         client = self._new_client()
         sock = None
+        started = time.monotonic()
         try:
             with timeouts.waiting(f"SSH to {where}", self.settings.timeout, "ssh.timeout"):
                 bastion = self.settings.bastion
@@ -137,14 +138,15 @@ class Connection:
                 f"{where}: host key does not match the known hosts file {self.settings.known_hosts}"
                 " — refusing to connect (if the node was reinstalled, remove its old key)") from None
         except paramiko.SSHException as error:
-            if "protocol banner" in str(error):  # connected, but nothing answered in time
-                raise OperationError(
-                    f"{where}: SSH timed out after {self.settings.timeout:.0f} s waiting for the SSH"
-                    " banner (is it sshd on that port? ssh.timeout to change)") from None
             if "not found in known_hosts" in str(error):
                 raise OperationError(
                     f"{where}: host key unknown (not in {self.settings.known_hosts}); add it, or run"
                     " with --accept-new-host-keys to trust it on first use") from None
+            silent = time.monotonic() - started >= self.settings.timeout * 0.9
+            if "protocol banner" in str(error) or silent:  # connected, but nothing answered in time
+                raise OperationError(
+                    f"{where}: SSH timed out after {self.settings.timeout:.0f} s waiting for the SSH"
+                    " banner (is it sshd on that port? ssh.timeout to change)") from None
             raise OperationError(f"{where}: SSH failed: {error}") from None
         except (socket.timeout, TimeoutError, EOFError):
             raise OperationError(f"{where}: SSH timed out after {self.settings.timeout:.0f} s") from None

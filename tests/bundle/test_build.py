@@ -219,3 +219,18 @@ def test_a_full_cache_disk_is_named_not_retried(upstream: Registry, tmp_path: Pa
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert "No space left on device" in lines[0] and "kept failing" not in lines[0]
     assert str(cache) in lines[0]
+
+
+def test_build_prints_the_bundle_digest_last_and_verify_checks_it(upstream: Registry,
+                                                                   built: tuple[Path, Path],
+                                                                   tmp_path: Path) -> None:
+    result = kubeferry("bundle", "build", "--k8s", "1.25.0", "--include", "images", *mirror_flags(upstream),
+                       "--cache-dir", str(built[1]), "--output", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1].split()
+    assert last[0] == "digest" and last[1].startswith("sha256:")
+    bundle_path = tmp_path / "kubeferry-k8s-1.25.0-el7-amd64.tar"
+    assert Bundle.open(bundle_path).bundle_digest == last[1]
+    assert Bundle.open(bundle_path).self_checked
+    good = kubeferry("bundle", "verify", str(bundle_path), "--digest", last[1])
+    assert good.returncode == 0 and "as expected" in good.stdout

@@ -29,7 +29,7 @@ class Case:
     argv: tuple[str, ...]
     code: int
     words: tuple[str, ...]
-    files: dict[str, str | bytes] = field(default_factory=dict)
+    files: dict[str, str | bytes | Inventory] = field(default_factory=dict)
     env: dict[str, str] = field(default_factory=dict)
     stdin: str = ""
     setup: Callable[[Path, Path], None] | None = None  # (t, bundle)
@@ -75,8 +75,15 @@ def _key(t: Path) -> Path:
     return t / "id_ed25519"
 
 
-def _inv(**overrides: object) -> dict[str, str]:
-    return {"cluster.yaml": "__INVENTORY__" + repr(overrides)}
+@dataclass(frozen=True)
+class Inventory:
+    """A valid one-node inventory with ``overrides`` (dotted keys), written as cluster.yaml."""
+
+    overrides: dict[str, object]
+
+
+def _inv(**overrides: object) -> dict[str, Inventory]:
+    return {"cluster.yaml": Inventory(overrides)}
 
 
 BUILD = ("bundle", "build", "--k8s", "1.25.0", "--cache-dir", "{t}/cache", "--output", "{t}/out")
@@ -270,8 +277,8 @@ def assert_one_line(result: subprocess.CompletedProcess, code: int, words: tuple
 def test_bad_input(case: Case, bundle: Path, tmp_path: Path) -> None:
     (tmp_path / "id_ed25519").write_text("not really a key\n")
     for name, content in case.files.items():
-        if isinstance(content, str) and content.startswith("__INVENTORY__"):
-            content = inventory_yaml(_key(tmp_path), **eval(content[len("__INVENTORY__"):]))  # noqa: S307 - our own repr
+        if isinstance(content, Inventory):
+            content = inventory_yaml(_key(tmp_path), **content.overrides)
         target = tmp_path / name
         target.write_bytes(content if isinstance(content, bytes) else content.encode())
     try:

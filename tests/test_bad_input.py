@@ -22,6 +22,13 @@ KUBEFERRY = [sys.executable, "-m", "kubeferry.cli"]
 
 
 @dataclass(frozen=True)
+class Inventory:
+    """A valid one-node inventory with ``overrides`` (dotted keys), written as cluster.yaml."""
+
+    overrides: dict[str, object]
+
+
+@dataclass(frozen=True)
 class Case:
     """One bad input: ``argv`` may hold {t} (a fresh directory) and {bundle} (a good bundle)."""
 
@@ -59,27 +66,26 @@ def _symlink(t: Path, bundle: Path) -> None:
     (t / "link.tar").symlink_to(t / "real.tar")
 
 
+def _mount_tmpfs(where: Path, options: str) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs (a read-only or full disk) needs root")
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=True, timeout=30)
+
+
 def _readonly_dir(t: Path, bundle: Path) -> None:
-    (t / "ro").mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(t / "ro")], check=True)
+    _mount_tmpfs(t / "ro", "ro,size=1m")
 
 
 def _full_dir(t: Path) -> None:
     """A tiny tmpfs filled to the last byte: a full disk."""
-    (t / "full").mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(t / "full")], check=True)
-    subprocess.run(["dd", "if=/dev/zero", f"of={t / 'full' / 'fill'}", "bs=4k"], capture_output=True)
+    _mount_tmpfs(t / "full", "size=64k")
+    subprocess.run(["dd", "if=/dev/zero", f"of={t / 'full' / 'fill'}", "bs=4k"], capture_output=True,
+                   timeout=30)
 
 
 def _key(t: Path) -> Path:
     return t / "id_ed25519"
-
-
-@dataclass(frozen=True)
-class Inventory:
-    """A valid one-node inventory with ``overrides`` (dotted keys), written as cluster.yaml."""
-
-    overrides: dict[str, object]
 
 
 def _inv(**overrides: object) -> dict[str, Inventory]:
@@ -289,7 +295,7 @@ def test_bad_input(case: Case, bundle: Path, tmp_path: Path) -> None:
     finally:
         for mount in ("ro", "full"):  # everything a case mounts it unmounts
             if os.path.ismount(tmp_path / mount):
-                subprocess.run(["umount", str(tmp_path / mount)], check=True)
+                subprocess.run(["umount", str(tmp_path / mount)], check=True, timeout=30)
 
 
 def test_good_bundle_verifies_and_prints_its_digest(bundle: Path) -> None:

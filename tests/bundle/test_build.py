@@ -208,13 +208,13 @@ def test_a_full_cache_disk_is_named_not_retried(upstream: Registry, tmp_path: Pa
     file and the cause, exit 1, at once (not 'download kept failing' after retries)."""
     cache = tmp_path / "cache"
     cache.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(cache)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(cache)], check=True, timeout=30)
     try:
         result = kubeferry("bundle", "build", "--k8s", "1.25.0", "--include", "images",
                            *mirror_flags(upstream), "--cache-dir", str(cache), "--output",
                            str(tmp_path / "out"))
     finally:
-        subprocess.run(["umount", str(cache)], check=True)
+        subprocess.run(["umount", str(cache)], check=True, timeout=30)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1, result.stderr
     assert "No space left on device" in lines[0] and "kept failing" not in lines[0]

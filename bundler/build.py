@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -107,6 +108,7 @@ class BuildResult:
     cached: int
     size: int
     seconds: float
+    sha256: str = ""  # of the whole file: what `sha256sum` prints on the admin host
 
 
 def effective_sources(request: BuildRequest) -> Sources:
@@ -151,7 +153,7 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
         contents += build_packages(
             request.kubernetes, request.os, request.arch, sources, request.cache_dir,
             extra=request.packages_extra, include_kernel="kernel" in request.include,
-            kernel_version=request.kernel_version, stats=stats,
+            kernel_version=request.kernel_version, stats=stats, admin="kubeferry" in request.include,
             progress=(lambda n: progress("packages", n, 0)) if progress else None)
     if "files" in request.include:
         from kubeferry.bundler.files import build_files
@@ -163,15 +165,16 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
     metadata = _metadata(request, images, sources, contents)
     members = [member for content in contents for member in content.members]
     total = sum(member.size for member in members)
+    file_hash = hashlib.sha256()
     written = write_bundle(
         target, metadata, members,
         progress=(lambda n: progress("write", n, total)) if progress else None,
-        mtime=int(time.time()),
+        mtime=int(time.time()), file_hash=file_hash,
     )
     return BuildResult(
         path=target, metadata=written, images=len(written.get("images", [])),
         downloaded=downloaded, cached=cached, size=target.stat().st_size,
-        seconds=time.monotonic() - started,
+        seconds=time.monotonic() - started, sha256=file_hash.hexdigest(),
     )
 
 

@@ -93,6 +93,7 @@ def build_command(kubernetes: str, os_name: str, arch: str, include: str | None,
         click.echo(str(result.path))
         return
     click.echo(f"bundle     {result.path}")
+    click.echo(f"sha256     {result.sha256}  (sha256sum of the file, to check on the admin host)")
     click.echo(f"members    {result.metadata['membersDigest']}")
     click.echo(f"images     {result.images}")
     click.echo(f"downloaded {human_bytes(result.downloaded)}, from cache {human_bytes(result.cached)}")

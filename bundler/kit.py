@@ -192,7 +192,7 @@ def _run_pex(spec: KitSpec, stage: Path, index: Path, output: Path, pex_root: Pa
     """pex, offline: only the pinned wheels of the local ``index`` can go in."""
     argv = [sys.executable, "-m", "pex", *spec.requirements, "--sources-directory", str(stage),
             "--no-pypi", "--index-url", index.as_uri(), "--no-build", "--entry-point", ENTRY_POINT,
-            "--python-shebang", SHEBANG, "--pex-root", str(pex_root),
+            "--python-shebang", SHEBANG, "--pex-root", str(pex_root), "--venv", "prepend",
             "--output-file", str(output)]
     for platform in spec.pex_platforms():
         argv += ["--platform", platform]

@@ -96,10 +96,39 @@ def drop_newer_abi3(wheels: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [w for w in wheels if "-abi3-" not in w["file"] or w["file"] in keep]
 
 
+def prefer_pure(wheels: list[dict[str, Any]], projects: set[str], index: str) -> list[dict[str, Any]]:
+    """Each release of ``projects`` as its one pure-Python wheel instead of a binary per target.
+
+    charset-normalizer's binary wheels are only a speed-up (mypyc) that kubeferry does not
+    need; its pure wheel serves every Python and platform at a tenth of the size.
+    """
+    import requests
+
+    from kubeferry.bundler.pyindex import project_links
+
+    kept = [w for w in wheels if w["project"] not in projects]
+    for project, version in sorted({(w["project"], w["version"]) for w in wheels} - {
+            (w["project"], w["version"]) for w in kept}):
+        response = requests.get(f"{index.rstrip('/')}/{project}/", timeout=60)
+        response.raise_for_status()
+        name = f"{project.replace('-', '_')}-{version}-py3-none-any.whl"
+        pure = [link for link in project_links(response.text) if link.file.lower() == name.lower()]
+        if not pure or "#sha256=" not in pure[0].href:
+            raise SystemExit(f"{project} {version} has no py3-none-any wheel with a sha256 on {index}")
+        wheel = {"project": project, "version": version, "file": pure[0].file,
+                 "sha256": pure[0].href.split("#sha256=", 1)[1]}
+        if pure[0].requires_python:
+            wheel["requires_python"] = pure[0].requires_python
+        kept.append(wheel)
+    return kept
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pyproject", type=Path, default=Path("pyproject.toml"))
     parser.add_argument("--output", type=Path, help="default: the installed manifests/admin-kit.yaml")
+    parser.add_argument("--index", default="https://pypi.org/simple",
+                        help="the PEP 503 index to find preferPure's pure wheels on")
     options = parser.parse_args(argv)
     kit = manifests.load(MANIFEST)
     requirements = runtime_requirements(options.pyproject, {normalise(n) for n in kit["leaveOut"]})
@@ -108,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     platforms = KitSpec.load().pex_platforms()
     print(f"locking {', '.join(requirements)} for {len(platforms)} targets", file=sys.stderr)
     found = {wheel["file"]: wheel for wheel in resolve(requirements, platforms)}
-    wheels = sorted(drop_newer_abi3(list(found.values())), key=lambda w: (w["project"], w["file"]))
+    pure = {normalise(name) for name in kit.get("preferPure", [])}
+    chosen = prefer_pure(drop_newer_abi3(list(found.values())), pure, options.index)
+    wheels = sorted(chosen, key=lambda w: (w["project"], w["file"]))
     output = options.output or Path(str(manifests.path(MANIFEST)))
     text = output.read_text()
     head = text.split(GENERATED, 1)[0].rstrip("\n")

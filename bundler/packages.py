@@ -161,7 +161,7 @@ def _install_spec(spec: OsSpec, package: Package) -> str:
 
 
 def _package_rows(bundled: list[Bundled], prefix: str, resolution: Resolution,
-                  requested: set[str]) -> list[dict[str, Any]]:
+                  requested: set[str], admin: set[str]) -> list[dict[str, Any]]:
     names = pool_names(bundled)
     folder = "Packages" if bundled and bundled[0].package.family == "rpm" else "pool"
     rows = []
@@ -176,15 +176,19 @@ def _package_rows(bundled: list[Bundled], prefix: str, resolution: Resolution,
                    path=f"{prefix}/{folder}/{names[item.sha256]}",
                    requested=package.name in requested,
                    reason=resolution.reasons.get(package.name, ""))
+        if package.name in admin:
+            row["admin"] = True  # for the admin host's Python: the nodes' install skips it
         rows.append(row)
     return rows
 
 
 def _section(spec: OsSpec, arch: str, prefix: str, repos: list[LoadedRepo], keys: list[Key],
              bundled: list[Bundled], resolution: Resolution, warnings: list[str],
-             installed: list[Package]) -> dict[str, Any]:
+             installed: list[Package], admin: Sequence[str] = ()) -> dict[str, Any]:
     by_name = {p.name: p for p in resolution.packages}
     roots = [p.name for p in resolution.packages if resolution.reasons.get(p.name) == p.name]
+    admin_roots = [name for name in roots if name in admin and name not in spec.packages]
+    node_roots = [name for name in roots if name not in admin_roots]
     return {
         "os": spec.name,
         "arch": arch,
@@ -200,8 +204,9 @@ def _section(spec: OsSpec, arch: str, prefix: str, repos: list[LoadedRepo], keys
         ],
         "keys": [{"name": k.name, "url": k.url, "path": f"{prefix}/keys/{k.filename}",
                   "sha256": k.path.name} for k in keys],
-        "install": [_install_spec(spec, by_name[name]) for name in roots],
-        "packages": _package_rows(bundled, prefix, resolution, set(roots)),
+        "install": [_install_spec(spec, by_name[name]) for name in node_roots],
+        "admin": [_install_spec(spec, by_name[name]) for name in admin_roots],
+        "packages": _package_rows(bundled, prefix, resolution, set(node_roots), set(admin_roots)),
         "base": {"repositories": [r.spec.name for r in repos if r.spec.base],
                  "installed": len(installed)},
         "warnings": warnings + resolution.warnings,
@@ -212,10 +217,12 @@ def build_packages(kubernetes: str, os_name: str, arch: str, sources: Sources, c
                    *, extra: Sequence[str] = (), include_kernel: bool = False,
                    kernel_version: str | None = None, progress: Progress | None = None,
                    packages: Sequence[str] | None = None,
-                   stats: dict[str, int] | None = None) -> list[Content]:
+                   stats: dict[str, int] | None = None, admin: bool = False) -> list[Content]:
     """The ``packages`` content (and ``kernel`` when asked) for one OS and arch.
 
     ``packages`` replaces the OS's default package set (tests; ``extra`` adds to either).
+    ``admin``: also the OS's Python for kubeferry.pyz (packages.yaml ``admin``), for the
+    admin host only.
     ``stats`` (if given) receives ``downloaded`` and ``cached`` byte counts.
     Raises InputError for an unknown OS/arch or a requested package that does not exist,
     OperationError for unreachable or corrupt repositories, a checksum mismatch, or a
@@ -232,7 +239,9 @@ def build_packages(kubernetes: str, os_name: str, arch: str, sources: Sources, c
     repos = _load(spec.repositories_for(arch), spec, arch, sources, fetcher, keys)
     universe = _universe(spec, repos)
     installed, warnings = installed_set(spec, universe, repos)
-    requested = list(dict.fromkeys([*(spec.packages if packages is None else packages), *extra]))
+    admin_names = spec.admin if admin else ()
+    requested = list(dict.fromkeys([*(spec.packages if packages is None else packages), *extra,
+                                    *admin_names]))
     resolution = Resolver(universe, installed=installed,
                           pins=_pins(spec, kubernetes)).resolve(requested)
     bundled = _download(resolution, repos, fetcher)
@@ -243,7 +252,7 @@ def build_packages(kubernetes: str, os_name: str, arch: str, sources: Sources, c
     members = _write_repo(prefix, spec, arch, bundled, repos, fetcher)
     members += _key_members(prefix, used_keys)
     section = _section(spec, arch, prefix, repos, used_keys, bundled, resolution, warnings,
-                       installed)
+                       installed, admin_names)
     section["kubernetes"] = kubernetes
     if spec.format == RPM_MD:
         section["releasever"] = spec.releasever
@@ -308,7 +317,7 @@ def inspect_lines(metadata: dict[str, Any]) -> list[str]:
         name_width = max((len(row["name"]) for row in rows), default=0)
         version_width = max((len(row["version"]) for row in rows), default=0)
         for row in rows:
-            mark = "*" if row.get("requested") else " "
+            mark = "*" if row.get("requested") else "a" if row.get("admin") else " "
             lines.append(f"  {mark} {row['name']:<{name_width}}  {row['version']:<{version_width}}"
                          f"  {row['arch']:<7} {row['repo']}")
         keys = ", ".join(key["name"] for key in section.get("keys", []))
@@ -316,6 +325,9 @@ def inspect_lines(metadata: dict[str, Any]) -> list[str]:
             lines.append(f"    keys: {keys}")
         for warning in section.get("warnings", []):
             lines.append(f"    warning: {warning}")
+        if section.get("admin"):
+            lines.append(f"    a: for an admin host without Python 3.9+ ({', '.join(section['admin'])});"
+                         " README: Inside the air gap")
     files = (metadata.get("files") or {}).get("files", [])
     if files:
         lines.append(f"files       {len(files)} pinned (calico {metadata['files'].get('calico')})")

@@ -13,6 +13,7 @@ import configparser
 import hashlib
 import os
 import re
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
@@ -59,22 +60,37 @@ def pip_index_urls(environ: dict[str, str] | None = None) -> list[str]:
     return [main, *extra, *links]
 
 
-class _Links(HTMLParser):
-    """The anchors of a simple index page: (file name, href)."""
+@dataclass(frozen=True)
+class Link:
+    """One file on a PEP 503 project page."""
 
+    file: str
+    href: str  # as written: relative to the page, sha256 in the fragment
+    requires_python: str = ""
+
+
+class _Links(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
-        self.links: list[tuple[str, str]] = []
-        self._href: str | None = None
+        self.links: list[Link] = []
+        self._attrs: dict[str, str | None] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
-            self._href = dict(attrs).get("href")
+            self._attrs = dict(attrs)
 
     def handle_data(self, data: str) -> None:
-        if self._href is not None and data.strip():
-            self.links.append((data.strip(), self._href))
-            self._href = None
+        if self._attrs is not None and self._attrs.get("href") and data.strip():
+            self.links.append(Link(data.strip(), self._attrs["href"] or "",
+                                   self._attrs.get("data-requires-python") or ""))
+            self._attrs = None
+
+
+def project_links(page: str) -> list[Link]:
+    """The files a PEP 503 project page lists (HTML entities in attributes decoded)."""
+    parser = _Links()
+    parser.feed(page)
+    return parser.links
 
 
 def _local_path(location: str) -> Path | None:
@@ -130,11 +146,9 @@ class WheelSource:
                 if re.search(r"\b404\b", str(error)):
                     return None
                 raise
-        parser = _Links()
-        parser.feed(page)
-        for name, href in parser.links:
-            if name == file:
-                return urljoin(base, href.split("#", 1)[0])
+        for link in project_links(page):
+            if link.file == file:
+                return urljoin(base, link.href.split("#", 1)[0])
         return None
 
     def _copy(self, path: Path, sha256: str, file: str) -> Path:

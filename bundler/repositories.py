@@ -83,6 +83,7 @@ class OsSpec:
     pinned: tuple[str, ...]
     releasever: str = ""
     kernel: KernelSpec | None = None
+    admin: tuple[str, ...] = ()  # a Python for kubeferry.pyz on the admin host, never on nodes
 
     @property
     def family(self) -> str:
@@ -116,6 +117,7 @@ def os_spec(os_name: str) -> OsSpec:
         base=tuple(row.get("base", ())), base_priority=row.get("base_priority", ""),
         packages=tuple(row["packages"]), pinned=tuple(data.get("kubernetes_pinned", ())),
         releasever=str(row.get("releasever", "")), kernel=kernel,
+        admin=tuple(row.get("admin", ())),
     )
 
 

@@ -3,6 +3,7 @@ with no network, with a wheel for every supported CPython and platform."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -204,6 +205,7 @@ def test_a_rebuild_downloads_nothing(kit_bundle: Path, tmp_path: Path) -> None:
                            cache_dir=cache_dir(), output_dir=tmp_path)
     result = build(request)
     assert result.downloaded == 0
+    assert result.sha256 == hashlib.sha256(result.path.read_bytes()).hexdigest()  # sha256sum's
     assert result.path.read_bytes() != b"" and result.metadata["kubeferry"]["sha256"] == json.loads(
         subprocess.run(["tar", "-xOf", str(kit_bundle), METADATA_NAME], capture_output=True,
                        check=True).stdout)["kubeferry"]["sha256"]

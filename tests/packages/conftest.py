@@ -65,6 +65,12 @@ def el8_standin_specs() -> dict[str, list[RpmSpec]]:
         RpmSpec("container-selinux", "2.100.0", "1.el8", epoch=2, arch="noarch"),
         RpmSpec("haproxy", "1.8.27", "5.el8", files=["/usr/sbin/haproxy"]),
         RpmSpec("keepalived", "2.1.5", "9.el8", files=["/usr/sbin/keepalived"]),
+        # The admin host's Python (packages.yaml `admin`): AppStream's python39 module stream.
+        RpmSpec("python39", "3.9.20", "1.module+el8.10.0+3+cccc",
+                requires=["python39-libs = 3.9.20-1.module+el8.10.0+3+cccc"],
+                files=["/usr/bin/python3.9"]),
+        RpmSpec("python39-libs", "3.9.20", "1.module+el8.10.0+3+cccc",
+                requires=["glibc >= 2.28"], files=["/usr/lib64/libpython3.9.so.1.0"]),
     ]
     docker = [
         RpmSpec("containerd.io", "1.6.6", "3.1.el8",
@@ -110,11 +116,32 @@ data:
     rpms:
     - socat-0:1.8.0.0-1.module+el8.9.0+1+aaaa.x86_64
 ---
+document: modulemd
+version: 2
+data:
+  name: python39
+  stream: "3.9"
+  version: 8100020240101
+  context: cccc
+  summary: Python 3.9
+  description: stand-in
+  license: {module: [MIT]}
+  artifacts:
+    rpms:
+    - python39-0:3.9.20-1.module+el8.10.0+3+cccc.x86_64
+    - python39-libs-0:3.9.20-1.module+el8.10.0+3+cccc.x86_64
+---
 document: modulemd-defaults
 version: 1
 data:
   module: container-tools
   stream: rhel8
+---
+document: modulemd-defaults
+version: 1
+data:
+  module: python39
+  stream: "3.9"
 ...
 """
 

@@ -92,6 +92,7 @@ def test_rebuild_downloads_only_the_indexes(el8_standin, el8_bundle) -> None:
 def test_inspect_shows_names_and_versions(el8_bundle) -> None:
     contents, _, _ = el8_bundle
     lines = inspect_lines(contents[0].metadata)
+    assert not any("admin host" in line for line in lines)
     assert lines[0].startswith("packages    packages/el8 (rpm-md, el8 amd64):")
     assert any(line.split()[:3] == ["*", "kubeadm", "1.25.0-0"] for line in lines)
     assert any(line.split()[:2] == ["socat", "1.7.4.1-1.el8"] for line in lines)
@@ -133,6 +134,39 @@ def test_dnf_installs_from_the_bundle_alone(el8_standin, el8_bundle, tmp_path: P
     release = subprocess.run(["rpm", "--root", str(root), "-q", "glibc"], capture_output=True,
                              text=True, timeout=60, check=True)
     assert "2.28-225.el8" in release.stdout  # upgraded from the bundle
+
+
+@pytest.mark.real
+def test_the_admin_hosts_python_comes_along_for_the_admin_host_only(
+        el8_standin, tmp_path: Path) -> None:
+    """`admin=True` (`--include kubeferry`): AppStream's python39 for an EL8 admin host,
+    installed from the bundle alone as the README says; the nodes' install set lacks it."""
+    contents = _build(el8_standin, tmp_path / "cache", admin=True)
+    section = contents[0].metadata["packages"]
+    by_name = {row["name"]: row for row in section["packages"]}
+    assert by_name["python39"]["admin"] and not by_name["python39"]["requested"]
+    assert by_name["python39-libs"]["reason"] == "python39 -> python39-libs"
+    assert section["admin"] == ["python39-3.9.20-1.module+el8.10.0+3+cccc"]
+    assert not any(spec.startswith("python39") for spec in section["install"])
+    assert any("admin host" in line and "python39" in line for line in inspect_lines(section_of(contents)))
+    bundle = materialize(contents, tmp_path / "bundle")
+    root = tmp_path / "root"
+    root.mkdir()
+    base = _dnf(root, f"--repofrompath=baseos,file://{el8_standin.root / 'el8-baseos'}",
+                "--setopt=baseos.gpgcheck=0", "install", "filesystem", "glibc", "bash")
+    assert base.returncode == 0, base.stderr
+    repo = bundle / "packages" / "el8"
+    keys = ",".join(f"file://{key}" for key in sorted((repo / "keys").iterdir()))
+    result = _dnf(root, f"--repofrompath=kubeferry,file://{repo}", "--setopt=kubeferry.gpgcheck=1",
+                  f"--setopt=kubeferry.gpgkey={keys}", "install", "python39")
+    assert result.returncode == 0, result.stderr
+    query = subprocess.run(["rpm", "--root", str(root), "-q", "python39"], capture_output=True,
+                           text=True, timeout=60, check=True)
+    assert query.stdout.startswith("python39-3.9.20")
+
+
+def section_of(contents) -> dict:
+    return {"packages": contents[0].metadata["packages"]}
 
 
 def test_unsatisfiable_dependency_names_the_chain(el8_standin, tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -18,6 +18,7 @@ from kubeferry.bundler.sources import Sources, apply_overrides, default_sources
 from kubeferry.bundler.writer import write_bundle
 from kubeferry.errors import InputError
 from kubeferry.oci.store import BlobStore
+from kubeferry.outputs import check_target, probe_directory, remove_stale_partials
 from kubeferry.versions import ImageSet, image_set
 
 CONTENT = ("kubeferry", "images", "packages", "kernel", "files")
@@ -83,6 +84,19 @@ class BuildRequest:
     workers: int = 4
     packages_extra: tuple[str, ...] = ()
     kernel_version: str | None = None
+    plain_http_credentials: bool = False  # --send-password-over-plain-http
+
+
+def check_options(request: BuildRequest) -> None:
+    """Refuse options this build would ignore: silently dropping them surprises at the site."""
+    include = ",".join(request.include)
+    if request.kernel_version and "kernel" not in request.include:
+        where = (f"--include {include} has no kernel" if "kernel" in default_include(request.os)
+                 else f"kernel-ml is bundled for el7 only, not {request.os}")
+        raise InputError(f"--kernel-version {request.kernel_version}: {where}; drop the option")
+    if request.packages_extra and "packages" not in request.include:
+        raise InputError(f"--packages-extra {','.join(request.packages_extra)}: --include {include}"
+                         " has no packages; add packages to --include or drop the option")
 
 
 @dataclass
@@ -106,14 +120,16 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
     """Fetch what ``request`` names into the cache and write the bundle file."""
     started = time.monotonic()
     images = image_set(request.kubernetes)
+    request = replace(request, kubernetes=images.kubernetes)  # one spelling: 1.25.0, never v1.25.0
     check_platform(request.os, request.arch)
+    check_options(request)
     sources = effective_sources(request)
     output_dir = request.output_dir
-    if not output_dir.is_dir():
-        try:
-            output_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise InputError(f"--output {output_dir}: cannot create it ({error.strerror})") from None
+    probe_directory(output_dir, "--output")  # read-only, full or a file: say so before downloading
+    target = output_dir / bundle_filename(request.kubernetes, request.os, request.arch)
+    check_target(target, "bundle file")
+    remove_stale_partials(target)  # left by a build killed with -9 (a live build's stay)
+    probe_directory(request.cache_dir, "--cache-dir")
     store = BlobStore(request.cache_dir)
     contents: list[Content] = []
     stats: dict[str, int] = {}
@@ -148,7 +164,6 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
     cached += stats.get("cached", 0)
     metadata = _metadata(request, images, sources, contents)
     members = [member for content in contents for member in content.members]
-    target = output_dir / bundle_filename(request.kubernetes, request.os, request.arch)
     total = sum(member.size for member in members)
     file_hash = hashlib.sha256()
     written = write_bundle(
@@ -175,6 +190,7 @@ def _image_source(request: BuildRequest, sources: Sources):
         endpoints=sources.registries,
         credentials=Credentials.from_docker_config(request.registry_auth),
         ca_file=str(request.registry_ca) if request.registry_ca else None,
+        allow_plain_http_credentials=request.plain_http_credentials,
     )
 
 

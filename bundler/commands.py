@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO, Callable, Iterator
 
 import click
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle_format import bundle_digest, encode_metadata, parse_digest
+from kubeferry.bundle_reader import Bundle, CorruptBundle
 from kubeferry.bundler.build import (
     BuildRequest,
     build,
@@ -20,6 +23,8 @@ from kubeferry.bundler.build import (
 )
 from kubeferry.console import human_bytes, progress_bars
 from kubeferry.errors import InputError
+from kubeferry.outputs import kind_of, output_file
+from kubeferry.timeouts import timeout_options
 from kubeferry.versions import image_set
 
 _os_option = click.option("--os", "os_name", default="el7", show_default=True,
@@ -65,11 +70,14 @@ def bundle() -> None:
 @click.option("--jobs", "workers", type=click.IntRange(1, 32), default=4, show_default=True,
               help="Parallel downloads.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the bundle path.")
+@click.option("--send-password-over-plain-http", "plain_http", is_flag=True,
+              help="Allow --registry-auth passwords to an http:// mirror off this machine (in clear).")
+@timeout_options
 def build_command(kubernetes: str, os_name: str, arch: str, include: str | None,
                   packages_extra: str, kernel_version: str | None, mirrors: tuple[str, ...],
                   sources_file: Path | None, cache_dir: Path | None, output_dir: Path,
                   image_source: str, registry_auth: Path | None, registry_ca: Path | None,
-                  workers: int, quiet: bool) -> None:
+                  workers: int, quiet: bool, plain_http: bool) -> None:
     """Write one verifiable bundle file for a Kubernetes release."""
     request = BuildRequest(
         kubernetes=kubernetes, os=os_name, arch=arch, include=parse_include(include, os_name),
@@ -77,7 +85,7 @@ def build_command(kubernetes: str, os_name: str, arch: str, include: str | None,
         kernel_version=kernel_version,
         sources_file=sources_file, mirrors=mirrors, cache_dir=cache_dir or default_cache_dir(),
         output_dir=output_dir, image_source=image_source, registry_auth=registry_auth,
-        registry_ca=registry_ca, workers=workers,
+        registry_ca=registry_ca, workers=workers, plain_http_credentials=plain_http,
     )
     with progress_bars(quiet) as progress:
         result = build(request, progress)
@@ -86,10 +94,12 @@ def build_command(kubernetes: str, os_name: str, arch: str, include: str | None,
         return
     click.echo(f"bundle     {result.path}")
     click.echo(f"sha256     {result.sha256}  (sha256sum of the file, to check on the admin host)")
-    click.echo(f"digest     {result.metadata['membersDigest']}")
+    click.echo(f"members    {result.metadata['membersDigest']}")
     click.echo(f"images     {result.images}")
     click.echo(f"downloaded {human_bytes(result.downloaded)}, from cache {human_bytes(result.cached)}")
     click.echo(f"size       {human_bytes(result.size)} in {result.seconds:.1f} s")
+    click.echo(f"digest     {bundle_digest(encode_metadata(result.metadata))}"
+               "   (write it on the transfer form; check with 'bundle verify --digest')")
 
 
 @bundle.command("sources")
@@ -117,16 +127,60 @@ def sources_command(kubernetes: str, os_name: str, arch: str, mirrors: tuple[str
 
 @bundle.command("verify")
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
-def verify_command(bundle_path: Path) -> None:
+@click.option("--digest", "expected", metavar="sha256:HEX",
+              help="The bundle digest 'bundle build' printed; exit 1 if this file has another.")
+def verify_command(bundle_path: Path, expected: str | None) -> None:
     """Check every member of BUNDLE. Exit 0 good, 1 corrupt or tampered, 2 not a bundle."""
-    result = Bundle.open(bundle_path).verify()
+    if expected is not None:
+        try:
+            expected = parse_digest(expected)
+        except ValueError as error:
+            raise InputError(str(error)) from None
+    if str(bundle_path) == "-" or kind_of(bundle_path) == "stream":  # read once, front to back
+        with _input_stream(bundle_path) as handle:
+            opened, result = Bundle.verify_stream(handle, str(bundle_path))
+    else:
+        opened = Bundle.open(bundle_path)
+        if expected is None or opened.bundle_digest == expected:
+            result = opened.verify()
+    if expected is not None and opened.bundle_digest != expected:
+        raise CorruptBundle(f"{bundle_path}: bundle digest is {opened.bundle_digest}, not the"
+                            f" expected {expected} (another or a tampered bundle)")
     click.echo(f"{bundle_path}: OK, {result.members} members, {human_bytes(result.bytes)},"
-               f" {result.digest}")
+               f" digest {opened.bundle_digest}{' (as expected)' if expected else ''}")
+    if not opened.self_checked:
+        click.echo(f"note: {bundle_path} was built before bundles carried a metadata self-check:"
+                   " only --digest with the build's bundle digest covers its metadata")
+
+
+def _unshowable_metadata_is_corrupt(command: Callable[..., None]) -> Callable[..., None]:
+    """A metadata whose self-check holds but whose fields have shapes no kubeferry writes
+    (re-signed by hand) is reported as such in one line, not as an internal error."""
+    @functools.wraps(command)
+    def wrapper(**kwargs: object) -> None:
+        try:
+            command(**kwargs)
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as error:
+            raise CorruptBundle(f"{kwargs.get('bundle_path')}: a metadata field has a shape kubeferry"
+                                f" does not write ({type(error).__name__}: {error}); verify the bundle"
+                                " digest against the build's") from None
+    return wrapper
+
+
+@contextmanager
+def _input_stream(path: Path) -> Iterator[IO[bytes]]:
+    """stdin for ``-``, else the pipe or device at ``path``."""
+    if str(path) == "-":
+        yield sys.stdin.buffer
+        return
+    with open(path, "rb") as handle:
+        yield handle
 
 
 @bundle.command("inspect")
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the whole metadata as JSON.")
+@_unshowable_metadata_is_corrupt
 def inspect_command(bundle_path: Path, as_json: bool) -> None:
     """Show what BUNDLE holds (reads only its metadata; 'verify' checks the bytes)."""
     opened = Bundle.open(bundle_path)
@@ -138,7 +192,9 @@ def inspect_command(bundle_path: Path, as_json: bool) -> None:
     click.echo(f"bundle      {bundle_path}")
     click.echo(f"kubernetes  {meta['kubernetes']}   os {meta['os']}   arch {meta['arch']}")
     click.echo(f"created     {meta.get('created', '?')} by kubeferry {meta.get('kubeferryVersion', '?')}")
-    click.echo(f"digest      {opened.digest}")
+    click.echo(f"digest      {opened.bundle_digest}"
+               + ("" if opened.self_checked else "   (built without a metadata self-check)"))
+    click.echo(f"listing     {opened.digest} (membersDigest)")
     click.echo(f"members     {len(opened.members)} ({human_bytes(total)})")
     click.echo(f"content     {', '.join(meta.get('include', []))}")
     click.echo(f"kubeferry   {kit_line(meta)}")
@@ -170,21 +226,10 @@ def kit_line(meta: dict) -> str:
               help="Where to write the OCI image-layout tar; - for stdout.")
 def images_command(bundle_path: Path, output: str) -> None:
     """Write BUNDLE's images as an OCI image-layout tar (for ctr/skopeo), verified on the way."""
+    if output == "-" and sys.stdout.isatty():
+        raise click.UsageError("refusing to write a tar to a terminal; use --output FILE or a pipe")
     opened = Bundle.open(bundle_path)
-    if output == "-":
-        if sys.stdout.isatty():
-            raise click.UsageError("refusing to write a tar to a terminal; use --output FILE or a pipe")
-        opened.write_images_layout(sys.stdout.buffer)
-        sys.stdout.buffer.flush()
-        return
-    target = Path(output)
-    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    try:
-        with open(partial, "wb") as handle:
-            count = opened.write_images_layout(handle)
-        os.replace(partial, target)
-    except OSError as error:
-        raise InputError(f"--output {output}: cannot write it ({error.strerror or error})") from None
-    finally:
-        partial.unlink(missing_ok=True)
-    click.echo(f"{target}: {count} images (OCI image layout)", err=True)
+    with output_file(output, "--output") as handle:
+        count = opened.write_images_layout(handle)
+    if output != "-":
+        click.echo(f"{output}: {count} images (OCI image layout)", err=True)

@@ -19,14 +19,14 @@ import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator
+from urllib.parse import urlsplit
 
 import requests
 
-from kubeferry import __version__
+from kubeferry import __version__, timeouts
 from kubeferry.errors import OperationError
+from kubeferry.outputs import os_error
 
-CONNECT_TIMEOUT = 15.0
-READ_TIMEOUT = 120.0
 RETRIES = 4
 _CHUNK = 1 << 20
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
@@ -42,7 +42,7 @@ class Fetcher:
     """Downloads with explicit timeouts, bounded retries with backoff, and resume."""
 
     def __init__(self, cache_dir: Path, *, retries: int = RETRIES,
-                 timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
+                 timeout: tuple[float, float] | None = None,  # None: kubeferry.timeouts' values
                  progress: Progress | None = None, backoff: float = 0.5):
         self.root = Path(cache_dir)
         self.blobs = self.root / "blobs" / "sha256"
@@ -52,7 +52,7 @@ class Fetcher:
         for directory in (self.blobs, self.partial, self.locks, self.index):
             directory.mkdir(parents=True, exist_ok=True)
         self.retries = retries
-        self.timeout = timeout
+        self.timeout = timeouts.resolve(timeout)
         self.progress = progress
         self.backoff = backoff
         self.downloaded_bytes = 0
@@ -74,15 +74,25 @@ class Fetcher:
         """A streaming GET, retried on connection errors, timeouts, 429 and 5xx."""
         delay = self.backoff
         last = ""
+        timed_out = 0
+        connect, read = self.timeout
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(delay)
                 delay *= 2
             try:
-                response = self._session().get(url, stream=True, timeout=self.timeout,
-                                               headers=headers or {})
+                with timeouts.waiting(f"{urlsplit(url).netloc} to answer GET {urlsplit(url).path}", read):
+                    response = self._session().get(url, stream=True, timeout=self.timeout,
+                                                   headers=headers or {})
             except requests.RequestException as error:
                 last = f"{type(error).__name__}: {error}"
+                if isinstance(error, requests.Timeout) or "timed out" in str(error):
+                    timed_out += 1
+                    if timed_out > timeouts.TIMEOUT_RETRIES:  # a hang is not worth every retry
+                        raise OperationError(
+                            f"{what}: no answer from {url} within the timeouts ({connect:g} s"
+                            f" connect, {read:g} s read), tried {timed_out} times;"
+                            " --connect-timeout/--read-timeout to change") from None
                 continue
             if response.status_code in _RETRY_STATUS:
                 last = f"HTTP {response.status_code}"
@@ -188,11 +198,14 @@ class Fetcher:
                         if size is not None and out.tell() > size:
                             break
                 break
-            except requests.RequestException as error:
-                if attempt == self.retries:
-                    raise OperationError(f"{what}: {url} broke off ({error}); run again to "
-                                         "resume") from None
-                time.sleep(self.backoff * (2 ** attempt))
+            except OSError as error:  # requests' errors are OSErrors too
+                if isinstance(error, requests.RequestException):
+                    if attempt == self.retries:
+                        raise OperationError(f"{what}: {url} broke off ({error}); run again to "
+                                             "resume") from None
+                    time.sleep(self.backoff * (2 ** attempt))
+                    continue
+                raise os_error(error, "cache file", part) from None  # the disk, not the network
             finally:
                 response.close()
         wanted = hashlib.new(algo)

@@ -20,6 +20,7 @@ import yaml
 
 from kubeferry import manifests
 from kubeferry.errors import InputError
+from kubeferry.yamlfile import read_yaml
 
 SECTIONS = ("registries", "repositories", "files", "indexes")
 
@@ -81,9 +82,16 @@ def python_indexes() -> dict[str, str]:
 
 def check_url(url: str, what: str) -> str:
     """``url`` if it is an http(s) URL with a host, else InputError naming ``what``."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # 'http://[::1' and the like
+        raise InputError(f"{what}: {url!r} is not a URL ({error})") from None
+    if parts.scheme not in ("http", "https") or not parts.netloc or not parts.hostname:
         raise InputError(f"{what}: {url!r} is not an http:// or https:// URL")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port outside 0-65535
+    except ValueError:
+        raise InputError(f"{what}: {url!r} has a port outside 1-65535") from None
     return url.rstrip("/")
 
 
@@ -101,10 +109,7 @@ def apply_overrides(sources: Sources, overrides_file: Path | None = None,
                     mirrors: tuple[str, ...] = ()) -> Sources:
     """``sources`` with the entries of ``--sources FILE`` and ``--mirror`` put in their place."""
     if overrides_file is not None:
-        try:
-            data = yaml.safe_load(overrides_file.read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise InputError(f"--sources {overrides_file}: cannot read it ({error})") from None
+        data = read_yaml(overrides_file, "--sources")
         if not isinstance(data, dict) or set(data) - set(SECTIONS):
             raise InputError(
                 f"--sources {overrides_file}: expected only the sections {', '.join(SECTIONS)}"
@@ -114,11 +119,19 @@ def apply_overrides(sources: Sources, overrides_file: Path | None = None,
             section = data.get(name) or {}
             if not isinstance(section, dict):
                 raise InputError(f"--sources {overrides_file}: '{name}' must map names to URLs")
+            known = getattr(sources, name)
             for key, url in section.items():
+                if str(key) not in known:  # a typo would otherwise fall back to the internet
+                    raise InputError(
+                        f"--sources {overrides_file}: {name}.{key} is not a source this build"
+                        f" uses; choose from {', '.join(known) or '(none)'}")
                 what = f"--sources {name}.{key}"
                 local = name == "indexes" and str(url).startswith("file:///")
-                getattr(sources, name)[str(key)] = str(url) if local else check_url(str(url), what)
+                known[str(key)] = str(url) if local else check_url(str(url), what)
     for value in mirrors:
         host, url = parse_mirror(value)
+        if host not in sources.registries:
+            raise InputError(f"--mirror {host}: this build pulls no image from {host};"
+                             f" mirror one of {', '.join(sources.registries)}")
         sources.registries[host] = url
     return sources

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import tarfile
 from pathlib import Path
 from typing import Any, Callable
 
-from kubeferry.bundle_format import FORMAT, FORMAT_VERSION, METADATA_NAME, members_digest
+from kubeferry.bundle_format import (
+    FORMAT,
+    FORMAT_VERSION,
+    METADATA_NAME,
+    SELF_CHECK,
+    encode_metadata,
+    members_digest,
+    metadata_self_check,
+)
 from kubeferry.bundler.content import Member
 from kubeferry.errors import OperationError
+from kubeferry.outputs import output_file
 
 CHUNK = 1 << 20
 
@@ -43,21 +51,16 @@ def write_bundle(
         "members": listed,
         "membersDigest": members_digest(listed),
     }
-    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
-    try:
-        with open(partial, "wb") as handle:
-            output = _HashingWriter(handle, file_hash) if file_hash is not None else handle
-            with tarfile.open(fileobj=output, mode="w", format=tarfile.PAX_FORMAT,
-                              copybufsize=CHUNK) as tar:
-                raw = json.dumps(metadata, indent=1, sort_keys=False).encode() + b"\n"
-                tar.addfile(_info(METADATA_NAME, len(raw), mtime), io.BytesIO(raw))
-                for member in members:
-                    _add_member(tar, member, mtime, progress)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
-    finally:
-        partial.unlink(missing_ok=True)
+    metadata.pop(SELF_CHECK, None)
+    metadata[SELF_CHECK] = metadata_self_check(metadata)
+    with output_file(target, "bundle file") as handle:
+        output = _HashingWriter(handle, file_hash) if file_hash is not None else handle
+        with tarfile.open(fileobj=output, mode="w", format=tarfile.PAX_FORMAT,
+                          copybufsize=CHUNK) as tar:
+            raw = encode_metadata(metadata)
+            tar.addfile(_info(METADATA_NAME, len(raw), mtime), io.BytesIO(raw))
+            for member in members:
+                _add_member(tar, member, mtime, progress)
     return metadata
 
 

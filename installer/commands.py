@@ -16,6 +16,8 @@ from kubeferry.installer import inventory as inventory_module
 from kubeferry.installer.context import InstallContext, InstallOptions
 from kubeferry.installer.phases import all_phases
 from kubeferry.installer.workflow import HostResult, run, select
+from kubeferry.outputs import probe_directory
+from kubeferry.timeouts import timeout_options
 
 
 def _names(value: str | None) -> tuple[str, ...]:
@@ -40,11 +42,13 @@ def _names(value: str | None) -> tuple[str, ...]:
 @click.option("--relay", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="distribute: pass the bytes from node to node, so the admin host's link carries"
                    " each byte once (auto: from 3 nodes on).")
+@timeout_options
 def install_command(bundle_path: Path, inventory_path: Path, only: str | None, skip: str | None,
                     plan: bool, forks: int, accept_new_host_keys: bool, yes: bool,
                     run_dir: Path | None, relay: str) -> None:
     """Turn a bundle and an inventory into a running cluster over SSH."""
     inventory = inventory_module.load(inventory_path)
+    inventory_module.check_secrets(inventory)
     phases = select(all_phases(), _names(only), _names(skip))
     bundle = Bundle.open(bundle_path)
     for warning in inventory.warnings:
@@ -58,6 +62,7 @@ def install_command(bundle_path: Path, inventory_path: Path, only: str | None, s
     # each blob's digest), so only the structure is checked here: paths, sizes, truncation.
     bundle.offsets()
     run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    probe_directory(run_dir, "--run-dir")
     options = InstallOptions(plan=plan, forks=forks, accept_new_host_keys=accept_new_host_keys,
                              yes=yes, run_dir=run_dir, phases=tuple(p.name for p in phases),
                              relay=relay)

@@ -5,6 +5,7 @@ Built once per run (kubeadm's data initializer): phases get this object, never f
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any, Callable
 from kubeferry.bundle_reader import Bundle
 from kubeferry.installer.inventory import Host, Inventory, SecretRef
 from kubeferry.installer.ssh import Connection
+from kubeferry.outputs import check_target
 
 
 @dataclass
@@ -33,11 +35,14 @@ class HostLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
+        check_target(path, "run log")  # a symlink planted in the run directory is refused
 
     def __call__(self, line: str) -> None:
         stamp = time.strftime("%H:%M:%S")
-        with self._lock, open(self.path, "a") as handle:
-            handle.write(f"{stamp} {line}\n")
+        with self._lock:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "a") as handle:
+                handle.write(f"{stamp} {line}\n")
 
 
 @dataclass

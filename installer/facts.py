@@ -6,12 +6,12 @@ changes a node. Commands here use nothing but sh, coreutils and /proc or /sys.
 
 from __future__ import annotations
 
-import re
 import shlex
 from dataclasses import dataclass
 from typing import Callable, Generic, TypeVar
 
 from kubeferry.installer.ssh import Connection
+from kubeferry.versions import release_in
 
 T = TypeVar("T")
 
@@ -131,8 +131,7 @@ def _member(out: str) -> str | None:
     lines = out.split("\n")
     if lines[0].strip() != "yes":
         return None
-    match = re.search(r"Kubernetes v(\S+)", out)
-    return match.group(1) if match else ""
+    return release_in(out.split("\n", 1)[-1]) or ""
 
 
 # None: kubeadm has not made this node part of a cluster (no kubelet.conf); else the version

@@ -14,22 +14,24 @@ from urllib.parse import quote
 
 import requests
 
+from kubeferry import timeouts
 from kubeferry.errors import InputError, KubeferryError, OperationError
 from kubeferry.oci.client import _reason, _trust_bundle, _unlink_quietly
 
 API = "/api/v2.0"
-DEFAULT_TIMEOUT = 30.0
+DEFAULT_TIMEOUT = None  # kubeferry.timeouts' connect and read timeouts (--connect/--read-timeout)
 
 
 class HarborAPI:
     """Harbor at ``url`` (``https://harbor.example.local``), as ``username``."""
 
     def __init__(self, url: str, username: str | None = None, password: str | None = None,
-                 ca_file: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+                 ca_file: str | None = None,
+                 timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT) -> None:
         self.url = url.rstrip("/")
         self.username = username
         self._password = password
-        self.timeout = timeout
+        self.timeout = timeouts.resolve(timeout)
         self.verify: str | bool = _trust_bundle(ca_file) if ca_file else True
         self.session = requests.Session()
         self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
@@ -59,18 +61,24 @@ class HarborAPI:
         if not anonymous and self.username is not None and self._password is not None:
             auth = requests.auth.HTTPBasicAuth(self.username, self._password)
         try:
-            return self.session.request(
-                method, f"{self.url}{API}{path}", params=params, json=json_body,
-                headers=headers, auth=auth, timeout=self.timeout, verify=self.verify,
-                allow_redirects=False,
-            )
+            with timeouts.waiting(f"Harbor at {self.url} to answer {method} {API}{path}", self.timeout[1]):
+                return self.session.request(
+                    method, f"{self.url}{API}{path}", params=params, json=json_body,
+                    headers=headers, auth=auth, timeout=self.timeout, verify=self.verify,
+                    allow_redirects=False,
+                )
         except requests.exceptions.SSLError as error:
             raise OperationError(
                 f"cannot verify Harbor's certificate at {self.url} ({_reason(error)});"
                 " pass Harbor's CA certificate (--ca-file / registry.caFile)"
             ) from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
-            raise OperationError(f"cannot reach Harbor at {self.url}: {_reason(error)}") from None
+            reason = _reason(error)
+            if reason == "timed out":
+                connect, read = self.timeout
+                reason = (f"no answer to {method} {API}{path} within the timeouts ({connect:g} s connect,"
+                          f" {read:g} s read); --connect-timeout/--read-timeout to change")
+            raise OperationError(f"cannot reach Harbor at {self.url}: {reason}") from None
         finally:
             self.session.cookies.clear()  # belt and braces: nothing is ever sent back
 
@@ -94,9 +102,9 @@ class HarborAPI:
 
     # -- calls -----------------------------------------------------------------------------------
 
-    def systeminfo(self) -> dict:
+    def systeminfo(self, anonymous: bool = False) -> dict:
         """``GET /systeminfo`` (works anonymously; more fields for a logged-in user)."""
-        response = self._call("GET", "/systeminfo")
+        response = self._call("GET", "/systeminfo", anonymous=anonymous)
         if response.status_code != 200:
             raise self._fail(response, "read its system info")
         return _json_object(response, self.url, "systeminfo")

@@ -12,17 +12,19 @@ from kubeferry.bundle_reader import Bundle
 from kubeferry.console import human_bytes, progress_bars
 from kubeferry.errors import InputError
 from kubeferry.installer.harbor_seed import seed
-from kubeferry.installer.inventory import PROJECT_NAME, RegistrySettings
+from kubeferry.installer.inventory import PROJECT_NAME, RegistrySettings, registry_url_problem
+from kubeferry.timeouts import timeout_options
 
 PASSWORD_ENV = "KUBEFERRY_HARBOR_PASSWORD"
+PLAIN_HTTP_FLAG = "--send-password-over-plain-http"
 
 
 def harbor_settings(url: str, project: str, username: str, ca_file: Path | None) -> RegistrySettings:
     """RegistrySettings from the command line, each flag checked with a one-line error."""
     url = url.rstrip("/")
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in ("https", "http") or not rest or "/" in rest:
-        raise InputError(f"--harbor {url!r}: expected https://HOST[:PORT] (no path)")
+    problem = registry_url_problem(url)
+    if problem:
+        raise InputError(f"--harbor {url!r}: {problem}")
     if not PROJECT_NAME.match(project):
         raise InputError(f"--project {project!r} is not a valid Harbor project name"
                          " (lower case letters and digits, with . _ - between them)")
@@ -64,10 +66,16 @@ def harbor_group() -> None:
               help="CA certificate that signed Harbor's certificate.")
 @click.option("--workers", type=click.IntRange(1, 32), default=4, show_default=True,
               help="Parallel uploads.")
+@click.option(PLAIN_HTTP_FLAG, "plain_http_password", is_flag=True,
+              help="Allow an http:// Harbor: the password then crosses the network in clear.")
+@timeout_options
 def seed_command(bundle_path: Path, url: str, project: str, username: str, password_stdin: bool,
-                 ca_file: Path | None, workers: int) -> None:
+                 ca_file: Path | None, workers: int, plain_http_password: bool) -> None:
     """Create the project and push every bundle image into Harbor (existing blobs skipped)."""
     settings = harbor_settings(url, project, username, ca_file)
+    if settings.url.startswith("http://") and not plain_http_password:
+        raise InputError(f"--harbor {settings.url}: plain HTTP would send the Harbor password in"
+                         f" clear; use https:// (with --ca-file) or pass {PLAIN_HTTP_FLAG}")
     bundle = Bundle.open(bundle_path)
     password = read_password(password_stdin)
     with progress_bars(quiet=False) as bars:

@@ -123,15 +123,18 @@ class Seeder:
     """One seeding run against one Harbor (use ``seed`` / ``plan_seed``)."""
 
     def __init__(self, bundle: Bundle, settings: RegistrySettings, password: str,
-                 workers: int = 4, timeout: float = DEFAULT_TIMEOUT, retries: int = 5) -> None:
+                 workers: int = 4, timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
+                 retries: int = 5) -> None:
         self.bundle = bundle
         self.settings = settings
         self.workers = max(1, workers)
         self.blobs = BundleBlobs(bundle)
         self.api = HarborAPI(settings.url, settings.username, password, settings.ca_file, timeout)
         credentials = Credentials({settings.host: Login(settings.username, password)})
+        # an http:// Harbor was allowed by name already (harbor seed's flag, the inventory key)
         self.client = RegistryClient({settings.host: settings.url}, credentials,
-                                     settings.ca_file, timeout=timeout, max_retries=retries)
+                                     settings.ca_file, timeout=timeout, max_retries=retries,
+                                     allow_plain_http_credentials=True)
 
     def close(self) -> None:
         self.api.close()
@@ -147,7 +150,7 @@ class Seeder:
 
     def projects(self, targets: list[Target]) -> tuple[list[str], list[str]]:
         """(existing, missing) projects the targets live in; checks reach and login on the way."""
-        self.api.systeminfo()  # reachable, TLS trusted, speaks Harbor's API
+        self.api.systeminfo(anonymous=True)  # reachable, TLS trusted, speaks Harbor's API: no password needed
         names = sorted({target.project for target in targets})
         existing = [name for name in names if self.api.project_exists(name)]
         return existing, [name for name in names if name not in existing]
@@ -310,7 +313,7 @@ def _parallel(work: Callable[[T], R], items: list[T], workers: int) -> list[R]:
 
 
 def seed(bundle: Bundle, settings: RegistrySettings, password: str, workers: int = 4,
-         progress: Progress | None = None, timeout: float = DEFAULT_TIMEOUT,
+         progress: Progress | None = None, timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
          retries: int = 5) -> SeedResult:
     """Create missing projects and push every bundle image into Harbor (see the module doc)."""
     with Seeder(bundle, settings, password, workers, timeout, retries) as seeder:
@@ -318,7 +321,7 @@ def seed(bundle: Bundle, settings: RegistrySettings, password: str, workers: int
 
 
 def plan_seed(bundle: Bundle, settings: RegistrySettings, password: str, workers: int = 4,
-              timeout: float = DEFAULT_TIMEOUT) -> SeedPlan:
+              timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT) -> SeedPlan:
     """What ``seed`` would do, from HEAD requests only (nothing is created or pushed)."""
     with Seeder(bundle, settings, password, workers, timeout) as seeder:
         return seeder.plan()

@@ -14,9 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from kubeferry.errors import InputError
+from kubeferry.yamlfile import read_yaml
 
 ROLES = ("control-plane", "worker", "lb")
 PROXY_MODES = ("ipvs", "iptables")
@@ -24,6 +23,9 @@ APISERVER_PORT = 6443  # kube-apiserver's bindPort on every control plane
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS label, as kubelet wants
 # Harbor project names (FACTS.md)
 PROJECT_NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
+_LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?"
+_REGISTRY_HOST = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9a-fA-F:.]+\])$")
+_DNS_DOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$")
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,23 @@ class SecretRef:
     """Where a secret comes from: ``env:NAME``, ``file:/path`` or ``stdin``; read only on use."""
 
     source: str
-    plaintext: str | None = None  # only when the file says so
+    plaintext: str | None = field(default=None, repr=False)  # only when the file says so
+    key: str = ""  # where the inventory names it: hosts[0].ssh.passwordFrom
+
+    def problem(self) -> str | None:
+        """Why reading this secret would fail (checked up front, never reading stdin), or None."""
+        kind, _, where = self.source.partition(":")
+        if self.plaintext is not None or self.source == "stdin":
+            return None
+        if kind == "env" and os.environ.get(where) is None:
+            return f"environment variable {where} is not set"
+        if kind == "file":
+            try:
+                with open(Path(where).expanduser(), "rb") as handle:
+                    handle.read(1)
+            except OSError as error:
+                return f"cannot read {where} ({error.strerror})"
+        return None
 
     def read(self, stdin_reader: Callable[[], str] | None = None) -> str:
         if self.plaintext is not None:
@@ -49,7 +67,7 @@ class SecretRef:
                 raise InputError(f"secret {self.source}: cannot read it ({error.strerror})") from None
         if self.source == "stdin":
             return (stdin_reader or (lambda: sys.stdin.readline()))().rstrip("\n")
-        raise InputError(f"secret {self.source!r}: use env:NAME, file:/path or stdin")
+        raise InputError(f"secret {self.key or 'passwordFrom'}: use env:NAME, file:/path or stdin")
 
 
 @dataclass(frozen=True)
@@ -198,7 +216,8 @@ class _Reader:
         return InputError(f"{self.source}: {self.key(name)}: {message}")
 
     def get(self, name: str, kind: type | tuple[type, ...], default: Any = None,
-            required: bool = False) -> Any:
+            required: bool = False, secret: bool = False) -> Any:
+        """The value of ``name``; a ``secret`` value is never shown in an error."""
         self.used.add(name)
         if name not in self.data or self.data[name] is None:
             if required:
@@ -207,7 +226,8 @@ class _Reader:
         value = self.data[name]
         if kind is int and isinstance(value, bool) or not isinstance(value, kind):
             expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-            raise self.fail(name, f"must be a {expected}, not {value!r}")
+            shown = f"a {type(value).__name__} (value not shown)" if secret else repr(value)
+            raise self.fail(name, f"must be a {expected}, not {shown}")
         return value
 
     def child(self, name: str) -> _Reader | None:
@@ -221,8 +241,8 @@ class _Reader:
 
 
 def _secret(reader: _Reader, plaintext_key: str = "password") -> SecretRef | None:
-    source = reader.get("passwordFrom", str)
-    plaintext = reader.get(plaintext_key, (str, int))
+    source = reader.get("passwordFrom", str, secret=True)
+    plaintext = reader.get(plaintext_key, (str, int), secret=True)
     allowed = reader.get("allowPlaintextPassword", bool, False)
     if plaintext is not None:
         if not allowed:
@@ -232,8 +252,10 @@ def _secret(reader: _Reader, plaintext_key: str = "password") -> SecretRef | Non
     if source is None:
         return None
     if not (source.startswith(("env:", "file:")) and len(source) > 5 or source == "stdin"):
-        raise reader.fail("passwordFrom", f"{source!r}: use env:NAME, file:/path or stdin")
-    return SecretRef(source)
+        # never echo it: a password pasted here by mistake must not reach a terminal or a log
+        raise reader.fail("passwordFrom", "is not env:NAME, file:/path or stdin (the value is not"
+                          " shown: it may be the password itself)")
+    return SecretRef(source, key=reader.key("passwordFrom"))
 
 
 def _ssh(reader: _Reader | None, base: SSHSettings) -> SSHSettings:
@@ -255,11 +277,19 @@ def _ssh(reader: _Reader | None, base: SSHSettings) -> SSHSettings:
         password=_secret(reader) or base.password,
         known_hosts=reader.get("knownHosts", str, base.known_hosts),
         sudo=reader.get("sudo", bool, base.sudo),
-        timeout=float(reader.get("timeout", (int, float), base.timeout)),
+        timeout=_timeout(reader, base.timeout),
         bastion=bastion,
     )
     reader.finish()
     return settings
+
+
+def _timeout(reader: _Reader, default: float) -> float:
+    """``ssh.timeout``: seconds for the SSH connect, banner, login and each channel."""
+    value = float(reader.get("timeout", (int, float), default))
+    if not 0 < value <= 3600:
+        raise reader.fail("timeout", f"{value:g} is not a number of seconds in (0, 3600]")
+    return value
 
 
 def _port(reader: _Reader, name: str, default: int) -> int:
@@ -287,6 +317,14 @@ def _address(reader: _Reader, name: str, required: bool = False) -> str | None:
         raise reader.fail(name, f"{value!r} is not an IP address") from None
 
 
+def _dns_domain(reader: _Reader) -> str:
+    value = reader.get("dnsDomain", str, "cluster.local")
+    if not _DNS_DOMAIN.match(value) or len(value) > 253:
+        raise reader.fail("dnsDomain", f"{value!r} is not a DNS domain (lower case labels joined"
+                          " by dots, e.g. cluster.local)")
+    return value
+
+
 def _cluster(reader: _Reader) -> ClusterSettings:
     endpoint = reader.get("controlPlaneEndpoint", str, required=True)
     host, sep, port = endpoint.rpartition(":")
@@ -300,7 +338,7 @@ def _cluster(reader: _Reader) -> ClusterSettings:
         pod_subnet=_network(reader, "podSubnet", "10.244.0.0/16"),
         service_subnet=_network(reader, "serviceSubnet", "10.96.0.0/12"),
         proxy_mode=mode,
-        dns_domain=reader.get("dnsDomain", str, "cluster.local"),
+        dns_domain=_dns_domain(reader),
         vip=_address(reader, "vip"),
     )
     reader.finish()
@@ -312,8 +350,9 @@ def _registry(data: Any, source: str) -> RegistrySettings | None:
         return None
     reader = _Reader(data, "registry", source)
     url = reader.get("url", str, required=True).rstrip("/")
-    if not url.startswith(("https://", "http://")) or "/" in url.split("://", 1)[1]:
-        raise reader.fail("url", f"{url!r}: expected https://HOST[:PORT]")
+    problem = registry_url_problem(url)
+    if problem:
+        raise reader.fail("url", f"{url!r}: {problem}")
     project = reader.get("project", str, "google_containers")
     if not PROJECT_NAME.match(project):
         raise reader.fail("project", f"{project!r} is not a valid Harbor project name"
@@ -322,6 +361,10 @@ def _registry(data: Any, source: str) -> RegistrySettings | None:
                                 username=reader.get("username", str, "admin"),
                                 password=_secret(reader), ca_file=reader.get("caFile", str),
                                 address=_address(reader, "address"))
+    plain_http = reader.get("allowPasswordOverPlainHttp", bool, False)
+    if url.startswith("http://") and registry.password is not None and not plain_http:
+        raise reader.fail("url", f"{url!r}: plain HTTP would send the Harbor password in clear;"
+                          " use https:// (with caFile) or set allowPasswordOverPlainHttp: true")
     reader.finish()
     return registry
 
@@ -366,15 +409,7 @@ def parse(data: Any, source: str = "inventory") -> Inventory:
 
 def load(path: Path) -> Inventory:
     """Read and check the inventory file at ``path``."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as error:
-        raise InputError(f"--inventory {path}: cannot read it ({error.strerror})") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise InputError(f"--inventory {path}: not valid YAML{where}") from None
-    return parse(data, str(path))
+    return parse(read_yaml(Path(path), "--inventory"), str(path))
 
 
 def check(inventory: Inventory) -> list[str]:
@@ -413,6 +448,14 @@ def check(inventory: Inventory) -> list[str]:
         vip = ipaddress.ip_address(cluster.vip)
         if vip in pods or vip in services:
             raise InputError(f"{source}: cluster.vip {vip} is inside a cluster subnet")
+        if (vip.is_loopback or vip.is_multicast or vip.is_unspecified or vip.is_link_local
+                or vip.is_reserved):
+            raise InputError(f"{source}: cluster.vip {vip} is not a unicast address a host can hold")
+        holders = inventory.lb_hosts
+        if holders and not any(_same_network(vip, ipaddress.ip_address(h.address)) for h in holders):
+            raise InputError(f"{source}: cluster.vip {vip} is on no network of the hosts that hold it"
+                             f" ({', '.join(h.name for h in holders)}); choose a free address in"
+                             " their subnet")
         _check_endpoint_on_vip(inventory)
     elif any(host.is_lb for host in inventory.hosts):
         raise InputError(f"{source}: hosts with the role lb need cluster.vip, the address keepalived"
@@ -421,6 +464,17 @@ def check(inventory: Inventory) -> list[str]:
         warnings.append("several control planes but no cluster.vip and no lb host: the"
                         " controlPlaneEndpoint must be a load balancer you run yourself")
     return warnings
+
+
+def _same_network(vip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                  host: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether ``vip`` can be on ``host``'s subnet. The inventory holds no prefix lengths, so
+    this takes the widest subnet sites use for a node network (/16, /64); the preflight
+    phase checks the real interface."""
+    if vip.version != host.version:
+        return False
+    prefix = 16 if vip.version == 4 else 64
+    return vip in ipaddress.ip_network(f"{host}/{prefix}", strict=False)
 
 
 def _check_endpoint_on_vip(inventory: Inventory) -> None:
@@ -444,6 +498,59 @@ def _check_endpoint_on_vip(inventory: Inventory) -> None:
         raise InputError(f"{source}: cluster.controlPlaneEndpoint {endpoint}: haproxy runs on the control"
                          f" planes ({', '.join(colocated)}) next to kube-apiserver, which holds port"
                          f" {APISERVER_PORT}; use another port, e.g. {cluster.endpoint_host}:8443")
+
+
+def check_secrets(inventory: Inventory) -> None:
+    """Every secret and SSH key the install needs is readable: InputError (exit 2) naming the
+    key and the file now, rather than the same failure per host at preflight."""
+    source = inventory.source
+    refs: list[SecretRef] = []
+    key_files: list[tuple[str, str]] = []
+    for host in inventory.hosts:
+        if host.ssh.password is not None:
+            refs.append(host.ssh.password)
+        if host.ssh.key_file:
+            key_files.append((f"ssh.keyFile of host {host.name}", host.ssh.key_file))
+        if host.ssh.bastion is not None and host.ssh.bastion.key_file:
+            key_files.append((f"ssh.bastion.keyFile of host {host.name}", host.ssh.bastion.key_file))
+    if inventory.registry is not None and inventory.registry.password is not None:
+        refs.append(inventory.registry.password)
+    for ref in dict.fromkeys(refs):
+        problem = ref.problem()
+        if problem:
+            raise InputError(f"{source}: {ref.key or 'passwordFrom'} {ref.source}: {problem}")
+    for key, path in dict.fromkeys(key_files):
+        try:
+            with open(Path(path).expanduser(), "rb") as handle:
+                handle.read(1)
+        except OSError as error:
+            raise InputError(f"{source}: {key}: cannot read {path} ({error.strerror})") from None
+    if inventory.registry is not None and inventory.registry.ca_file:
+        ca_file = inventory.registry.ca_file
+        if not Path(ca_file).expanduser().is_file():
+            raise InputError(f"{source}: registry.caFile: {ca_file} is not a readable file")
+
+
+def registry_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the site registry's URL (``https://HOST[:PORT]``), or None.
+
+    HOST must be able to start an image name: docker and containerd read a first component
+    without a '.' or ':' (``harbor/google_containers/pause``) as a Docker Hub name.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("https", "http") or not rest or "/" in rest:
+        return "expected https://HOST[:PORT] (no path)"
+    host, colon, port = rest.rpartition(":") if not rest.endswith("]") else (rest, "", "")
+    if not colon:
+        host, port = rest, ""
+    if colon and not (port.isdigit() and 0 < int(port) < 65536):
+        return f"port {port!r} is not a TCP port"
+    if not _REGISTRY_HOST.match(host):
+        return f"{host!r} is not a host name or IP address"
+    if "." not in host and not colon and host != "localhost" and not host.startswith("["):
+        return (f"host {host!r} cannot start an image name: use its full DNS name"
+                " (harbor.example.local), an IP address, or add the port")
+    return None
 
 
 def example() -> str:

@@ -7,6 +7,7 @@ Secrets travel on stdin, never on a command line, and stdin is never logged.
 
 from __future__ import annotations
 
+import logging
 import shlex
 import socket
 import threading
@@ -17,8 +18,13 @@ from typing import IO, Callable, Iterable, Iterator
 
 import paramiko
 
+from kubeferry import timeouts
 from kubeferry.errors import InputError, OperationError
 from kubeferry.installer.inventory import Host, SSHSettings
+
+# paramiko logs its transport thread's failures with tracebacks; with no handler Python's
+# last-resort handler would print them on stderr. The errors reach the operator as one line.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 CHUNK = 1 << 18
 EOF_GRACE = 5.0  # seconds to wait for the output's end once the exit status is in
@@ -114,17 +120,19 @@ class Connection:
         where = f"{self.host.name} ({self.settings.user}@{self.host.address}:{self.settings.port})"
         client = self._new_client()
         sock = None
+        started = time.monotonic()
         try:
-            bastion = self.settings.bastion
-            if bastion is not None:
-                self._jump = self._new_client()
-                jump_key = bastion.key_file or self.settings.key_file
-                self._jump.connect(bastion.host, port=bastion.port,
-                                   **self._connect_kwargs(bastion.user, jump_key))
-                sock = self._jump.get_transport().open_channel(
-                    "direct-tcpip", (self.host.address, self.settings.port), ("127.0.0.1", 0))
-            client.connect(self.host.address, port=self.settings.port, sock=sock,
-                           **self._connect_kwargs(self.settings.user, self.settings.key_file))
+            with timeouts.waiting(f"SSH to {where}", self.settings.timeout, "ssh.timeout"):
+                bastion = self.settings.bastion
+                if bastion is not None:
+                    self._jump = self._new_client()
+                    jump_key = bastion.key_file or self.settings.key_file
+                    self._jump.connect(bastion.host, port=bastion.port,
+                                       **self._connect_kwargs(bastion.user, jump_key))
+                    sock = self._jump.get_transport().open_channel(
+                        "direct-tcpip", (self.host.address, self.settings.port), ("127.0.0.1", 0))
+                client.connect(self.host.address, port=self.settings.port, sock=sock,
+                               **self._connect_kwargs(self.settings.user, self.settings.key_file))
         except paramiko.BadHostKeyException:
             raise OperationError(
                 f"{where}: host key does not match the known hosts file {self.settings.known_hosts}"
@@ -134,6 +142,11 @@ class Connection:
                 raise OperationError(
                     f"{where}: host key unknown (not in {self.settings.known_hosts}); add it, or run"
                     " with --accept-new-host-keys to trust it on first use") from None
+            silent = time.monotonic() - started >= self.settings.timeout * 0.9
+            if "protocol banner" in str(error) or silent:  # connected, but nothing answered in time
+                raise OperationError(
+                    f"{where}: SSH timed out after {self.settings.timeout:.0f} s waiting for the SSH"
+                    " banner (is it sshd on that port? ssh.timeout to change)") from None
             raise OperationError(f"{where}: SSH failed: {error}") from None
         except (socket.timeout, TimeoutError, EOFError):
             raise OperationError(f"{where}: SSH timed out after {self.settings.timeout:.0f} s") from None

@@ -11,7 +11,9 @@ prefixes. See docs/bundle-format.md.
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
+import re
 from typing import Any, Iterable
 
 FORMAT = "kubeferry-bundle"
@@ -20,6 +22,9 @@ METADATA_NAME = "kubeferry-bundle.json"
 KIT_MEMBER = "kubeferry.pyz"  # the admin kit: kubeferry itself, right after the metadata
 IMAGES_PREFIX = "images/"
 BUNDLE_SUFFIX = ".tar"
+# The metadata's self-check: sha256 over the canonical metadata without this key.
+SELF_CHECK = "metadataDigest"
+DIGEST_RE = re.compile(r"^(sha256:)?([0-9a-f]{64})$")
 
 # Annotations on the images/index.json entries (what `ctr images import` names images by).
 CONTAINERD_NAME = "io.containerd.image.name"
@@ -54,3 +59,37 @@ def members_digest(members: Iterable[dict[str, Any]]) -> str:
     for member in members:
         digest.update(f"{member['sha256']} {member['size']} {member['path']}\n".encode())
     return "sha256:" + digest.hexdigest()
+
+
+def encode_metadata(metadata: dict[str, Any]) -> bytes:
+    """The metadata member's bytes, exactly as the writer stores them."""
+    return json.dumps(metadata, indent=1, sort_keys=False).encode() + b"\n"
+
+
+def bundle_digest(raw_metadata: bytes) -> str:
+    """The bundle digest: sha256 of the metadata member's exact bytes.
+
+    The metadata lists every member with its sha256 and size, so this one value covers
+    every byte of the bundle, metadata included. Build prints it last; verify and
+    inspect print it; ``verify --digest D`` checks it.
+    """
+    return "sha256:" + hashlib.sha256(raw_metadata).hexdigest()
+
+
+def metadata_self_check(metadata: dict[str, Any]) -> str:
+    """sha256 over the canonical JSON of ``metadata`` without its ``metadataDigest``.
+
+    Stored in the metadata at build, so a reader can refuse a metadata edited afterwards
+    (a changed release, source or member) even without the bundle digest at hand.
+    """
+    body = {key: value for key, value in metadata.items() if key != SELF_CHECK}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_digest(value: str, what: str = "--digest") -> str:
+    """``sha256:<hex>`` from ``sha256:<hex>`` or a bare hex digest; ValueError naming ``what``."""
+    match = DIGEST_RE.match(value.strip().lower())
+    if not match:
+        raise ValueError(f"{what} {value!r} is not a sha256 digest (sha256:<64 hex digits>)")
+    return "sha256:" + match.group(2)

@@ -45,6 +45,9 @@ def fail(message: str, code: int, prog: str = "kubeferry") -> None:
 def run_cli(group: click.Group, prog: str, argv: list[str] | None,
             interrupted: str = "interrupted; run the same command again to resume") -> None:
     """Run a click group, mapping every expected error to one line and its exit code."""
+    from kubeferry import timeouts
+
+    timeouts.notify = lambda line: click.echo(f"{prog}: {line}", err=True)
     try:
         group.main(args=argv, prog_name=prog, standalone_mode=False)
     except click.exceptions.Exit as exit_:
@@ -63,6 +66,16 @@ def run_cli(group: click.Group, prog: str, argv: list[str] | None,
     except BrokenPipeError:
         sys.stderr.close()
         sys.exit(1)
+    except OSError as error:  # a path the code did not name itself: still one line, with the path
+        if os.environ.get("KUBEFERRY_DEBUG"):
+            raise
+        from kubeferry.outputs import os_error
+
+        if error.filename is None:  # a write to stdout or an open handle: no path to name
+            mapped = os_error(error, "output", "(stdout or an open file)")
+        else:
+            mapped = os_error(error, "path", error.filename, action="use")
+        fail(str(mapped), mapped.exit_code, prog)
     except Exception as error:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("KUBEFERRY_DEBUG"):
             raise

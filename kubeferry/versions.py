@@ -14,7 +14,30 @@ from kubeferry import manifests
 from kubeferry.errors import InputError
 
 UPSTREAM_REPOSITORY = "registry.k8s.io"
-_VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
+# A release as kubeferry writes it: no leading zeros, an optional ``v`` read but never written.
+_NUMBER = r"(0|[1-9]\d{0,3})"
+_VERSION = re.compile(rf"^v?{_NUMBER}\.{_NUMBER}\.{_NUMBER}$")
+_IN_TEXT = re.compile(rf"\bv?{_NUMBER}\.{_NUMBER}\.{_NUMBER}(?![\w.])")
+
+
+def parse_release(value: object, what: str = "Kubernetes version") -> str:
+    """The one parser for a Kubernetes release: ``1.25.0`` for ``1.25.0``, `` v1.25.0 ``.
+
+    Used by the CLI, the inventory, the bundle metadata and the node facts, so a release
+    is spelled one way everywhere (file names, URLs, comparisons). InputError naming
+    ``what`` when it is not a patch release (``1.25``, ``1.25.00``, ``banana``).
+    """
+    text = value.strip() if isinstance(value, str) else ""
+    match = _VERSION.match(text)
+    if not match:
+        raise InputError(f"{what} {value!r} is malformed: expected a patch release like 1.25.0")
+    return ".".join(match.groups())
+
+
+def release_in(text: str) -> str | None:
+    """The first release named in ``text`` (``Kubernetes v1.25.0`` -> ``1.25.0``), or None."""
+    match = _IN_TEXT.search(text)
+    return ".".join(match.groups()) if match else None
 
 
 def _key(version: str) -> tuple[int, int, int]:
@@ -149,24 +172,18 @@ class ImageSet:
         return self.kubeadm_images + self.calico_images + self.check_images
 
 
-def _unsupported(version: str) -> InputError:
-    if not _VERSION.match(version.strip()):
-        return InputError(
-            f"Kubernetes version {version!r} is not a patch release like 1.25.0:"
-            f" choose a release in {supported_range()}"
-        )
-    return InputError(
-        f"Kubernetes {version!r} is not supported: choose a release in {supported_range()}"
-    )
-
-
 def image_set(version: str) -> ImageSet:
-    """The image set for ``version`` (``1.25.0`` or ``v1.25.0``); InputError if unsupported."""
-    normalized = version.strip()
-    normalized = normalized[1:] if normalized.startswith("v") else normalized
+    """The image set for ``version`` (``1.25.0`` or ``v1.25.0``); InputError if malformed
+    or unsupported."""
+    try:
+        normalized = parse_release(version)
+    except InputError:
+        raise InputError(f"Kubernetes version {version!r} is malformed: expected a patch release"
+                         f" like 1.25.0; choose a release in {supported_range()}") from None
     row = _releases().get(normalized)
     if row is None:
-        raise _unsupported(version)
+        raise InputError(
+            f"Kubernetes {normalized!r} is not supported: choose a release in {supported_range()}")
     calico = calico_release(calico_for(minor_of(normalized)))
     return ImageSet(
         kubernetes=normalized,

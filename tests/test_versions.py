@@ -176,3 +176,22 @@ def test_unsupported_versions_fail_with_one_line_naming_the_range(version):
 def test_unknown_calico_release_is_an_input_error():
     with pytest.raises(InputError, match="v3.24.5"):
         versions.calico_release("v9.9.9")
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("1.25.0", "1.25.0"), ("v1.25.0", "1.25.0"), (" 1.25.0\n", "1.25.0"), ("0.0.0", "0.0.0"),
+])
+def test_one_release_parser_normalises(value: str, expected: str) -> None:
+    assert versions.parse_release(value) == expected
+
+
+@pytest.mark.parametrize("value", ["1.25.00", "01.25.0", "1.25", "vv1.25.0", "1.25.0-rc.1", "", None, 1.25])
+def test_one_release_parser_says_malformed(value: object) -> None:
+    with pytest.raises(InputError, match="malformed"):
+        versions.parse_release(value, "--k8s")
+
+
+def test_release_in_node_output() -> None:
+    assert versions.release_in("Kubernetes v1.25.0\n") == "1.25.0"
+    assert versions.release_in("Kubernetes v1.25.00") is None
+    assert versions.release_in("no version here") is None

@@ -11,8 +11,6 @@ The certificate key and the time it was uploaded go to ``ctx.state`` for ``join`
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from kubeferry.installer.kubeadm_config import (
     render,
 )
 from kubeferry.installer.workflow import Phase
+from kubeferry.outputs import output_file
 from kubeferry.versions import image_set
 
 INIT_CONFIG = f"{kube.CONFIG_DIR}/init.yaml"
@@ -94,14 +93,8 @@ def fetch_admin_kubeconfig(ctx: InstallContext) -> str:
     data = result.stdout.encode()
     if target.exists() and target.read_bytes() == data and (target.stat().st_mode & 0o777) == 0o600:
         return ""
-    fd, tmp = tempfile.mkstemp(prefix=".admin-conf-", dir=target.parent)  # born 0600
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with output_file(target, "admin kubeconfig", mode=0o600) as handle:  # never over a symlink
+        handle.write(data)
     return f"admin kubeconfig written to {target} (0600)"
 
 

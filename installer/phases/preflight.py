@@ -10,6 +10,7 @@ No marker: it runs every time.
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,7 @@ class NodeFacts:
     containerd_space: tuple[str, int] = ("?", 0)
     bundle_need: int = 0  # bytes still to receive
     containerd_need: int = 0  # bytes ctr import will add
+    networks: list[str] | None = None  # "10.0.0.5/24" per IPv4 address; read on VIP holders only
 
 
 @dataclass
@@ -91,6 +93,8 @@ def _read(ctx: InstallContext, host: Host) -> NodeFacts:
         node.macs = facts.node_macs(host.address).read(conn)
         node.ports = facts.LISTENING_PORTS.read(conn)
         node.kubernetes_running = facts.CLUSTER_MEMBER.read(conn)
+        if ctx.inventory.cluster.vip and host in ctx.inventory.lb_hosts:
+            node.networks = facts.IPV4_ADDRESSES.read(conn)
         node.offset = _clock_offset(conn)
         node.bundle_space = facts.path_space(NODE_BUNDLE_DIR).read(conn)
         node.containerd_space = facts.path_space(_settings()["containerd_root"]).read(conn)
@@ -218,7 +222,27 @@ def judge(ctx: InstallContext, found: dict[str, NodeFacts]) -> dict[str, Verdict
                 f" {ctx.bundle.kubernetes}: install does not upgrade a cluster (its packages would"
                 " outrun the control plane); use the bundle the cluster was installed from")
         verdict.errors.extend(_space_errors(node))
+        vip_error = _vip_error(ctx.inventory.cluster.vip, node.networks)
+        if vip_error:
+            verdict.errors.append(vip_error)
     return verdicts
+
+
+def _vip_error(vip: str | None, networks: list[str] | None) -> str | None:
+    """keepalived can only hold the VIP on an interface whose subnet contains it."""
+    if not vip or networks is None:
+        return None
+    subnets = []
+    for text in networks:
+        try:
+            subnets.append(ipaddress.ip_interface(text.strip()).network)
+        except ValueError:
+            continue
+    address = ipaddress.ip_address(vip)
+    if any(address in subnet for subnet in subnets):
+        return None
+    return (f"cluster.vip {vip} is on none of its networks ({', '.join(map(str, subnets)) or 'none'}):"
+            " keepalived could not hold it; choose a free address in the nodes' subnet")
 
 
 def _space_errors(node: NodeFacts) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import json
 import os
 import re
@@ -84,6 +85,8 @@ class Credentials:
             return cls()
         except OSError as error:
             raise InputError(f"cannot read registry auth file {path}: {error.strerror}") from None
+        except UnicodeDecodeError:
+            raise InputError(f"registry auth file {path} is not a text file (not UTF-8 JSON)") from None
         try:
             data = json.loads(text)
         except ValueError as error:
@@ -198,6 +201,20 @@ _AUTH_PARAM = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]
 Send = Callable[..., requests.Response]
 
 
+def in_clear(url: str) -> bool:
+    """Whether a request to ``url`` crosses a network unencrypted (http:// off loopback)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http":
+        return False
+    host = (parts.hostname or "").lower()
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
 class Authorizer:
     """Authorization headers per origin, answered from the origin's own 401 challenges.
 
@@ -206,9 +223,11 @@ class Authorizer:
     gets anonymous tokens from its own challenge, so a password never leaves its registry.
     """
 
-    def __init__(self, credentials: Credentials | None, send: Send) -> None:
+    def __init__(self, credentials: Credentials | None, send: Send,
+                 allow_plain_http: bool = False) -> None:
         self._credentials = credentials or Credentials()
         self._send = send
+        self.allow_plain_http = allow_plain_http  # the operator asked for it by name
         self._lock = threading.Lock()
         self._challenges: dict[str, Challenge] = {}
         self._tokens: dict[tuple[str, tuple[str, ...]], tuple[str, float]] = {}
@@ -255,6 +274,7 @@ class Authorizer:
                     f"{login_host} needs a username and password (Basic auth): "
                     "pass a docker config file with --registry-auth FILE"
                 )
+            self._check_transport(origin, login, login_host)
             return login.basic()
         wanted = list(scopes) if own else []
         if challenge.scope and challenge.scope not in wanted:
@@ -271,6 +291,15 @@ class Authorizer:
             self._tokens[key] = (value, now + lifetime * 0.9)
         return value
 
+    def _check_transport(self, url: str, login: Login, login_host: str) -> None:
+        """Refuse to send a password over plain HTTP off this machine unless asked by name."""
+        if self.allow_plain_http or not in_clear(url):
+            return
+        raise InputError(
+            f"{login_host}: refusing to send the password of {login.username!r} over plain HTTP"
+            f" to {urlsplit(url).netloc}; use https:// or pass --send-password-over-plain-http"
+        )
+
     def _fetch_token(
         self, challenge: Challenge, scopes: list[str], login: Login | None, login_host: str
     ) -> tuple[str, float]:
@@ -284,6 +313,7 @@ class Authorizer:
             params.append(("account", login.username))
         headers = {"Accept": "application/json"}
         if login is not None:
+            self._check_transport(challenge.realm, login, login_host)
             headers["Authorization"] = login.basic()
         response = self._send("GET", challenge.realm, headers=headers, params=params)
         realm_host = urlsplit(challenge.realm).netloc

@@ -29,18 +29,20 @@ import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Union
+from typing import Any, BinaryIO, Callable, Iterator, Union
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
 import urllib3
 
+from kubeferry import timeouts
 from kubeferry.errors import InputError, OperationError
 from kubeferry.oci import mediatypes
 from kubeferry.oci.auth import Authorizer, Credentials
 from kubeferry.oci.descriptor import Descriptor
 from kubeferry.oci.reference import DIGEST_RE, ImageReference
 from kubeferry.oci.store import BlobSource, BlobStore, digest_of
+from kubeferry.outputs import os_error
 
 Progress = Callable[[int], None]
 Body = Union[bytes, Callable[[], BinaryIO], None]
@@ -195,6 +197,30 @@ def _platform_text(platform: dict) -> str:
     return text + (f"/{platform['variant']}" if platform.get("variant") else "")
 
 
+@contextlib.contextmanager
+def _cache_file(path: Any, mode: str) -> Iterator[Any]:
+    """Open a cache file for writing; a full or read-only cache is one line, not a retry."""
+    try:
+        handle = open(path, mode)  # noqa: SIM115 - closed below
+    except OSError as error:
+        raise os_error(error, "cache file", path) from None
+    try:
+        yield handle
+    finally:
+        try:
+            handle.close()
+        except OSError as error:
+            raise os_error(error, "cache file", path) from None
+
+
+def _cache_write(out: Any, chunk: bytes, path: Any) -> None:
+    """Write to the cache: a disk error is the machine's fault, never a network one to retry."""
+    try:
+        out.write(chunk)
+    except OSError as error:
+        raise os_error(error, "cache file", path) from None
+
+
 class RegistryClient:
     """Talks the OCI distribution API to registries, mirrors and Harbor."""
 
@@ -203,9 +229,10 @@ class RegistryClient:
         endpoints: dict[str, str] | None = None,
         credentials: Credentials | None = None,
         ca_file: str | None = None,
-        timeout: float = 30.0,
+        timeout: float | tuple[float, float] | None = None,  # None: kubeferry.timeouts' values
         max_retries: int = 5,
         backoff: float = 0.5,
+        allow_plain_http_credentials: bool = False,
     ) -> None:
         self._endpoints: dict[str, str] = {}
         for registry, url in (endpoints or {}).items():
@@ -223,7 +250,7 @@ class RegistryClient:
         # A no-op auth keeps requests from adding ~/.netrc credentials to our requests.
         self.session.auth = lambda request: request
         self.session.headers["User-Agent"] = "kubeferry"
-        self.authorizer = Authorizer(credentials, self._send)
+        self.authorizer = Authorizer(credentials, self._send, allow_plain_http_credentials)
         self.sleep: Callable[[float], None] = time.sleep  # replaceable, to observe backoff
 
     def close(self) -> None:
@@ -297,26 +324,37 @@ class RegistryClient:
         """One HTTP exchange without redirects, retried on 429/5xx and network failures."""
         where = where or urlsplit(url).netloc
         attempt = 0
+        timed_out = 0
+        connect, read = timeouts.resolve(self.timeout)
         while True:
             body = data() if callable(data) else data
             try:
-                response = self.session.request(
-                    method,
-                    url,
-                    headers=headers,
-                    params=params,
-                    data=body,
-                    stream=stream,
-                    timeout=self.timeout,
-                    verify=self.verify,
-                    allow_redirects=False,
-                )
+                with timeouts.waiting(f"{where} to answer {method} {urlsplit(url).path}", read):
+                    response = self.session.request(
+                        method,
+                        url,
+                        headers=headers,
+                        params=params,
+                        data=body,
+                        stream=stream,
+                        timeout=(connect, read),
+                        verify=self.verify,
+                        allow_redirects=False,
+                    )
             except requests.exceptions.SSLError as error:
                 raise OperationError(
                     f"cannot reach {where}: TLS verification failed ({_reason(error)}); "
                     "pass the registry's CA certificate"
                 ) from None
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
+                if _reason(error) == "timed out":
+                    timed_out += 1
+                    if timed_out > timeouts.TIMEOUT_RETRIES:  # a hang is not worth 5 retries
+                        raise OperationError(
+                            f"cannot reach {where}: no answer to {method} {urlsplit(url).path}"
+                            f" within the timeouts ({connect:g} s connect, {read:g} s read), tried"
+                            f" {timed_out} times; --connect-timeout/--read-timeout to change"
+                        ) from None
                 if attempt >= self.max_retries:
                     raise OperationError(f"cannot reach {where}: {_reason(error)}") from None
                 self._sleep(attempt)
@@ -741,7 +779,7 @@ class RegistryClient:
                 raise _Interrupted(f"HTTP {status} to a Range request", 0)
             else:
                 raise self._fail(response, what, ref.registry)
-            with open(partial, mode) as out:
+            with _cache_file(partial, mode) as out:
                 try:
                     for chunk in response.raw.stream(_CHUNK, decode_content=False):
                         if offset + len(chunk) > descriptor.size:
@@ -751,7 +789,7 @@ class RegistryClient:
                                 f"{what} is larger than the {descriptor.size} bytes its "
                                 "descriptor says; refused"
                             )
-                        out.write(chunk)
+                        _cache_write(out, chunk, partial)
                         hasher.update(chunk)
                         offset += len(chunk)
                         got += len(chunk)

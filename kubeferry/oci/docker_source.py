@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import tarfile
 import zlib
 from typing import Any, Iterator
@@ -84,6 +85,12 @@ class _GzipReader:
         return data
 
 
+def _docker_host() -> str:
+    """Where ``docker.from_env`` connects: $DOCKER_HOST when set, else the default socket."""
+    host = os.environ.get("DOCKER_HOST")
+    return f"{host} (from DOCKER_HOST)" if host else "the default Docker socket (/var/run/docker.sock)"
+
+
 class DockerSource:
     """Takes images from a Docker Engine through the ``docker`` package."""
 
@@ -100,9 +107,10 @@ class DockerSource:
             else:
                 self._client = docker.from_env(timeout=int(timeout))
             self._client.ping()
-        except docker.errors.DockerException as error:
-            where = base_url or "the default Docker socket"
-            raise OperationError(f"cannot reach the Docker Engine at {where}: {error}") from None
+        except (docker.errors.DockerException, OSError) as error:  # requests' errors are OSErrors
+            where = base_url or _docker_host()
+            reason = " ".join(str(error).split())
+            raise OperationError(f"cannot reach the Docker Engine at {where}: {reason}") from None
         self._docker = docker
 
     def close(self) -> None:

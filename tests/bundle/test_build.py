@@ -174,3 +174,63 @@ def test_https_mirror_with_custom_ca_and_credentials_file(tmp_path: Path) -> Non
         assert good.returncode == 0, good.stderr
         assert "s3cret-pass" not in good.stdout + good.stderr + no_auth.stderr
     assert kubeferry("bundle", "verify", str(next((tmp_path / "out").glob("*.tar")))).returncode == 0
+
+
+def test_build_killed_with_9_then_rebuilt_leaves_no_partial(upstream: Registry, built: tuple[Path, Path],
+                                                           tmp_path: Path) -> None:
+    """A build killed with -9 while writing leaves ``.NAME.partial-PID``; the next build of the
+    same output removes it (issue 15)."""
+    output = tmp_path / "out"
+    output.mkdir()
+    target = output / "kubeferry-k8s-1.25.0-el7-amd64.tar"
+    writer = ("import os, sys\nfrom kubeferry.outputs import output_file\n"
+              "with output_file(sys.argv[1]) as handle:\n"
+              "    handle.write(b'x' * 100000)\n    handle.flush()\n    os.kill(os.getpid(), 9)\n")
+    killed = subprocess.run([sys.executable, "-c", writer, str(target)], timeout=60)
+    assert killed.returncode == -9 and list(output.glob(".*.partial-*"))
+    result = kubeferry("bundle", "build", "--k8s", "1.25.0", "--include", "images",
+                       *mirror_flags(upstream), "--cache-dir", str(built[1]), "--output", str(output))
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in output.iterdir()) == [target.name]
+
+
+def test_a_v_prefixed_release_builds_the_same_bundle_name(upstream: Registry, built: tuple[Path, Path],
+                                                          tmp_path: Path) -> None:
+    result = build(BuildRequest(kubernetes="v1.25.0", include=("images",), mirrors=mirrors(upstream.url),
+                                cache_dir=built[1], output_dir=tmp_path))
+    assert result.path.name == "kubeferry-k8s-1.25.0-el7-amd64.tar"
+    assert result.metadata["kubernetes"] == "1.25.0"
+    assert Bundle.open(result.path).bundle_digest.startswith("sha256:")
+
+
+def test_a_full_cache_disk_is_named_not_retried(upstream: Registry, tmp_path: Path) -> None:
+    """ENOSPC while a blob lands in the cache is the machine's fault: one line naming the cache
+    file and the cause, exit 1, at once (not 'download kept failing' after retries)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(cache)], check=True, timeout=30)
+    try:
+        result = kubeferry("bundle", "build", "--k8s", "1.25.0", "--include", "images",
+                           *mirror_flags(upstream), "--cache-dir", str(cache), "--output",
+                           str(tmp_path / "out"))
+    finally:
+        subprocess.run(["umount", str(cache)], check=True, timeout=30)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert "No space left on device" in lines[0] and "kept failing" not in lines[0]
+    assert str(cache) in lines[0]
+
+
+def test_build_prints_the_bundle_digest_last_and_verify_checks_it(upstream: Registry,
+                                                                   built: tuple[Path, Path],
+                                                                   tmp_path: Path) -> None:
+    result = kubeferry("bundle", "build", "--k8s", "1.25.0", "--include", "images", *mirror_flags(upstream),
+                       "--cache-dir", str(built[1]), "--output", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1].split()
+    assert last[0] == "digest" and last[1].startswith("sha256:")
+    bundle_path = tmp_path / "kubeferry-k8s-1.25.0-el7-amd64.tar"
+    assert Bundle.open(bundle_path).bundle_digest == last[1]
+    assert Bundle.open(bundle_path).self_checked
+    good = kubeferry("bundle", "verify", str(bundle_path), "--digest", last[1])
+    assert good.returncode == 0 and "as expected" in good.stdout

@@ -214,6 +214,10 @@ def test_an_edited_image_list_is_refused(harbor: HarborStandIn, bundle_file: Pat
                 metadata = json.loads(data)
                 first, second = metadata["images"][0], metadata["images"][1]
                 first["name"], second["name"] = second["name"], first["name"]
+                # re-signed, as a careful attacker would: the index check must still refuse it
+                from kubeferry.bundle_format import SELF_CHECK, metadata_self_check
+
+                metadata[SELF_CHECK] = metadata_self_check(metadata)
                 data = json.dumps(metadata).encode()
                 member.size = len(data)
             out.addfile(member, io.BytesIO(data))

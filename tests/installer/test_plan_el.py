@@ -284,3 +284,21 @@ def test_containerd_config_under_harbor_names_the_harbor_pause(tmp_path: Path, o
     assert 'sandbox_image = "harbor.example.local/google_containers/pause:3.8"' in text
     assert os_setup.hosts_lines(ctx)[-2:] == ["192.168.40.199 k8s-api.example.local",
                                               "192.168.40.190 harbor.example.local"]
+
+
+def test_a_vip_on_none_of_the_holders_networks_fails_preflight(tmp_path: Path) -> None:
+    """Within the inventory's /16 sanity range, but off master1's real /24 (issue 15)."""
+    bundle, _ = write_el_bundle(tmp_path / "bundle", "el7")
+    far = inventory.parse({
+        "cluster": {"controlPlaneEndpoint": "k8s-api.example.local:8443", "vip": "192.168.41.199"},
+        "registry": "none",
+        "hosts": [{"name": "master1", "address": "192.168.40.180", "roles": ["control-plane"]},
+                  {"name": "node1", "address": "192.168.40.183", "roles": ["worker"]}],
+    })
+    nodes = fake_nodes(far)
+    ctx, _ = context(tmp_path, bundle, nodes, plan=False, site_inventory=far)
+    master, worker = run(ctx, [preflight.PHASE])
+    assert (master.status, worker.status) == ("failed", "ok")
+    assert "cluster.vip 192.168.41.199 is on none of its networks (192.168.40.0/24)" in master.detail
+    assert [r.status for r in run(context(tmp_path, bundle, fake_nodes(site()), plan=False)[0],
+                                  [preflight.PHASE])] == ["ok", "ok"]

@@ -167,3 +167,21 @@ def test_a_middle_node_killed_mid_transfer(clean: Site, bundle: Path, tmp_path: 
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert files(site, "node3") == expected
     assert_nothing_left(site)
+
+
+def test_the_relay_through_a_sudo_login(clean: Site, bundle: Path, tmp_path: Path) -> None:
+    """Logged in as the non-root sudo user: its own authorized_keys, the hop under sudo -n."""
+    site = clean
+    data = lab_inventory(site)
+    data["ssh"].update({"user": site.sudo_user, "sudo": True})
+    inventory = write_inventory(tmp_path / "cluster.yaml", data)
+    result = install(bundle, inventory, tmp_path / "run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "relayed" in result.stdout, result.stdout
+    expected = {m["path"]: m["sha256"] for m in Bundle.open(bundle).members}
+    for node in site.nodes:
+        assert files(site, node.name) == expected
+        left = node.ssh(f"grep -c kubeferry-relay ~{site.sudo_user}/.ssh/authorized_keys",
+                        check=False).stdout.split()
+        assert left == ["0"], (node.name, left)
+    assert_nothing_left(site)

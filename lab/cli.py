@@ -13,7 +13,7 @@ import click
 
 from kubeferry.cli import run_cli
 from kubeferry.errors import InputError
-from kubeferry.lab import upstream_service
+from kubeferry.lab import airgap, upstream_service
 from kubeferry.lab.site import DEFAULT_NAME, DEFAULT_REGISTRY_NAME, Site
 from kubeferry.lab.upstream import PROFILES
 
@@ -125,6 +125,19 @@ def status(name: str) -> None:
                    f"(packages): {state}")
     if not site.healthy():
         fail(f"lab {name} is not healthy; 'kubeferry-lab down --name {name}' cleans it", 1)
+
+
+@cli.command("airgap")
+@name_option
+def airgap_command(name: str) -> None:
+    """Packets each lab host tried to send out of the site (all refused in the host's own
+    namespace, counted since it was made); exit 1 when any did."""
+    counts = _loaded(name).airgap_counts()
+    for host, value in counts.items():
+        click.echo(f"  {host:<10} {value}")
+    click.echo(airgap.summary(counts))
+    if sum(counts.values()):
+        sys.exit(1)
 
 
 @cli.command()

@@ -39,6 +39,9 @@ def find(site: str) -> list[str]:
     if network.NETNS_DIR.is_dir():
         found += [f"netns {n}" for n in sorted(os.listdir(network.NETNS_DIR))
                   if n.startswith(prefix)]
+    if network.NETNS_ETC.is_dir():
+        found += [f"directory {network.NETNS_ETC / n}" for n in sorted(os.listdir(network.NETNS_ETC))
+                  if n.startswith(prefix)]
     found += [f"link {n}" for n in sorted(os.listdir("/sys/class/net"))
               if n == bridge_name(site) or n.startswith(prefix)]
     rules = proc.run(["iptables", "-w", "5", "-S"]).stdout.decode()

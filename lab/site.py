@@ -256,6 +256,7 @@ class Site:
         self.hosts[name] = host
         self._save_description()
         self._plug(host.netns, host.veth, address)
+        self._site_resolver(host.netns)
         self.journal.add("cgroup", path=host.cgroup)
         cgroups.create(Path(host.cgroup))
         return host
@@ -349,6 +350,15 @@ class Site:
         network.add_veth(veth, netns, self.bridge,
                          ipaddress.IPv4Interface(f"{address}/{self.subnet.prefixlen}"))
         airgap.install(netns, self.subnet, self.admin_address)
+
+    def _site_resolver(self, netns: str) -> None:
+        """The site's resolv.conf (no DNS server) for processes ``ip netns exec`` starts in
+        ``netns``: without it they would ask this machine's resolver, outside the site
+        (Python's HTTP servers look up their own address when they bind)."""
+        directory = network.NETNS_ETC / netns
+        self.journal.add("dir", path=str(directory))
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "resolv.conf").write_text(network.SITE_RESOLV_CONF)
 
     def _boot(self, member: Node) -> None:
         self.journal.add("cgroup", path=member.cgroup)

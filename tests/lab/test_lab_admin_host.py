@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import tarfile
+
 import pytest
 
-from kubeferry.lab import leftovers
+from kubeferry.errors import OperationError
+from kubeferry.lab import leftovers, scenario
 from kubeferry.lab.admin_host import AdminHost
 from kubeferry.lab.site import Site
 
@@ -40,6 +43,18 @@ def test_the_admin_host_has_a_stock_python_and_ssh_and_nothing_else(lab_site_fac
     admin.run(["sh", "-c", "echo done > /root/out.txt"], check=True)
     assert admin.path("/root/out.txt").read_text() == "done\n"
     assert site.airgap_counts() == {node.name: 0, "admin": 0}
+
+    # A bundle without the admin kit: the scenario says so in one line.
+    old = tmp_path / "old-bundle.tar"
+    with tarfile.open(old, "w") as archive:
+        archive.add(tmp_path / "note.txt", arcname="metadata.json")
+    sc = scenario.Scenario(site=site, harbor=None, bundle=old, inventory=tmp_path / "x.yaml",
+                           work=tmp_path, admin=admin, admin_bundle=admin.put(old, "/root/old.tar"),
+                           admin_inventory="/root/site/cluster.yaml")
+    missing = r"^bundle old-bundle.tar has no kubeferry.pyz \(tar: "
+    with pytest.raises(OperationError, match=missing) as raised:
+        sc.kit()
+    assert "\n" not in str(raised.value)
 
     # It cannot reach the internet side either: a new connection to .1 is counted and refused.
     refused = admin.run(["python3", "-c", "import socket; socket.create_connection"

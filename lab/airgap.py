@@ -4,7 +4,8 @@ Each lab host (node, service host, the admin host) gets an on-link default route
 packet for an outside address is really sent to the firewall instead of failing with
 ENETUNREACH before anything can see it; the namespace's own filter OUTPUT chain then
 jumps every packet for outside the lab subnet, and every new connection to the internet
-side's ``.1``, to the chain ``CHAIN``, whose single REJECT rule counts it. The REJECT
+side's ``.1``, to the chain ``CHAIN``, whose single REJECT rule counts it. Link-local
+multicast and the limited broadcast pass uncounted: no router forwards them. The REJECT
 happens inside the namespace: such a packet never reaches the bridge (not even an ARP
 request for it), so nothing leaves the machine. The counters start at zero when the
 namespace is made and go with it.
@@ -20,6 +21,7 @@ from kubeferry.errors import OperationError
 from kubeferry.lab import network, proc
 
 CHAIN = "KUBEFERRY-AIRGAP"
+ON_LINK_ONLY = ("224.0.0.0/24", "255.255.255.255/32")
 _COUNT = re.compile(r"^\s*(\d+)\s+\d+\s+REJECT\b", re.MULTILINE)
 
 
@@ -28,6 +30,10 @@ def rules(subnet: ipaddress.IPv4Network, internet_side: str) -> list[list[str]]:
     jump = ["-j", CHAIN]
     return [
         ["OUTPUT", "-o", "lo", "-j", "RETURN"],
+        # Never routed, so they stay on the site's own link: link-local multicast (RFC 5771;
+        # keepalived's VRRP adverts to 224.0.0.18 when an lb host has no unicast peer) and
+        # the limited broadcast.
+        *[["OUTPUT", "-d", on_link, "-j", "RETURN"] for on_link in ON_LINK_ONLY],
         ["OUTPUT", "!", "-d", str(subnet), *jump],
         # The internet side's address on the bridge: replies to its SSH pass, nothing else.
         ["OUTPUT", "-d", f"{internet_side}/32", "-m", "conntrack", "!", "--ctstate",

@@ -146,6 +146,7 @@ def test_airgap_rules_and_the_demo_line() -> None:
 
     rules = airgap.rules(ipaddress.IPv4Network("10.88.5.0/24"), "10.88.5.1")
     assert rules[0] == ["OUTPUT", "-o", "lo", "-j", "RETURN"]  # loopback first, never counted
+    assert ["OUTPUT", "-d", "224.0.0.0/24", "-j", "RETURN"] in rules  # VRRP stays on the link
     assert ["OUTPUT", "!", "-d", "10.88.5.0/24", "-j", airgap.CHAIN] in rules
     to_internet_side = next(r for r in rules if "10.88.5.1/32" in r)
     assert "ESTABLISHED,RELATED" in to_internet_side  # SSH replies to .1 pass

@@ -62,6 +62,10 @@ def test_the_admin_host_has_a_stock_python_and_ssh_and_nothing_else(lab_site_fac
     assert "Connection refused" in refused.stderr
     assert site.airgap_counts()["admin"] >= 1
 
+    # The overlay is mounted only in the holder's namespace, which down's check can see.
+    held = leftovers.foreign_mounts([site.data_directory])
+    assert any(f"{site.data_directory}/admin/root " in f"{line} " for line in held), held
+    assert leftovers.mounts_under([site.data_directory]) == []
     Site.down_named(site.name)
     assert leftovers.find(site.name) == []
     assert leftovers.foreign_mounts([site.data_directory]) == []

@@ -171,7 +171,7 @@ def ssh(name: str, node: str, command: tuple[str, ...]) -> None:
 
 def _print_status(site: Site) -> None:
     click.echo(f"lab {site.name}: subnet {site.subnet}, bridge {site.bridge}, "
-               f"admin {site.admin_address}, vip {site.vip}")
+               f"internet side {site.admin_address}, vip {site.vip}")
     for row in site.status():
         click.echo(f"  {row['name']:<10} {row['address']:<15} {row['kind']:<8} {row['state']}")
 

@@ -13,7 +13,7 @@ import click
 
 from kubeferry.cli import run_cli
 from kubeferry.errors import InputError
-from kubeferry.lab import upstream_service
+from kubeferry.lab import airgap, upstream_service
 from kubeferry.lab.site import DEFAULT_NAME, DEFAULT_REGISTRY_NAME, Site
 from kubeferry.lab.upstream import PROFILES
 
@@ -127,6 +127,19 @@ def status(name: str) -> None:
         fail(f"lab {name} is not healthy; 'kubeferry-lab down --name {name}' cleans it", 1)
 
 
+@cli.command("airgap")
+@name_option
+def airgap_command(name: str) -> None:
+    """Packets each lab host tried to send out of the site (all refused in the host's own
+    namespace, counted since it was made); exit 1 when any did."""
+    counts = _loaded(name).airgap_counts()
+    for host, value in counts.items():
+        click.echo(f"  {host:<10} {value}")
+    click.echo(airgap.summary(counts))
+    if sum(counts.values()):
+        sys.exit(1)
+
+
 @cli.command()
 @name_option
 def down(name: str) -> None:
@@ -158,7 +171,7 @@ def ssh(name: str, node: str, command: tuple[str, ...]) -> None:
 
 def _print_status(site: Site) -> None:
     click.echo(f"lab {site.name}: subnet {site.subnet}, bridge {site.bridge}, "
-               f"admin {site.admin_address}, vip {site.vip}")
+               f"internet side {site.admin_address}, vip {site.vip}")
     for row in site.status():
         click.echo(f"  {row['name']:<10} {row['address']:<15} {row['kind']:<8} {row['state']}")
 

@@ -5,8 +5,12 @@
 2. ``kubeferry bundle build --os debian12 --sources lab-sources.yaml``: one bundle file.
 3. The air gap: three Debian 12 nodes (systemd, sshd, containerd) in network namespaces
    with no route out, a Harbor stand-in on .2, and the kubeadm/kubectl doubles.
-4. ``kubeferry install --bundle ... --inventory cluster.yaml --yes``: every phase, then the
-   same command again, which finds everything done.
+4. The bundle file is carried onto the site's own admin host (.3, air-gapped too: a stock
+   python3, ssh and tar, nothing else), ``kubeferry.pyz`` is extracted from it with tar, and
+   ``python3 kubeferry.pyz install --bundle ... --inventory cluster.yaml --yes`` runs there:
+   every phase, then the same command again, which finds everything done.
+5. The last line: how many packets any lab host tried to send out of the site (every lab
+   namespace counts and refuses them, lab/airgap.py); not 0 fails the demo.
 Everything started is stopped at the end (``--keep`` leaves the lab up to look around).
 """
 
@@ -18,7 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from kubeferry.lab import scenario
+from kubeferry.errors import KubeferryError
+from kubeferry.lab import airgap, scenario
+from kubeferry.lab.site import Site
 
 
 def step(title: str) -> None:
@@ -32,31 +38,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-harbor", action="store_true",
                         help="`registry: none`: no Harbor, every image by ctr import only")
     parser.add_argument("--keep", action="store_true", help="leave the lab up at the end")
+    parser.add_argument("--name", default="demo", help="the lab site's name (default demo)")
     options = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="kubeferry-demo-"))
-    step("air-gap lab: nodes in network namespaces, no route out")
-    site = scenario.site_up("demo", 4 if options.ha else 3, log=print)
     try:
-        step("internet side: stand-in upstream; kubeferry bundle build"
-             + ("" if options.no_harbor else "; Harbor stand-in on .2"))
-        sc = scenario.prepare(site, work, options.k8s, ha=options.ha, log=print,
-                              harbor=not options.no_harbor)
-        print(f"bundle: {sc.bundle}\ninventory: {sc.inventory}")
-        for attempt, title in ((1, "kubeferry install"), (2, "kubeferry install again: nothing to do")):
-            step(title)
-            result = sc.install(run_dir=f"run{attempt}")
-            print(result.stdout)
-            if result.returncode != 0:
-                print(result.stderr, file=sys.stderr)
-                return result.returncode
-        step("done")
-        return 0
+        step("air-gap lab: nodes in network namespaces, no route out")
+        site = scenario.site_up(options.name, 4 if options.ha else 3, log=print)
+    except KubeferryError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return error.exit_code
+    work = Path(tempfile.mkdtemp(prefix="kubeferry-demo-"))
+    try:
+        code = _run(site, work, options)
+        counts = site.airgap_counts()
+    except KubeferryError as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return error.exit_code
     finally:
         if options.keep:
-            print(f"lab left up: kubeferry-lab status --name demo; work dir {work}")
+            print(f"lab left up: kubeferry-lab status --name {options.name}; work dir {work}")
         else:
             site.down()
             shutil.rmtree(work, ignore_errors=True)
+    print(airgap.summary(counts), flush=True)
+    return code or (1 if sum(counts.values()) else 0)
+
+
+def _run(site: Site, work: Path, options: argparse.Namespace) -> int:
+    """Build on the internet side, install twice from the air-gapped admin host."""
+    step("internet side: stand-in upstream; kubeferry bundle build"
+         + ("" if options.no_harbor else "; Harbor stand-in on .2"))
+    sc = scenario.prepare(site, work, options.k8s, ha=options.ha, log=print,
+                          harbor=not options.no_harbor)
+    print(f"bundle: {sc.bundle}\ninventory on the admin host: {sc.admin_inventory}")
+    step(f"admin host {sc.admin.address} (air-gapped): tar -xf {sc.bundle.name} "
+         f"--occurrence {scenario.KIT}")
+    print(f"{sc.kit()} ({sc.admin.run(['python3', '--version']).stdout.strip()}, no venv, no pip)")
+    for attempt, title in ((1, "python3 kubeferry.pyz install"),
+                           (2, "python3 kubeferry.pyz install again: nothing to do")):
+        step(f"admin host: {title}")
+        result = sc.install(run_dir=f"run{attempt}")
+        print(result.stdout)
+        if result.returncode != 0:
+            print(result.stderr, file=sys.stderr)
+            return result.returncode
+    step("done")
+    return 0
 
 
 if __name__ == "__main__":

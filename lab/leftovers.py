@@ -39,6 +39,9 @@ def find(site: str) -> list[str]:
     if network.NETNS_DIR.is_dir():
         found += [f"netns {n}" for n in sorted(os.listdir(network.NETNS_DIR))
                   if n.startswith(prefix)]
+    if network.NETNS_ETC.is_dir():
+        found += [f"directory {network.NETNS_ETC / n}" for n in sorted(os.listdir(network.NETNS_ETC))
+                  if n.startswith(prefix)]
     found += [f"link {n}" for n in sorted(os.listdir("/sys/class/net"))
               if n == bridge_name(site) or n.startswith(prefix)]
     rules = proc.run(["iptables", "-w", "5", "-S"]).stdout.decode()
@@ -53,6 +56,7 @@ def find(site: str) -> list[str]:
     found += [f"process {pid}" for pid in _processes_in(site)]
     places = [paths.run_dir() / site, paths.data_dir() / site]
     found += [f"mount {m}" for m in mounts_under(places)]
+    found += [f"mount {m}" for m in foreign_mounts(places)]
     found += [f"directory {p}" for p in places if p.exists()]
     return found
 
@@ -85,3 +89,41 @@ def mounts_under(places: list[Path]) -> list[str]:
                 if point == str(place) or point.startswith(f"{place}/"):
                     found.append(point)
     return found
+
+
+def foreign_mounts(places: list[Path]) -> list[str]:
+    """Mounts below ``places`` in other processes' mount namespaces (the admin host's
+    holder keeps its overlay in one): a namespace something still holds open.
+
+    Only namespaces whose processes see this machine's root are read: a node pivots into
+    its own root, where a path like /var/lib/kubeferry-lab/... means something else.
+    """
+    own = _mount_namespace("self")
+    root = os.stat("/")
+    seen = {own}
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        namespace = _mount_namespace(entry)
+        if namespace is None or namespace in seen:
+            continue
+        try:
+            their_root = os.stat(f"/proc/{entry}/root")
+            with open(f"/proc/{entry}/mountinfo") as stream:
+                points = [line.split()[4].replace("\\040", " ") for line in stream]
+        except OSError:
+            continue
+        seen.add(namespace)
+        if (their_root.st_dev, their_root.st_ino) != (root.st_dev, root.st_ino):
+            continue
+        found += [f"{point} (mount namespace of pid {entry})" for point in points
+                  if any(point == str(p) or point.startswith(f"{p}/") for p in places)]
+    return found
+
+
+def _mount_namespace(pid: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/mnt")
+    except OSError:
+        return None

@@ -18,6 +18,9 @@ from kubeferry.errors import InputError, OperationError
 from kubeferry.lab import proc
 
 NETNS_DIR = Path("/run/netns")
+# ``ip netns exec NS`` bind-mounts the files of NETNS_ETC/NS over /etc for what it runs.
+NETNS_ETC = Path("/etc/netns")
+SITE_RESOLV_CONF = "# kubeferry lab: air-gapped site, no DNS server\n"
 INNER_INTERFACE = "eth0"
 
 

@@ -1,6 +1,11 @@
 """The main job end to end on the lab: build a bundle against the stand-in internet, install
 it on air-gapped nodes with a Harbor stand-in, as an operator would. Used by scripts/demo
 and the end-to-end tests.
+
+The build runs here, on the internet side; the install runs on the site's own air-gapped
+admin host (``lab/admin_host.py``): the bundle file is copied onto it with the files the
+inventory names, ``kubeferry.pyz`` is extracted from the bundle with tar, and the stock
+``python3`` runs it. Nothing of this machine's kubeferry or venv is used there.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from kubeferry.errors import OperationError
 from kubeferry.lab import network, upstream_service
+from kubeferry.lab.admin_host import AdminHost
 from kubeferry.lab.harbor import HarborStandIn
 from kubeferry.lab.inventory import lab_inventory, write_inventory
 from kubeferry.lab.site import HARBOR_HOST, Site, up_retrying
@@ -20,26 +27,50 @@ from kubeferry.lab.site import HARBOR_HOST, Site, up_retrying
 # Debian packages for the bundle come from the real archive once, then from this cache.
 BUNDLE_CACHE = Path(os.environ.get("KUBEFERRY_LAB_BUNDLE_CACHE", "/var/cache/kubeferry-lab/bundle-cache"))
 PASSWORD_ENV = "KUBEFERRY_LAB_HARBOR_PASSWORD"
+KIT = "kubeferry.pyz"
+# On the admin host: the operator's home, where the bundle and the kit go, and the site's
+# files (inventory, SSH key, known_hosts, Harbor CA, run directories).
+ADMIN_HOME = "/root"
+ADMIN_SITE = "/root/site"
+INSTALL_TIMEOUT = 3600.0
 
 
 @dataclass
 class Scenario:
     site: Site
     harbor: HarborStandIn | None  # None: `registry: none`, images only by ctr import
-    bundle: Path
-    inventory: Path
+    bundle: Path  # as built on the internet side
+    inventory: Path  # a copy on the internet side, to read; the admin host has its own
     work: Path
+    admin: AdminHost
+    admin_bundle: str  # the bundle's path on the admin host
+    admin_inventory: str
 
     def install(self, *args: str, run_dir: str = "run") -> subprocess.CompletedProcess[str]:
-        """``kubeferry install`` of the scenario's bundle and inventory (password via env)."""
-        env = dict(os.environ)
-        if self.harbor is not None:
-            env[PASSWORD_ENV] = self.harbor.admin_password
-        return subprocess.run(
-            [sys.executable, "-m", "kubeferry.cli", "install", "--bundle", str(self.bundle),
-             "--inventory", str(self.inventory), "--yes", "--run-dir", str(self.work / run_dir),
-             *args], capture_output=True, text=True, timeout=3600, env=env,
-            stdin=subprocess.DEVNULL)
+        """``python3 kubeferry.pyz install`` on the admin host (Harbor password via env)."""
+        env = {PASSWORD_ENV: self.harbor.admin_password} if self.harbor is not None else {}
+        return self.admin.run(
+            ["python3", self.kit(), "install", "--bundle", self.admin_bundle,
+             "--inventory", self.admin_inventory, "--yes", "--run-dir", f"{ADMIN_SITE}/{run_dir}",
+             *args], env=env, timeout=INSTALL_TIMEOUT)
+
+    def kit(self) -> str:
+        """``kubeferry.pyz`` on the admin host, extracted from the bundle with tar (once)."""
+        kit = f"{ADMIN_HOME}/{KIT}"
+        if self.admin.run(["test", "-f", kit]).returncode == 0:
+            return kit
+        extracted = self.admin.run(["tar", "-xf", self.admin_bundle, "-C", ADMIN_HOME,
+                                    "--occurrence", KIT], timeout=300)
+        if extracted.returncode != 0:
+            raise OperationError(
+                f"bundle {self.bundle.name} has no {KIT} (tar: "
+                f"{(extracted.stderr.strip() or 'no output').splitlines()[0]}): "
+                "the air-gapped admin host has no other kubeferry to run")
+        return kit
+
+    def run_path(self, run_dir: str = "run") -> Path:
+        """Where an install's run directory (its logs) is, to read from this machine."""
+        return self.admin.path(f"{ADMIN_SITE}/{run_dir}")
 
 
 def site_up(name: str, nodes: int, log: Callable[[str], None] = lambda line: None,
@@ -84,8 +115,24 @@ def prepare(site: Site, work: Path, kubernetes: str = "1.25.0", ha: bool = False
                              controlPlaneEndpoint=f"{site.vip}:{port}", vip=site.vip)
     else:
         data = lab_inventory(site, registry=registry)
+    return _onto_admin_host(site, standin, bundle, data, work, log)
+
+
+def _onto_admin_host(site: Site, harbor: HarborStandIn | None, bundle: Path,
+                     data: dict, work: Path, log: Callable[[str], None]) -> Scenario:
+    """The admin host up, the bundle and the inventory's files carried onto it, and the
+    inventory rewritten with their paths there."""
+    admin = AdminHost.up(site)
+    log(f"carrying {bundle.name} onto the air-gapped admin host ({admin.address})")
+    admin_bundle = admin.put(bundle, f"{ADMIN_HOME}/{bundle.name}")
+    data["ssh"]["keyFile"] = admin.put(site.ssh_key, f"{ADMIN_SITE}/id_ed25519", mode=0o600)
+    data["ssh"]["knownHosts"] = admin.put(site.known_hosts_file, f"{ADMIN_SITE}/known_hosts")
+    if harbor is not None:
+        data["registry"]["caFile"] = admin.put(Path(harbor.ca_file), f"{ADMIN_SITE}/harbor-ca.crt")
     inventory = write_inventory(work / "cluster.yaml", data)
-    return Scenario(site=site, harbor=standin, bundle=bundle, inventory=inventory, work=work)
+    admin_inventory = admin.put(inventory, f"{ADMIN_SITE}/cluster.yaml")
+    return Scenario(site=site, harbor=harbor, bundle=bundle, inventory=inventory, work=work,
+                    admin=admin, admin_bundle=admin_bundle, admin_inventory=admin_inventory)
 
 
 def _harbor(site: Site, work: Path) -> tuple[HarborStandIn, dict[str, str]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from kubeferry.errors import InputError, OperationError
-from kubeferry.lab import cgroups, leftovers, network, node, paths, proc, rootfs, teardown
+from kubeferry.lab import airgap, cgroups, leftovers, network, node, paths, proc, rootfs, teardown
 from kubeferry.lab.doubles_recipe import double_conf
 from kubeferry.lab.journal import Journal
 from kubeferry.lab.node import Node
@@ -31,8 +31,9 @@ DEFAULT_NAME = "lab"
 DEFAULT_REGISTRY_NAME = "harbor.lab"  # the Harbor stand-in's name at .2, as images spell it
 DEFAULT_SUBNET = "10.88.0.0/24"
 OTHER_SUBNETS_FROM = "10.88.1.0/24"  # other sites keep clear of the default lab's subnet
-ADMIN_HOST = 1
+ADMIN_HOST = 1  # this machine on the bridge: the internet side, where bundles are built
 HARBOR_HOST = 2
+ADMIN_SERVICE_HOST = 3  # the site's own, air-gapped admin host (lab/admin_host.py)
 VIP_HOST = 100
 FIRST_NODE = 11
 MAX_NODES = 50
@@ -227,6 +228,13 @@ class Site:
                          "state": "up" if network.netns_exists(host.netns) else "down"})
         return rows
 
+    def airgap_counts(self) -> dict[str, int]:
+        """Packets each lab host tried to send out of the site since it was made (all
+        refused in its own namespace; ``lab/airgap.py``), by host name."""
+        members = [(n.name, n.netns) for n in self.nodes]
+        members += [(h.name, h.netns) for h in self.hosts.values()]
+        return {name: airgap.count(netns) for name, netns in members if network.netns_exists(netns)}
+
     def add_host(self, name: str, index: int = HARBOR_HOST) -> ServiceHost:
         """A service host ``name`` at ``.index`` on the lab subnet (the existing one if made)."""
         if name in self.hosts:
@@ -248,6 +256,7 @@ class Site:
         self.hosts[name] = host
         self._save_description()
         self._plug(host.netns, host.veth, address)
+        self._site_resolver(host.netns)
         self.journal.add("cgroup", path=host.cgroup)
         cgroups.create(Path(host.cgroup))
         return host
@@ -340,6 +349,16 @@ class Site:
         self.journal.add("link", name=veth)
         network.add_veth(veth, netns, self.bridge,
                          ipaddress.IPv4Interface(f"{address}/{self.subnet.prefixlen}"))
+        airgap.install(netns, self.subnet, self.admin_address)
+
+    def _site_resolver(self, netns: str) -> None:
+        """The site's resolv.conf (no DNS server) for processes ``ip netns exec`` starts in
+        ``netns``: without it they would ask this machine's resolver, outside the site
+        (Python's HTTP servers look up their own address when they bind)."""
+        directory = network.NETNS_ETC / netns
+        self.journal.add("dir", path=str(directory))
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "resolv.conf").write_text(network.SITE_RESOLV_CONF)
 
     def _boot(self, member: Node) -> None:
         self.journal.add("cgroup", path=member.cgroup)

@@ -1,6 +1,8 @@
 """The main job end to end on the air-gap lab: a bundle built against the stand-in internet,
-installed with `kubeferry install` on real nodes with the Harbor stand-in and the kubeadm
-double; then the same install again, which must change and send nothing."""
+installed on real nodes with the Harbor stand-in and the kubeadm double by the bundle's own
+`kubeferry.pyz`, run with a stock python3 on the site's air-gapped admin host; then the same
+install again, which must change and send nothing. No lab host may try to send a packet out
+of the site meanwhile (the air-gap counter stays at 0)."""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ def _containerd_images(node) -> set[str]:
 def _check_install(sc: scenario.Scenario, control_planes: list[str], workers: list[str]) -> None:
     first = sc.install()
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr
+    _check_air_gap_held(sc)
     bundle = Bundle.open(sc.bundle)
     kubernetes_nodes = [sc.site.node(name) for name in control_planes + workers]
     for node in kubernetes_nodes:
@@ -57,7 +60,8 @@ def _check_install(sc: scenario.Scenario, control_planes: list[str], workers: li
     assert roles == ["control-plane"] * len(control_planes) + ["worker"] * len(workers)
     assert "verify" in first.stdout and "failed" not in first.stdout
     assert "DNS resolves kubernetes.default" in first.stdout  # busybox came in the bundle
-    logs = "".join(p.read_text() for p in (sc.work / "run").glob("*.log"))
+    logs = "".join(p.read_text() for p in sc.run_path("run").glob("*.log"))
+    assert logs, f"no run logs in {sc.run_path('run')}"
     secrets = [t.get("token", "") for t in record.tokens()]
     key = record.certificate_key()
     secrets += [key["key"]] if key else []
@@ -68,9 +72,17 @@ def _check_install(sc: scenario.Scenario, control_planes: list[str], workers: li
     again = sc.install(run_dir="run2")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr
     assert ": changed" not in again.stdout
-    rerun_logs = "".join(p.read_text() for p in (sc.work / "run2").glob("*.log"))
+    rerun_logs = "".join(p.read_text() for p in sc.run_path("run2").glob("*.log"))
     assert "cat >>" not in rerun_logs  # nothing re-sent
     assert "kubeadm init" not in rerun_logs and "kubeadm join" not in rerun_logs
+    _check_air_gap_held(sc)
+
+
+def _check_air_gap_held(sc: scenario.Scenario) -> None:
+    """Not one packet from any lab host (nodes, Harbor, the admin host) tried to leave."""
+    counts = sc.site.airgap_counts()
+    assert "admin" in counts and all(node.name in counts for node in sc.site.nodes), counts
+    assert sum(counts.values()) == 0, counts
 
 
 def _check_pulls_through_harbor(sc: scenario.Scenario, nodes: list, worker_name: str) -> None:

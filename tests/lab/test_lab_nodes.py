@@ -97,9 +97,12 @@ def test_each_node_is_a_distinct_machine(lab_site: Site) -> None:
 
 
 def test_nodes_reach_each_other_but_have_no_route_out(lab_site: Site) -> None:
+    """The only route beyond the subnet is on-link (no gateway): it exists so that the
+    air-gap counter sees what tries to leave (lab/airgap.py), which the node refuses."""
     node1, node2 = lab_site.nodes[:2]
     routes = node1.ssh("ip -4 route show").stdout.strip().splitlines()
-    assert len(routes) == 1 and routes[0].startswith(f"{lab_site.subnet} dev eth0 "), routes
+    assert len(routes) == 2 and routes[0].strip() == "default dev eth0 scope link", routes
+    assert routes[1].startswith(f"{lab_site.subnet} dev eth0 "), routes
     _connects(node1, node2.address, 22)
     assert node1.ssh("ip -6 addr show", check=False).stdout.strip() == ""
 
@@ -117,7 +120,9 @@ def test_air_gap_nodes_cannot_open_connections_to_the_admin_host(lab_site: Site)
 
 def test_air_gap_holds_even_when_a_node_adds_a_default_route(lab_site: Site) -> None:
     """A build-side host outside the lab subnet (its own namespace, routed from this host):
-    the admin host reaches it; a node that routes everything via the admin host cannot."""
+    the admin host reaches it; a node that routes everything via the admin host cannot, even
+    with its own air-gap counter rules flushed (root on a node can): this machine's
+    firewall holds the gap."""
     # Named like the site's own links: if this test leaked them, the site's down would fail.
     build_ns, host_end = f"kf-{lab_site.name}-build", f"kf-{lab_site.name}-b0"
     outside_host, outside_peer = "198.18.99.1", "198.18.99.2"
@@ -139,16 +144,19 @@ def test_air_gap_holds_even_when_a_node_adds_a_default_route(lab_site: Site) -> 
             port = int(server.stdout.readline())  # type: ignore[union-attr]
             with socket.create_connection((outside_peer, port), timeout=5):
                 pass  # the build side is reachable from the admin host
-            node.ssh(f"ip route add default via {lab_site.admin_address}")
+            node.ssh("iptables-save > /root/rules.v4 && iptables -F OUTPUT")
+            node.ssh(f"ip route replace default via {lab_site.admin_address}")
             _refused(node, outside_peer, port)
         finally:
-            node.ssh("ip route del default", check=False)
+            node.ssh("ip route replace default dev eth0", check=False)
+            node.ssh("iptables-restore < /root/rules.v4 && rm /root/rules.v4", check=False)
             server.kill()
             server.wait(timeout=10)
     finally:
         subprocess.run(["ip", "link", "del", host_end], check=False)
         subprocess.run(["ip", "netns", "del", build_ns], check=False)
-    assert "default" not in node.ssh("ip -4 route show").stdout
+    assert node.ssh("ip -4 route show default").stdout.strip() == "default dev eth0 scope link"
+    assert lab_site.airgap_counts()[node.name] >= 0  # its counter is back
 
 
 def test_containerd_imports_unpacks_and_runs_an_image(lab_site: Site, tmp_path: Path) -> None:

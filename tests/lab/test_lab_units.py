@@ -137,3 +137,20 @@ def test_the_bundled_reference_copies_are_the_pinned_files() -> None:
     assert sha256("calico-v3.24.5.yaml") == calico_release("v3.24.5").manifest_sha256
     assert sha256("harbor-v2.6.0-swagger.yaml") == (
         "b5cac93db920c1e33b85ce558644cbc3c672ca823664c699e4466031ada6d9c4")  # Harbor v2.6.0
+
+
+def test_airgap_rules_and_the_demo_line() -> None:
+    import ipaddress
+
+    from kubeferry.lab import airgap
+
+    rules = airgap.rules(ipaddress.IPv4Network("10.88.5.0/24"), "10.88.5.1")
+    assert rules[0] == ["OUTPUT", "-o", "lo", "-j", "RETURN"]  # loopback first, never counted
+    assert ["OUTPUT", "-d", "224.0.0.0/24", "-j", "RETURN"] in rules  # VRRP stays on the link
+    assert ["OUTPUT", "!", "-d", "10.88.5.0/24", "-j", airgap.CHAIN] in rules
+    to_internet_side = next(r for r in rules if "10.88.5.1/32" in r)
+    assert "ESTABLISHED,RELATED" in to_internet_side  # SSH replies to .1 pass
+    assert airgap.summary({"node1": 0, "admin": 0}) == "air gap held: 0 packets tried to leave the site"
+    assert airgap.summary({"node1": 1}) == "air gap held: 1 packet tried to leave the site (node1 1)"
+    assert airgap.summary({"node1": 2, "harbor": 0, "admin": 3}) == (
+        "air gap held: 5 packets tried to leave the site (node1 2, admin 3)")

@@ -117,7 +117,8 @@ def test_lab_sources_remaps_only_what_the_lab_stands_in_for() -> None:
     url = "http://127.0.0.1:8000"
     debian = lab_sources("1.25.0", "debian12", url, REGISTRY)
     default = default_sources("1.25.0", "debian12", "amd64").to_dict()
-    assert set(debian) == {"registries", "repositories", "files"}
+    assert set(debian) == {"registries", "repositories", "files", "indexes"}
+    assert debian["indexes"] == default["indexes"]  # the real package index, as pip is set up
     assert debian["registries"] == {"registry.k8s.io": REGISTRY, "docker.io": REGISTRY}
     repositories = debian["repositories"]
     assert set(repositories) == set(default["repositories"])

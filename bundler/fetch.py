@@ -243,6 +243,3 @@ class Fetcher:
             os.replace(tmp, target)
         return target
 
-    def sha256_of(self, path: Path) -> str:
-        """The sha256 of a cached file: its name (it is only stored under its digest)."""
-        return path.name

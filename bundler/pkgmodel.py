@@ -97,7 +97,6 @@ class Package:
     files: list[str] = field(default_factory=list)  # rpm: the files primary.xml lists
     priority: str = ""  # deb: Priority
     essential: bool = False  # deb: Essential: yes
-    raw: Any = None  # unused; kept for callers that attach their own data
     requires_text: str = ""  # deb: Pre-Depends and Depends, parsed on first use
     _evr: EVR | None = None
 

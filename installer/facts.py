@@ -62,25 +62,11 @@ EPOCH: Fact[float] = Fact("time", "date +%s.%N", lambda out: float(out.strip() o
 PRODUCT_UUID: Fact[str] = Fact(
     "product_uuid", "cat /sys/class/dmi/id/product_uuid 2>/dev/null", lambda out: out.strip().lower())
 MACHINE_ID: Fact[str] = Fact("machine-id", "cat /etc/machine-id 2>/dev/null", str.strip)
-MACS: Fact[list[str]] = Fact(
-    "macs",
-    "for i in /sys/class/net/*; do [ \"${i##*/}\" = lo ] || cat \"$i/address\"; done 2>/dev/null",
-    lambda out: sorted({line for line in _lines(out) if line != "00:00:00:00:00:00"}))
 LISTENING_PORTS: Fact[set[int]] = Fact(
     "listening-ports",
     # /proc/net/tcp{,6}: state 0A is LISTEN; the local port is hex after the colon
     "cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$4 == \"0A\" {split($2, a, \":\"); print a[2]}'",
     lambda out: {int(port, 16) for port in _lines(out)})
-LOADED_MODULES: Fact[set[str]] = Fact(
-    "modules", "cut -d' ' -f1 /proc/modules 2>/dev/null", lambda out: set(_lines(out)))
-
-
-def disk_free_mb(path: str) -> Fact[int]:
-    """Free MB on the filesystem holding ``path`` (or its nearest existing parent)."""
-    quoted = shlex.quote(path)
-    command = (f"p={quoted}; while [ ! -e \"$p\" ]; do p=$(dirname \"$p\"); done;"
-               " df -Pm \"$p\" | awk 'NR==2 {print $4}'")
-    return Fact(f"disk-free:{path}", command, _int)
 
 
 def sysctl(key: str) -> Fact[str | None]:
@@ -92,11 +78,6 @@ def sysctl(key: str) -> Fact[str | None]:
 def file_sha256(path: str) -> Fact[str | None]:
     return Fact(f"sha256:{path}", f"sha256sum {shlex.quote(path)} 2>/dev/null",
                 lambda out: out.split()[0] if out.strip() else None)
-
-
-def file_size(path: str) -> Fact[int | None]:
-    return Fact(f"size:{path}", f"wc -c < {shlex.quote(path)} 2>/dev/null",
-                lambda out: int(out.strip()) if out.strip().isdigit() else None)
 
 
 def file_content(path: str) -> Fact[str | None]:

@@ -47,8 +47,9 @@ class Phase:
 
     name: str
     short: str
-    hosts: Callable[[InstallContext], Sequence[Host]]
     apply: Callable[[InstallContext, Host], str]  # returns "" (no change) or what changed
+    # the hosts it touches, at once; or ``groups``: ordered groups of them
+    hosts: Callable[[InstallContext], Sequence[Host]] = lambda ctx: ()
     plan: Callable[[InstallContext, Host], list[str]] | None = None  # what would change
     parallel: bool = True
     marker: bool = True

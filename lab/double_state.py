@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import json
 import os
-import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -126,7 +125,3 @@ class ClusterRecord:
 
         self._update(change)
 
-    def wipe(self) -> None:
-        """Forget the cluster (a fresh lab): remove every recorded file."""
-        if self.path.exists():
-            shutil.rmtree(self.path)

@@ -38,10 +38,6 @@ _TOKEN = re.compile(r"^[a-z0-9]{6}\.[a-z0-9]{16}$")
 _MATERIAL = "join_material"  # ctx.state: {"token": ..., "ca_hash": ...}
 
 
-def _joining(ctx: InstallContext) -> list[Host]:
-    return [*ctx.inventory.control_planes[1:], *ctx.inventory.workers]
-
-
 def _groups(ctx: InstallContext) -> list[HostGroup]:
     return [HostGroup(ctx.inventory.control_planes[1:], parallel=False),
             HostGroup(ctx.inventory.workers, parallel=True)]
@@ -123,7 +119,6 @@ def apply(ctx: InstallContext, host: Host) -> str:
 PHASE = Phase(
     name="join",
     short="join the other control planes (one by one), then the workers (in parallel)",
-    hosts=_joining,
     groups=_groups,
     apply=apply,
     plan=plan,

@@ -6,13 +6,12 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from kubeferry import __version__, manifests
 from kubeferry.bundle_format import bundle_filename
-from kubeferry.bundler.content import Content
+from kubeferry.bundler.content import Content, build_time
 from kubeferry.bundler.images import layout_content, pull_images
 from kubeferry.bundler.sources import Sources, apply_overrides, default_sources
 from kubeferry.bundler.writer import write_bundle
@@ -169,7 +168,7 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
     written = write_bundle(
         target, metadata, members,
         progress=(lambda n: progress("write", n, total)) if progress else None,
-        mtime=int(time.time()), file_hash=file_hash,
+        mtime=int(build_time().timestamp()), file_hash=file_hash,
     )
     return BuildResult(
         path=target, metadata=written, images=len(written.get("images", [])),
@@ -200,7 +199,7 @@ def _metadata(request: BuildRequest, images: ImageSet, sources: Sources,
         "kubernetes": request.kubernetes,
         "os": request.os,
         "arch": request.arch,
-        "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": build_time().strftime("%Y-%m-%dT%H:%M:%SZ"),
         "kubeferryVersion": __version__,
         "include": list(request.include),
         "sources": sources.to_dict(),

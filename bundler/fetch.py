@@ -43,8 +43,10 @@ class Fetcher:
 
     def __init__(self, cache_dir: Path, *, retries: int = RETRIES,
                  timeout: tuple[float, float] | None = None,  # None: kubeferry.timeouts' values
-                 progress: Progress | None = None, backoff: float = 0.5):
+                 progress: Progress | None = None, backoff: float = 0.5,
+                 ca_file: str | None = None):
         self.root = Path(cache_dir)
+        self.ca_file = ca_file  # a CA bundle to trust instead of the default (pip's `cert`)
         self.blobs = self.root / "blobs" / "sha256"
         self.partial = self.root / "partial"
         self.locks = self.root / "locks"
@@ -66,6 +68,8 @@ class Fetcher:
         if session is None:
             session = requests.Session()
             session.headers["User-Agent"] = f"kubeferry/{__version__}"
+            if self.ca_file:
+                session.verify = self.ca_file
             self._local.session = session
         return session
 

@@ -34,7 +34,7 @@ from kubeferry import __version__, manifests
 from kubeferry.bundle_format import KIT_MEMBER
 from kubeferry.bundler.content import Content, Member, sha256_file
 from kubeferry.bundler.fetch import Fetcher
-from kubeferry.bundler.pyindex import WheelSource
+from kubeferry.bundler.pyindex import WheelSource, pip_cert
 from kubeferry.bundler.sources import Sources
 from kubeferry.errors import OperationError
 
@@ -89,7 +89,7 @@ def build_kit(sources: Sources, cache_dir: Path, progress: Progress | None = Non
               stats: dict[str, int] | None = None) -> Content:
     """The ``kubeferry`` content: the member ``kubeferry.pyz`` and its metadata."""
     spec = KitSpec.load()
-    fetcher = Fetcher(cache_dir, progress=progress)
+    fetcher = Fetcher(cache_dir, progress=progress, ca_file=pip_cert())
     path = running_kit() or _assemble(spec, sources, fetcher)
     if stats is not None:
         stats["downloaded"] = stats.get("downloaded", 0) + fetcher.downloaded_bytes

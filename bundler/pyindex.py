@@ -24,13 +24,9 @@ from kubeferry.errors import OperationError
 DEFAULT_INDEX = "https://pypi.org/simple"
 
 
-def pip_index_urls(environ: dict[str, str] | None = None) -> list[str]:
-    """The package indexes pip would use on this machine, first the main one.
-
-    pip's configuration files (site, user, ``$PIP_CONFIG_FILE``) and ``PIP_INDEX_URL``,
-    ``PIP_EXTRA_INDEX_URL``, ``PIP_FIND_LINKS``, read as pip reads them; find-links
-    directories count as indexes too (as ``file://`` URLs). ``https://pypi.org/simple`` when nothing is set.
-    """
+def pip_settings(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """pip's settings on this machine, as pip reads them: its configuration files (site,
+    user, ``$PIP_CONFIG_FILE``; sections global and download), then ``PIP_*`` variables."""
     env = os.environ if environ is None else environ
     settings: dict[str, str] = {}
     config_file = env.get("PIP_CONFIG_FILE")
@@ -49,15 +45,29 @@ def pip_index_urls(environ: dict[str, str] | None = None) -> list[str]:
             for section in ("global", "download"):
                 if parser.has_section(section):
                     settings.update(parser.items(section))
-    for key in ("index-url", "extra-index-url", "find-links"):
+    for key in ("index-url", "extra-index-url", "find-links", "cert"):
         value = env.get("PIP_" + key.upper().replace("-", "_"))
         if value is not None:
             settings[key] = value
+    return settings
+
+
+def pip_index_urls(environ: dict[str, str] | None = None) -> list[str]:
+    """The package indexes pip would use on this machine, first the main one: index-url,
+    extra-index-url, then find-links directories (as ``file://`` URLs).
+    ``https://pypi.org/simple`` when nothing is set."""
+    settings = pip_settings(environ)
     main = settings.get("index-url", DEFAULT_INDEX).strip()
     extra = settings.get("extra-index-url", "").split()
     links = [link if "://" in link else Path(link).absolute().as_uri()
              for link in settings.get("find-links", "").split()]
     return [main, *extra, *links]
+
+
+def pip_cert(environ: dict[str, str] | None = None) -> str | None:
+    """The CA bundle pip trusts for its indexes (``cert``), if pip is set up with one."""
+    cert = pip_settings(environ).get("cert", "").strip()
+    return cert or None
 
 
 @dataclass(frozen=True)

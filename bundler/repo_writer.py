@@ -16,10 +16,10 @@ import hashlib
 import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
-from kubeferry.bundler.content import Member
+from kubeferry.bundler.content import Member, build_time
 from kubeferry.bundler.fetch import Fetcher
 from kubeferry.bundler.pkgmodel import Package
 from kubeferry.bundler.rpmheader import rpm_files
@@ -166,7 +166,7 @@ def write_apt_repo(prefix: str, bundled: list[Bundled],
                               size=item.path.stat().st_size, sha256=item.sha256))
     packages_text = ("\n\n".join(blocks) + "\n").encode()
     indexes = {"Packages": packages_text, "Packages.gz": _gz(packages_text)}
-    when = (date or datetime.now(timezone.utc)).strftime("%a, %d %b %Y %H:%M:%S UTC")
+    when = (date or build_time()).strftime("%a, %d %b %Y %H:%M:%S UTC")
     lines = ["Origin: kubeferry", "Label: kubeferry", "Suite: kubeferry", "Codename: kubeferry",
              f"Date: {when}", f"Architectures: {arch} all",
              "Description: packages of a kubeferry bundle (verify the bundle, not this file)"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from kubeferry.bundler.fetch import Fetcher
-from kubeferry.bundler.pyindex import DEFAULT_INDEX, WheelSource, pip_index_urls
+from kubeferry.bundler.pyindex import DEFAULT_INDEX, WheelSource, pip_cert, pip_index_urls
 from kubeferry.errors import OperationError
 
 
@@ -26,6 +26,8 @@ def test_pip_configuration_is_read_as_pip_reads_it(tmp_path: Path) -> None:
     assert pip_index_urls({**env, "PIP_INDEX_URL": "https://env.example/simple"})[0] == (
         "https://env.example/simple")
     assert pip_index_urls({"PIP_CONFIG_FILE": os.devnull, "HOME": str(tmp_path)}) == [DEFAULT_INDEX]
+    config.write_text(config.read_text() + "cert = /etc/site-ca.pem\n")
+    assert pip_cert(env) == "/etc/site-ca.pem" and pip_cert({**env, "PIP_CERT": "/x.pem"}) == "/x.pem"
 
 
 def _index(tmp_path: Path, data: bytes) -> tuple[Path, str]:

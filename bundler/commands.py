@@ -11,6 +11,7 @@ from typing import IO, Callable, Iterator
 
 import click
 
+from kubeferry import signing
 from kubeferry.bundle_format import bundle_digest, encode_metadata, parse_digest
 from kubeferry.bundle_reader import Bundle, CorruptBundle
 from kubeferry.bundler.build import (
@@ -129,7 +130,12 @@ def sources_command(kubernetes: str, os_name: str, arch: str, mirrors: tuple[str
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
 @click.option("--digest", "expected", metavar="sha256:HEX",
               help="The bundle digest 'bundle build' printed; exit 1 if this file has another.")
-def verify_command(bundle_path: Path, expected: str | None) -> None:
+@click.option("--key", "public_key", type=click.Path(path_type=Path, dir_okay=False), metavar="PUB",
+              help="Also check BUNDLE.sig (or --signature) against this OpenSSH public key.")
+@click.option("--signature", type=click.Path(path_type=Path, dir_okay=False),
+              help="The signature file [default: BUNDLE.sig].")
+def verify_command(bundle_path: Path, expected: str | None, public_key: Path | None,
+                   signature: Path | None) -> None:
     """Check every member of BUNDLE. Exit 0 good, 1 corrupt or tampered, 2 not a bundle."""
     if expected is not None:
         try:
@@ -146,8 +152,14 @@ def verify_command(bundle_path: Path, expected: str | None) -> None:
     if expected is not None and opened.bundle_digest != expected:
         raise CorruptBundle(f"{bundle_path}: bundle digest is {opened.bundle_digest}, not the"
                             f" expected {expected} (another or a tampered bundle)")
+    if public_key is not None:
+        if str(bundle_path) == "-" and signature is None:
+            raise InputError("--key with a bundle on stdin: name its signature with --signature")
+        signing.check(opened.raw_metadata, public_key, signature or signing.signature_path(bundle_path),
+                      str(bundle_path))
     click.echo(f"{bundle_path}: OK, {result.members} members, {human_bytes(result.bytes)},"
-               f" digest {opened.bundle_digest}{' (as expected)' if expected else ''}")
+               f" digest {opened.bundle_digest}{' (as expected)' if expected else ''}"
+               f"{', signed by ' + str(public_key) if public_key else ''}")
     if not opened.self_checked:
         click.echo(f"note: {bundle_path} was built before bundles carried a metadata self-check:"
                    " only --digest with the build's bundle digest covers its metadata")
@@ -218,6 +230,20 @@ def kit_line(meta: dict) -> str:
     machines = "/".join(p.split("_", 1)[-1] for p in kit.get("platforms", []))
     return (f"{kit['path']} {kit.get('version', '?')}, {human_bytes(kit['size'])}"
             f" (CPython {pythons[0]}-{pythons[-1]}, {machines or '?'})")
+
+
+@bundle.command("sign")
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--key", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="OpenSSH private key (ssh-keygen -t ed25519 -f KEY); its passphrase is asked"
+                   " by ssh-keygen, or ssh-agent answers.")
+@click.option("--output", type=click.Path(path_type=Path, dir_okay=False),
+              help="The signature file [default: BUNDLE.sig].")
+def sign_command(bundle_path: Path, key: Path, output: Path | None) -> None:
+    """Sign BUNDLE's metadata (which lists every member's sha256) with an OpenSSH key."""
+    opened = Bundle.open(bundle_path)
+    written = signing.sign(opened.raw_metadata, key, output or signing.signature_path(bundle_path))
+    click.echo(f"{written}: signature of {bundle_path} (digest {opened.bundle_digest})")
 
 
 @bundle.command("images")

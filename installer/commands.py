@@ -17,6 +17,7 @@ from kubeferry.installer.context import InstallContext, InstallOptions
 from kubeferry.installer.phases import all_phases
 from kubeferry.installer.workflow import HostResult, run, select
 from kubeferry.outputs import probe_directory
+from kubeferry.signing import require_signed, verify_key_option
 from kubeferry.timeouts import timeout_options
 
 
@@ -42,15 +43,17 @@ def _names(value: str | None) -> tuple[str, ...]:
 @click.option("--relay", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="distribute: pass the bytes from node to node, so the admin host's link carries"
                    " each byte once (auto: from 3 nodes on).")
+@verify_key_option
 @timeout_options
 def install_command(bundle_path: Path, inventory_path: Path, only: str | None, skip: str | None,
                     plan: bool, forks: int, accept_new_host_keys: bool, yes: bool,
-                    run_dir: Path | None, relay: str) -> None:
+                    run_dir: Path | None, relay: str, verify_key: Path | None) -> None:
     """Turn a bundle and an inventory into a running cluster over SSH."""
     inventory = inventory_module.load(inventory_path)
     inventory_module.check_secrets(inventory)
     phases = select(all_phases(), _names(only), _names(skip))
     bundle = Bundle.open(bundle_path)
+    require_signed(bundle_path, bundle.raw_metadata, verify_key)
     for warning in inventory.warnings:
         click.echo(f"warning: {warning}", err=True)
     if not plan and not yes:

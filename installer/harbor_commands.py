@@ -13,6 +13,7 @@ from kubeferry.console import human_bytes, progress_bars
 from kubeferry.errors import InputError
 from kubeferry.installer.harbor_seed import seed
 from kubeferry.installer.inventory import PROJECT_NAME, RegistrySettings, registry_url_problem
+from kubeferry.signing import require_signed, verify_key_option
 from kubeferry.timeouts import timeout_options
 
 PASSWORD_ENV = "KUBEFERRY_HARBOR_PASSWORD"
@@ -68,15 +69,18 @@ def harbor_group() -> None:
               help="Parallel uploads.")
 @click.option(PLAIN_HTTP_FLAG, "plain_http_password", is_flag=True,
               help="Allow an http:// Harbor: the password then crosses the network in clear.")
+@verify_key_option
 @timeout_options
 def seed_command(bundle_path: Path, url: str, project: str, username: str, password_stdin: bool,
-                 ca_file: Path | None, workers: int, plain_http_password: bool) -> None:
+                 ca_file: Path | None, workers: int, plain_http_password: bool,
+                 verify_key: Path | None) -> None:
     """Create the project and push every bundle image into Harbor (existing blobs skipped)."""
     settings = harbor_settings(url, project, username, ca_file)
     if settings.url.startswith("http://") and not plain_http_password:
         raise InputError(f"--harbor {settings.url}: plain HTTP would send the Harbor password in"
                          f" clear; use https:// (with --ca-file) or pass {PLAIN_HTTP_FLAG}")
     bundle = Bundle.open(bundle_path)
+    require_signed(bundle_path, bundle.raw_metadata, verify_key)
     password = read_password(password_stdin)
     with progress_bars(quiet=False) as bars:
         result = seed(bundle, settings, password, workers=workers,

@@ -259,14 +259,19 @@ def authorized_keys(conn: Connection) -> str:
 
 
 def sweep(ctx: InstallContext, host: Host) -> None:
-    """Remove any relay key and file from ``host``: this run's, or what a killed run left."""
+    """Remove any relay key and file from ``host``: this run's, or what a killed run left.
+    One read-only look first, so a clean node is not written to."""
     conn = ctx.conn(host)
     try:
         keys = shlex.quote(authorized_keys(conn))
     except OperationError:  # no home: no key of ours can be there
         keys = "/dev/null"
-    conn.run(f"if grep -q {shlex.quote(MARK)} {keys} 2>/dev/null; then"
-             f" grep -v {shlex.quote(MARK)} {keys} > {keys}.kubeferry;"
+    mark = shlex.quote(MARK)
+    found = conn.run(f"grep -q {mark} {keys} 2>/dev/null && echo keys; test -e {RELAY_DIR} && echo dir;"
+                     f" find {NODE_BUNDLE_DIR} -name '*.relay' -type f 2>/dev/null | head -n 1", check=False)
+    if not found.stdout.strip():
+        return
+    conn.run(f"if grep -q {mark} {keys} 2>/dev/null; then grep -v {mark} {keys} > {keys}.kubeferry;"
              f" chmod 600 {keys}.kubeferry && mv -f {keys}.kubeferry {keys}; fi;"
              f" rm -rf {RELAY_DIR}; find {NODE_BUNDLE_DIR} -name '*.relay' -type f -delete 2>/dev/null",
              check=False)

@@ -21,6 +21,7 @@ from kubeferry.errors import OperationError
 from kubeferry.lab import network, proc
 
 CHAIN = "KUBEFERRY-AIRGAP"
+RECENT = "kubeferry-airgap"  # xt_recent list of the destinations tried (/proc/net/xt_recent)
 ON_LINK_ONLY = ("224.0.0.0/24", "255.255.255.255/32")
 _COUNT = re.compile(r"^\s*(\d+)\s+\d+\s+REJECT\b", re.MULTILINE)
 
@@ -48,6 +49,8 @@ def install(netns: str, subnet: ipaddress.IPv4Network, internet_side: str) -> No
 
     run(["ip", "route", "replace", "default", "dev", network.INNER_INTERFACE])
     run(["iptables", "-w", "5", "-N", CHAIN])
+    # remember each destination tried (no verdict: on to the REJECT that counts it)
+    run(["iptables", "-w", "5", "-A", CHAIN, "-m", "recent", "--name", RECENT, "--rdest", "--set"])
     run(["iptables", "-w", "5", "-A", CHAIN, "-j", "REJECT"])
     for rule in rules(subnet, internet_side):
         run(["iptables", "-w", "5", "-A", *rule])
@@ -63,10 +66,18 @@ def count(netns: str) -> int:
     return int(match.group(1))
 
 
-def summary(counts: dict[str, int]) -> str:
-    """The demo's last line: the sum, and which host tried when it is not zero."""
+def destinations(netns: str) -> list[str]:
+    """The addresses packets from ``netns`` tried to reach (empty when none did)."""
+    result = proc.run(network.in_netns(netns, ["cat", f"/proc/net/xt_recent/{RECENT}"]), check=False)
+    return re.findall(r"src=(\S+)", result.stdout.decode(errors="replace"))
+
+
+def summary(counts: dict[str, int], tried: dict[str, list[str]] | None = None) -> str:
+    """The demo's last line: the sum, and which host tried (and where) when it is not zero."""
     total = sum(counts.values())
     noun = "packet" if total == 1 else "packets"
     line = f"air gap held: {total} {noun} tried to leave the site"
-    tried = [f"{name} {value}" for name, value in counts.items() if value]
-    return f"{line} ({', '.join(tried)})" if tried else line
+    hosts = [f"{name} {value}" + (f" to {' '.join((tried or {}).get(name, []))}"
+                                  if (tried or {}).get(name) else "")
+             for name, value in counts.items() if value]
+    return f"{line} ({', '.join(hosts)})" if hosts else line

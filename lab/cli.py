@@ -132,10 +132,11 @@ def status(name: str) -> None:
 def airgap_command(name: str) -> None:
     """Packets each lab host tried to send out of the site (all refused in the host's own
     namespace, counted since it was made); exit 1 when any did."""
-    counts = _loaded(name).airgap_counts()
+    site = _loaded(name)
+    counts, tried = site.airgap_counts(), site.airgap_destinations()
     for host, value in counts.items():
-        click.echo(f"  {host:<10} {value}")
-    click.echo(airgap.summary(counts))
+        click.echo(f"  {host:<10} {value}" + (f"  to {' '.join(tried[host])}" if host in tried else ""))
+    click.echo(airgap.summary(counts, tried))
     if sum(counts.values()):
         sys.exit(1)
 

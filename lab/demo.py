@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = _run(site, work, options)
         counts = site.airgap_counts()
+        tried = site.airgap_destinations()
     except KubeferryError as error:
         print(f"demo: {error}", file=sys.stderr)
         return error.exit_code
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             site.down()
             shutil.rmtree(work, ignore_errors=True)
-    print(airgap.summary(counts), flush=True)
+    print(airgap.summary(counts, tried), flush=True)
     return code or (1 if sum(counts.values()) else 0)
 
 

@@ -235,6 +235,13 @@ class Site:
         members += [(h.name, h.netns) for h in self.hosts.values()]
         return {name: airgap.count(netns) for name, netns in members if network.netns_exists(netns)}
 
+    def airgap_destinations(self) -> dict[str, list[str]]:
+        """Where each lab host's refused packets were going, by host name (hosts with any)."""
+        members = [(n.name, n.netns) for n in self.nodes]
+        members += [(h.name, h.netns) for h in self.hosts.values()]
+        found = {name: airgap.destinations(netns) for name, netns in members if network.netns_exists(netns)}
+        return {name: tried for name, tried in found.items() if tried}
+
     def add_host(self, name: str, index: int = HARBOR_HOST) -> ServiceHost:
         """A service host ``name`` at ``.index`` on the lab subnet (the existing one if made)."""
         if name in self.hosts:

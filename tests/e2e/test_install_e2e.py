@@ -82,7 +82,7 @@ def _check_air_gap_held(sc: scenario.Scenario) -> None:
     """Not one packet from any lab host (nodes, Harbor, the admin host) tried to leave."""
     counts = sc.site.airgap_counts()
     assert "admin" in counts and all(node.name in counts for node in sc.site.nodes), counts
-    assert sum(counts.values()) == 0, counts
+    assert sum(counts.values()) == 0, (counts, sc.site.airgap_destinations())
 
 
 def _check_pulls_through_harbor(sc: scenario.Scenario, nodes: list, worker_name: str) -> None:

@@ -90,6 +90,7 @@ def test_the_air_gap_counter_counts_what_tries_to_leave(lab_site_factory) -> Non
     assert looked_up.exit_status != 0
     assert site.airgap_counts()[node.name] > after_tcp
     assert node.ssh(f"ip neigh show {OUTSIDE_RESOLVER}").stdout.strip() == ""
+    assert set(site.airgap_destinations()[node.name]) == {OUTSIDE, OUTSIDE_RESOLVER}  # where to
 
     # Lab-to-lab traffic and the internet side's SSH to the node are not counted.
     before = site.airgap_counts()[node.name]

@@ -107,7 +107,7 @@ def _assemble(spec: KitSpec, sources: Sources, fetcher: Fetcher) -> Path:
     with tempfile.TemporaryDirectory(prefix="kubeferry-kit-") as scratch:
         work = Path(scratch)
         stage = work / "src"
-        _stage_sources(stage, spec)
+        _stage_sources(stage)
         wheels = _fetch_wheels(spec, sources, fetcher, work / "wheels")
         key = _input_digest(spec, stage, wheels)
         pointer = fetcher.index / "kit" / key
@@ -129,8 +129,8 @@ def _assemble(spec: KitSpec, sources: Sources, fetcher: Fetcher) -> Path:
         return target
 
 
-def _stage_sources(stage: Path, spec: KitSpec) -> None:
-    """kubeferry's code and data as one ``kubeferry/`` tree, plus the kit's own facts."""
+def _stage_sources(stage: Path) -> None:
+    """kubeferry's code and data (the packages the CLI runs) as one ``kubeferry/`` tree."""
     for package in PACKAGES:
         root = resources.files(package)
         relative = Path(*package.split("."))

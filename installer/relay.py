@@ -34,13 +34,12 @@ from kubeferry.errors import OperationError
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.inventory import Host
 from kubeferry.installer.roles import NODE_BUNDLE_DIR
-from kubeferry.installer.ssh import Connection
+from kubeferry.installer.ssh import Connection, blocks
 
 RELAY_DIR = "/var/lib/kubeferry/relay"
 MARK = "kubeferry-relay"  # the comment every relay key carries in authorized_keys
 MIN_NODES = 3  # `--relay auto`: relay when at least this many nodes need bytes
 HOP_TIMEOUT = 10  # seconds: ssh's connect timeout and its dead-peer detection between nodes
-CHUNK = 1 << 20
 
 # Each node runs this (command= in authorized_keys, or the admin's exec): keep the members
 # listed in `wanted`, each checked by sha256 as it arrives and renamed into place only then
@@ -228,13 +227,7 @@ class Relay:
         for member in members:
             yield _header(member)
             with self.ctx.bundle.open_member(member["path"]) as source:
-                remaining = member["size"]
-                while remaining > 0:
-                    block = source.read(min(CHUNK, remaining))
-                    if not block:
-                        raise OperationError(f"the bundle ended inside {member['path']}")
-                    remaining -= len(block)
-                    yield block
+                yield from blocks(source, member["size"], f"the bundle's {member['path']}")
 
     # -- clean-up -------------------------------------------------------------------------
 

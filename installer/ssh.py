@@ -213,18 +213,9 @@ class Connection:
     def upload(self, source: IO[bytes], remote_path: str, size: int,
                progress: Callable[[int], None] | None = None, timeout: float = 3600) -> None:
         """Append ``size`` bytes read from ``source`` to ``remote_path`` (resume by offset)."""
-
-        def blocks() -> Iterator[bytes]:
-            remaining = size
-            while remaining > 0:
-                block = source.read(min(CHUNK, remaining))
-                if not block:
-                    raise OperationError(f"{self.host.name}: the source of {remote_path} ended early")
-                remaining -= len(block)
-                yield block
-
         command = "cat >> " + shlex.quote(remote_path)
-        result = self.feed(command, blocks(), progress=progress, timeout=timeout,
+        chunks = blocks(source, size, f"{self.host.name}: the source of {remote_path}")
+        result = self.feed(command, chunks, progress=progress, timeout=timeout,
                            what=f"upload of {remote_path}", note=f"{size} bytes")
         if not result.ok:
             raise CommandFailed(self.host.name, result)
@@ -241,6 +232,18 @@ class Connection:
                     progress(len(block))
 
         return self._exec(command, send, timeout, what or f"`{_short(command)}`")
+
+
+def blocks(source: IO[bytes], size: int, what: str) -> Iterator[bytes]:
+    """Exactly ``size`` bytes of ``source`` in CHUNK-sized blocks; OperationError naming
+    ``what`` if it ends early."""
+    remaining = size
+    while remaining > 0:
+        block = source.read(min(CHUNK, remaining))
+        if not block:
+            raise OperationError(f"{what} ended early")
+        remaining -= len(block)
+        yield block
 
 
 def _drain(channel: paramiko.Channel, timeout: float) -> tuple[bytes, bytes]:

@@ -233,7 +233,7 @@ class Fetcher:
             pointer_dir = self.index / algo
             pointer_dir.mkdir(parents=True, exist_ok=True)
             tmp = pointer_dir / f".{expected}.tmp"
-            tmp.write_text(sha256.hexdigest() + "\n")
+            _write_cache_file(tmp, (sha256.hexdigest() + "\n").encode())
             os.replace(tmp, pointer_dir / expected)
         return target
 
@@ -243,7 +243,17 @@ class Fetcher:
         target = self.blobs / digest
         if not target.is_file():
             tmp = self.partial / f"put-{digest}-{os.getpid()}-{threading.get_ident()}"
-            tmp.write_bytes(data)
+            _write_cache_file(tmp, data)
             os.replace(tmp, target)
         return target
 
+
+
+def _write_cache_file(path: Path, data: bytes) -> None:
+    """Write a small cache file; a full disk names the file (the machine's fault, not a retry)."""
+    try:
+        path.write_bytes(data)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise os_error(error, "cache file", path) from None

@@ -19,6 +19,7 @@ from typing import BinaryIO, Iterator, Protocol
 from kubeferry.errors import OperationError
 from kubeferry.oci.descriptor import Descriptor
 from kubeferry.oci.reference import DIGEST_RE
+from kubeferry.outputs import os_error
 
 __all__ = ["BlobSource", "BlobStore", "Descriptor", "digest_of", "hex_of"]
 
@@ -100,17 +101,12 @@ class BlobStore:
         target = self.path(actual)
         if target.is_file():
             return actual
-        fd, temp = tempfile.mkstemp(dir=self.blobs_dir, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+        with self._new_blob() as (handle, temp):
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
             os.replace(temp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
         _fsync_dir(self.blobs_dir)
         return actual
 
@@ -118,25 +114,37 @@ class BlobStore:
         """Store everything read from ``stream`` (hashing as it goes); returns (digest, size)."""
         hasher = hashlib.sha256()
         size = 0
-        fd, temp = tempfile.mkstemp(dir=self.blobs_dir, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in iter(lambda: stream.read(_CHUNK), b""):
-                    hasher.update(chunk)
-                    handle.write(chunk)
-                    size += len(chunk)
-                handle.flush()
-                os.fsync(handle.fileno())
+        with self._new_blob() as (handle, temp):
+            for chunk in iter(lambda: stream.read(_CHUNK), b""):
+                hasher.update(chunk)
+                handle.write(chunk)
+                size += len(chunk)
+            handle.flush()
+            os.fsync(handle.fileno())
+            handle.close()
             actual = "sha256:" + hasher.hexdigest()
             if digest is not None and actual != digest:
                 raise OperationError(f"blob {digest} does not match its digest (got {actual})")
             os.replace(temp, self.path(actual))
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(temp)
-            raise
         _fsync_dir(self.blobs_dir)
         return actual, size
+
+    @contextlib.contextmanager
+    def _new_blob(self) -> Iterator[tuple[BinaryIO, str]]:
+        """A temp file in ``blobs/``, removed unless the caller renamed it; a full or read-only
+        cache is one line naming the file, never a bare OSError that a caller might retry."""
+        temp = ""
+        try:
+            fd, temp = tempfile.mkstemp(dir=self.blobs_dir, prefix=".tmp-")
+            with os.fdopen(fd, "wb") as handle:
+                yield handle, temp
+        except BaseException as error:
+            if temp:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
+            if isinstance(error, OSError):
+                raise os_error(error, "cache file", temp or self.blobs_dir) from None
+            raise
 
     def partial_path(self, digest: str) -> Path:
         return self.partial_dir / hex_of(digest)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import subprocess
 import threading
 from pathlib import Path
 
@@ -101,6 +103,24 @@ def test_store_put_get_and_verify(tmp_path: Path) -> None:
     store.path(digest).write_bytes(b"tampered")
     with pytest.raises(OperationError, match="corrupt"):
         store.get_bytes(digest)
+
+
+def test_store_on_a_full_disk_names_the_cache_file(tmp_path: Path) -> None:
+    """ENOSPC while a blob is written is one OperationError naming the cache, no temp left."""
+    root = tmp_path / "cache"
+    root.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(root)], check=True,
+                   timeout=30)
+    try:
+        store = BlobStore(root)
+        for put in (lambda: store.put_bytes(b"x" * 256 * 1024),
+                    lambda: store.put_stream(io.BytesIO(b"y" * 256 * 1024))):
+            with pytest.raises(OperationError, match="No space left on device") as caught:
+                put()
+            assert str(root) in str(caught.value)
+            assert not list((root / "blobs").rglob(".tmp-*"))
+    finally:
+        subprocess.run(["umount", str(root)], check=True, timeout=30)
 
 
 def test_store_commit_partial(tmp_path: Path) -> None:

@@ -25,7 +25,9 @@ DOUBLES = Path(__file__).resolve().parent / "doubles"
 METADATA = Path(__file__).resolve().parent / "standin_packages.yaml"
 LIB = "/usr/lib/kubeferry-lab"
 DEFAULT_INTERPRETER = f"{LIB}/bin/python3"
-SHARED_FILES = ("doublelib.py", "clustermodel.py", "config-schema.yaml", "README.md")
+SHARED_FILES = (
+    "doublelib.py", "clustermodel.py", "kubeadm_pki.py", "aes_gcm.py", "config-schema.yaml", "README.md",
+)
 BUILD_TIMEOUT = 300
 
 

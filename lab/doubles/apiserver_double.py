@@ -316,7 +316,7 @@ class Store:
         return [with_version(obj, rev) for obj, rev in items], revision
 
     def create(self, resource: Resource, namespace: str, obj: dict[str, Any], dry_run: bool) -> dict[str, Any]:
-        meta = obj.setdefault("metadata", {})
+        meta = normalize(resource, obj).setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
         name = meta.get("name") or ""
@@ -343,7 +343,7 @@ class Store:
     def replace(self, resource: Resource, namespace: str, name: str, obj: dict[str, Any],
                 dry_run: bool) -> dict[str, Any]:
         current = self.get(resource, namespace, name)
-        meta = obj.setdefault("metadata", {})
+        meta = normalize(resource, obj).setdefault("metadata", {})
         wanted = meta.get("resourceVersion")
         if wanted and wanted != current["metadata"]["resourceVersion"]:
             raise conflict(resource, name)
@@ -399,6 +399,15 @@ class Store:
             if advertise not in ips:
                 current[0]["subsets"][0]["addresses"].append({"ip": advertise})
                 self.etcd.put_if(endpoints.key("default", "kubernetes"), current[0], current[1])
+
+
+def normalize(resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+    """What kube-apiserver does to an object before storing it (a Secret's stringData goes into data)."""
+    if resource.name == "secrets" and obj.get("stringData"):
+        data = obj.setdefault("data", {})
+        for key, value in obj.pop("stringData").items():
+            data[key] = b64(str(value))
+    return obj
 
 
 def with_version(obj: dict[str, Any], revision: int) -> dict[str, Any]:
@@ -506,6 +515,8 @@ def pod_cells(obj: dict[str, Any]) -> list[Any]:
 
 
 COLUMNS = {
+    "namespaces": (["Status", "Age"], lambda o: [(o.get("status") or {}).get("phase", "Active"),
+                                                 age(o["metadata"].get("creationTimestamp", ""))]),
     "nodes": (["Status", "Roles", "Age", "Version"], node_cells),
     "pods": (["Ready", "Status", "Restarts", "Age"], pod_cells),
 }
@@ -768,8 +779,7 @@ def serve(flags: dict[str, str], version: dict[str, str]) -> ApiServer:
     context.load_verify_locations(flags["client-ca-file"])
     context.verify_mode = ssl.CERT_OPTIONAL
     context.set_alpn_protocols(["http/1.1"])
-    bind = flags.get("bind-address") or address
-    server = ApiServer((bind if bind != "0.0.0.0" else address, port), Handler, bind_and_activate=True)
+    server = ApiServer((flags.get("bind-address") or "0.0.0.0", port), Handler, bind_and_activate=True)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     server.api = Api(store, version, f"{address}:{port}")
     return server
@@ -785,6 +795,8 @@ def version_info(git_version: str) -> dict[str, str]:
 def main(argv: list[str], git_version: str) -> int:
     flags = parse_flags(argv)
     server = serve(flags, version_info(git_version))
+    host, port = server.server_address[:2]
+    print(f"Serving securely on {host}:{port}", file=sys.stderr, flush=True)
     try:
         server.serve_forever()
     finally:

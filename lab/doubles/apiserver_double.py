@@ -19,6 +19,7 @@ import datetime
 import hmac
 import ipaddress
 import json
+import os
 import re
 import ssl
 import sys
@@ -805,4 +806,5 @@ def main(argv: list[str], git_version: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:], "v1.25.0"))
+    # the kubelet double says which release the kube-apiserver image is (its tag)
+    sys.exit(main(sys.argv[1:], os.environ.get("KUBEFERRY_APISERVER_VERSION", "v0.0.0")))

@@ -24,7 +24,10 @@ from typing import Any, Callable
 
 import aes_gcm
 import clustermodel
+import kubeadm_manifests
+import kubeadm_net
 import kubeadm_pki
+import static_pods
 import yaml
 from doublelib import (
     Containerd,
@@ -637,31 +640,17 @@ def static_pod(name: str, image: str, command: list[str]) -> bytes:
 
 
 def write_static_pods(
-    env: Env, cluster: dict[str, Any], images: dict[str, str], advertise: str, port: int, etcd: bool
+    env: Env, cluster: dict[str, Any], images: dict[str, str], node: str, advertise: str, port: int, etcd: bool,
+    members: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    net = cluster.get("networking") or {}
+    """kubeadm's control-plane (and local etcd) manifests; ``members``: etcd peers a join adds to."""
     pods = {
-        "kube-apiserver": [
-            "kube-apiserver",
-            f"--advertise-address={advertise}",
-            f"--secure-port={port}",
-            f"--service-cluster-ip-range={net.get('serviceSubnet')}",
-            "--etcd-servers=https://127.0.0.1:2379",
-        ],
-        "kube-controller-manager": [
-            "kube-controller-manager",
-            f"--cluster-cidr={net.get('podSubnet', '')}",
-            "--allocate-node-cidrs=true",
-            "--kubeconfig=/etc/kubernetes/controller-manager.conf",
-        ],
-        "kube-scheduler": ["kube-scheduler", "--kubeconfig=/etc/kubernetes/scheduler.conf"],
+        "kube-apiserver": kubeadm_manifests.apiserver(cluster, advertise, port),
+        "kube-controller-manager": kubeadm_manifests.controller_manager(cluster),
+        "kube-scheduler": kubeadm_manifests.scheduler(cluster),
     }
     if etcd:
-        pods["etcd"] = [
-            "etcd",
-            f"--advertise-client-urls=https://{advertise}:2379",
-            "--data-dir=/var/lib/etcd",
-        ]
+        pods["etcd"] = kubeadm_manifests.etcd(cluster, node, advertise, members)
     written = {}
     for name, command in pods.items():
         write_atomic(env.path(f"{MANIFESTS}/{name}.yaml"), static_pod(name, images[name], command), 0o600)
@@ -735,6 +724,27 @@ def wait_for_kubelet(env: Env, node: str, static: dict[str, str], since: float, 
             f"error execution phase {phase}: couldn't initialize a Kubernetes cluster\n{STACK_HINT}"
         )
     raise phase_error(phase, "error uploading crisocket: timed out waiting for the condition")
+
+
+def wait_for_apiserver(env: Env, advertise: str, port: int, phase: str) -> None:
+    """kubeadm's wait for the API server's /healthz (only when the kubelet double runs it)."""
+    if not static_pods.enabled(env):
+        return
+    context = kubeadm_net.tls(env.path(f"{PKI}/ca.crt"))
+    problem = kubeadm_net.wait_healthy(f"https://{advertise}:{port}/healthz", context,
+                                       float(env.setting("wait_timeout", 240)))
+    if problem:
+        raise phase_error(phase, f"timed out waiting for the condition (API server /healthz: {problem})")
+
+
+def add_etcd_member(env: Env, members: dict[str, str], advertise: str) -> None:
+    out("[etcd] Announced new etcd member joining to the existing etcd cluster")
+    context = kubeadm_net.tls(env.path(f"{PKI}/etcd/ca.crt"), env.path(f"{PKI}/apiserver-etcd-client.crt"),
+                              env.path(f"{PKI}/apiserver-etcd-client.key"))
+    problem = kubeadm_net.etcd_member_add([f"https://{address}:2379" for address in members.values()],
+                                          f"https://{advertise}:2380", context)
+    if problem:
+        raise phase_error("control-plane-join/etcd", f"error creating local etcd static pod manifest file: {problem}")
 
 
 # ---------------------------------------------------------------- commands
@@ -985,7 +995,7 @@ def cmd_init(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     if "control-plane" not in skip or "etcd" not in skip:
         out(f'[control-plane] Using manifest folder "{MANIFESTS}"')
         static = write_static_pods(
-            env, cluster, images, advertise, bind_port, etcd="etcd" in images and "etcd" not in skip
+            env, cluster, images, node_name, advertise, bind_port, etcd="etcd" in images and "etcd" not in skip
         )
     with env.state.update() as data:
         nodes = [n for n in data.get("nodes", []) if n["name"] != node_name]
@@ -1038,6 +1048,7 @@ def cmd_init(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         f'[wait-control-plane] Waiting for the kubelet to boot up the control plane as static Pods from directory "{MANIFESTS}". This can take up to 4m0s'
     )
     wait_for_kubelet(env, node_name, static, started, "wait-control-plane")
+    wait_for_apiserver(env, advertise, bind_port, "wait-control-plane")
     out(
         '[upload-config] Storing the configuration used in ConfigMap "kubeadm-config" in the "kube-system" Namespace'
     )
@@ -1382,7 +1393,13 @@ def cmd_join(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
             f"https://{endpoint}",
             ("admin.conf", "kubelet.conf", "controller-manager.conf", "scheduler.conf"),
         )
-        static = write_static_pods(env, cluster, images, advertise, bind_port, etcd="etcd" in images)
+        members = {n["name"]: n["address"] for n in state.get("nodes", [])
+                   if n.get("role") == "control-plane" and not n.get("reset") and n["name"] != node_name}
+        if static_pods.enabled(env) and "etcd" in images:
+            add_etcd_member(env, members, advertise)
+        static = write_static_pods(
+            env, cluster, images, node_name, advertise, bind_port, etcd="etcd" in images, members=members
+        )
         with env.state.update() as data:
             for node in data["nodes"]:
                 if node["name"] == node_name:
@@ -1397,6 +1414,8 @@ def cmd_join(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     start_kubelet(env)
     out("[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap...")
     wait_for_kubelet(env, node_name, static, started, "kubelet-start")
+    if control_plane is not None:
+        wait_for_apiserver(env, advertise, bind_port, "control-plane-join")
     if control_plane is not None:
         out("\nThis node has joined the cluster and a new control plane instance was created:\n")
         out(

@@ -18,6 +18,8 @@ from typing import Any
 import clustermodel
 import yaml
 from doublelib import Containerd, Env, Fail, parse_flags, read_text, write_atomic
+from static_pods import StaticPods
+from static_pods import enabled as static_runner_enabled
 
 PULL_RETRY = 15.0  # seconds before a failed pull is tried again (kubelet's back-off, shortened)
 
@@ -50,15 +52,16 @@ def flag_file_args(env: Env) -> list[str]:
     return match.group(1).split() if match else []
 
 
-def static_pods(env: Env, manifests: str) -> dict[str, str]:
+def static_pod_docs(env: Env, manifests: str) -> dict[str, dict[str, Any]]:
+    """Pod name -> manifest, for every readable pod manifest in staticPodPath."""
     result = {}
     folder = env.path(manifests)
     if folder.is_dir():
         for item in sorted(folder.glob("*.yaml")):
             try:
                 doc = yaml.safe_load(item.read_text()) or {}
-                name = doc["metadata"]["name"]
-                result[name] = doc["spec"]["containers"][0]["image"]
+                if doc["spec"]["containers"][0]["image"]:
+                    result[doc["metadata"]["name"]] = doc
             except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
                 continue
     return result
@@ -99,15 +102,28 @@ def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    log(f"kubelet double running for node {node}")
+    runner = StaticPods(env, node) if static_runner_enabled(env) else None
+    try:
+        beat_until_stopped(env, flags, config_path, manifests, node, interval, stop, runner)
+    finally:
+        if runner:
+            runner.stop_all()
+    log("kubelet double stopping")
+
+
+def beat_until_stopped(env: Env, flags: dict[str, Any], config_path: str, manifests: str, node: str,
+                       interval: float, stop: dict[str, bool], runner: StaticPods | None) -> None:
+    config = yaml.safe_load(read_text(env.path(config_path)) or "") or {}
     failed_at: dict[str, float] = {}
     errors: dict[str, str] = {}
-    log(f"kubelet double running for node {node}")
     while not stop["now"]:
         if read_text(env.path(config_path)) is None:
             raise Fail(f"E0000 kubelet config {config_path} disappeared (kubeadm reset?): exiting")
         runtime = Containerd(env, str(flags.get("--container-runtime-endpoint") or ""))
         present = runtime.images()
-        static = static_pods(env, manifests)
+        docs = static_pod_docs(env, manifests)
+        static = {name: doc["spec"]["containers"][0]["image"] for name, doc in docs.items()}
         wanted = {runtime.sandbox_image} | set(static.values())
         state = env.state.read()
         if any(n["name"] == node for n in state.get("nodes", [])):
@@ -124,6 +140,7 @@ def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
             else:
                 errors.pop(image, None)
         present = runtime.images()
+        control_plane = runner.sync(docs, present) if runner else {}
         beat = {
             "node": node,
             "time": time.time(),
@@ -137,9 +154,9 @@ def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
             "cgroupDriver": config.get("cgroupDriver", "cgroupfs"),
             "containerd_systemd_cgroup": runtime.systemd_cgroup,
             "containerd_running": not runtime.running_error(),
+            "control_plane": control_plane,
         }
         write_atomic(env.state.heartbeat_path(node), json.dumps(beat, sort_keys=True).encode())
         deadline = time.time() + interval
         while not stop["now"] and time.time() < deadline:
             time.sleep(0.1)
-    log("kubelet double stopping")

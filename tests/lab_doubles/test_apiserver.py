@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -96,7 +97,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             f"--etcd-cafile={pki}/etcd/ca.crt", f"--etcd-certfile={pki}/apiserver-etcd-client.crt",
             f"--etcd-keyfile={pki}/apiserver-etcd-client.key", "--service-cluster-ip-range=10.96.0.0/12",
             "--enable-bootstrap-token-auth=true",
-        ], api_log, lambda: "Serving securely on" in api_log.read_text(errors="replace")).start())
+        ], api_log, lambda: "Serving securely on" in api_log.read_text(errors="replace"),
+            env={**os.environ, "KUBEFERRY_APISERVER_VERSION": "v1.25.0"}).start())
         yield Cluster(netns, work, admin)
     finally:
         for daemon in reversed(daemons):

@@ -747,6 +747,20 @@ def add_etcd_member(env: Env, members: dict[str, str], advertise: str) -> None:
         raise phase_error("control-plane-join/etcd", f"error creating local etcd static pod manifest file: {problem}")
 
 
+def remove_etcd_member(env: Env, node: str) -> None:
+    """kubeadm reset on a stacked-etcd control plane: its member leaves the etcd cluster."""
+    state = env.state.read()
+    others = [n["address"] for n in state.get("nodes", [])
+              if n.get("role") == "control-plane" and not n.get("reset") and n["name"] != node]
+    client = env.path(f"{PKI}/apiserver-etcd-client.crt")
+    if not static_pods.enabled(env) or not others or not client.exists():
+        return
+    context = kubeadm_net.tls(env.path(f"{PKI}/etcd/ca.crt"), client, env.path(f"{PKI}/apiserver-etcd-client.key"))
+    problem = kubeadm_net.etcd_member_remove([f"https://{a}:2379" for a in others], node, context)
+    if problem:
+        out(f"[reset] Failed to remove etcd member: {problem}\nPlease manually remove this etcd member using etcdctl")
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -1579,6 +1593,7 @@ def cmd_reset(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     if systemd_running(env):
         out("[reset] Stopping the kubelet service")
         subprocess.run(["systemctl", "stop", "kubelet"], capture_output=True, timeout=60)
+    remove_etcd_member(env, node)
     removed = []
     for path in (MANIFESTS, PKI, "/var/lib/etcd", "/var/lib/kubelet"):
         target = env.path(path)

@@ -44,20 +44,35 @@ def wait_healthy(url: str, context: ssl.SSLContext, timeout: float) -> str:
     return problem
 
 
-def etcd_member_add(endpoints: list[str], peer_url: str, context: ssl.SSLContext) -> str:
-    """Add ``peer_url`` as a member through the first endpoint that answers; "" or why not."""
+def etcd_call(endpoints: list[str], path: str, body: dict, context: ssl.SSLContext) -> tuple[dict, str]:
+    """POST ``body`` to the first endpoint that answers: (reply, "") or ({}, why not)."""
     problems = []
-    body = json.dumps({"peerURLs": [peer_url]}).encode()
     for endpoint in endpoints:
-        request = urllib.request.Request(f"{endpoint}/v3/cluster/member/add", data=body,
+        request = urllib.request.Request(f"{endpoint}{path}", data=json.dumps(body).encode(),
                                          headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT, context=context) as answer:
-                reply = json.loads(answer.read() or b"{}")
+                return json.loads(answer.read() or b"{}"), ""
         except (urllib.error.URLError, OSError, ValueError) as error:
             problems.append(f"{endpoint}: {getattr(error, 'reason', error)}")
-            continue
-        if "member" in reply:
-            return ""
-        problems.append(f"{endpoint}: {reply.get('error') or reply}")
-    return "; ".join(problems) or "no etcd endpoint"
+    return {}, "; ".join(problems) or "no etcd endpoint"
+
+
+def etcd_member_remove(endpoints: list[str], name: str, context: ssl.SSLContext) -> str:
+    """kubeadm reset's RemoveMember: the member called ``name``, through another member."""
+    members, problem = etcd_call(endpoints, "/v3/cluster/member/list", {}, context)
+    if problem:
+        return problem
+    for member in members.get("members") or []:
+        if member.get("name") == name:
+            _, problem = etcd_call(endpoints, "/v3/cluster/member/remove", {"ID": member["ID"]}, context)
+            return problem
+    return ""
+
+
+def etcd_member_add(endpoints: list[str], peer_url: str, context: ssl.SSLContext) -> str:
+    """Add ``peer_url`` as a member through the first endpoint that answers; "" or why not."""
+    reply, problem = etcd_call(endpoints, "/v3/cluster/member/add", {"peerURLs": [peer_url]}, context)
+    if problem or "member" in reply:
+        return problem
+    return str(reply.get("error") or reply)

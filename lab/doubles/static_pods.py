@@ -106,16 +106,21 @@ class StaticPods:
                 states[name] = f"CrashLoopBackOff (exit {code})"
                 continue
             self.start(name, container, digest)
-            states[name] = "Running"
+            states[name] = "Running" if name in self.running else "RunContainerError"
         return states
 
     def start(self, name: str, container: dict[str, Any], digest: str) -> None:
         env = dict(os.environ)
         env["KUBEFERRY_APISERVER_VERSION"] = container["image"].rsplit(":", 1)[-1]
         with open(self.log_path(name), "ab") as log:
-            process = subprocess.Popen(self.argv(name, list(container.get("command") or [])),
-                                       stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                       start_new_session=True, env=env)
+            try:
+                process = subprocess.Popen(self.argv(name, list(container.get("command") or [])),
+                                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True, env=env)
+            except OSError as error:  # RunContainerError: the payload is missing
+                log.write(f"failed to start {name}: {error}\n".encode())
+                self.exited[name] = (127, time.time())
+                return
         self.running[name] = Running(process, digest, time.time())
 
     def stop(self, name: str) -> None:

@@ -44,6 +44,16 @@ def test_init_starts_etcd_and_the_api_server_that_real_kubectl_uses(lab: Lab) ->
         assert "daemonset.apps/calico-node created (server dry run)" in dry.stdout
     assert "No resources found" in kubectl(cp1, "1.25", "get", "crd").stderr
 
+    # the kubelet double registers its Node and its pods through kubelet.conf
+    deadline = time.time() + 30
+    pods: list[str] = []
+    while time.time() < deadline and "kube-apiserver-cp1" not in pods:
+        time.sleep(1)
+        pods = kubectl(cp1, "1.25", "get", "pods", "-n", "kube-system", "-o", "name").stdout.replace("pod/", "").split()
+    assert {"etcd-cp1", "kube-apiserver-cp1", "kube-controller-manager-cp1", "kube-scheduler-cp1"} <= set(pods)
+    nodes = kubectl(cp1, "1.26", "get", "nodes")
+    assert nodes.stdout.splitlines()[1].split()[:3] == ["cp1", "NotReady", "control-plane"], nodes.stdout
+
     log = cp1.root / "var/log/pods/kube-system_etcd-cp1/etcd.log"
     assert "ready to serve client requests" in log.read_text()
     cp1.stop()  # the kubelet double stops what it started

@@ -576,6 +576,7 @@ def route(path: str) -> Route | None:
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = 300  # an idle keep-alive connection is closed (kubectl reconnects)
     server: ApiServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - http.server's signature

@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Iterator
@@ -97,10 +98,16 @@ def _check_real_kubectl(sc: scenario.Scenario, names: list[str], tmp: Path) -> N
     calico.write_text(CALICO.read_text())
     for minor in ("1.25", "1.26"):
         kubectl = functools.partial(_kubectl, minor, config, tmp / f"cache-{minor}")
-        nodes = json.loads(kubectl("get", "nodes", "-o", "json").stdout)["items"]
-        assert sorted(n["metadata"]["name"] for n in nodes) == sorted(names)
-        ready = [c["status"] for n in nodes for c in n["status"]["conditions"] if c["type"] == "Ready"]
-        assert ready == ["True"] * len(names)
+        # each kubelet reports its node's status on its own beat (as kubelets do every 10 s)
+        deadline = time.monotonic() + 60
+        while True:
+            nodes = json.loads(kubectl("get", "nodes", "-o", "json").stdout)["items"]
+            ready = {n["metadata"]["name"]: [c["status"] for c in n["status"]["conditions"]
+                                             if c["type"] == "Ready"] for n in nodes}
+            if ready == {name: ["True"] for name in names} or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert ready == {name: ["True"] for name in names}
         pods = json.loads(kubectl("get", "pods", "-A", "-o", "json").stdout)["items"]
         running = {p["metadata"]["name"] for p in pods if p["status"]["phase"] == "Running"}
         assert {f"kube-apiserver-{name}" for name in names if name in _control_planes(sc)} <= running

@@ -138,7 +138,7 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def _duplicates(found: dict[str, NodeFacts], values) -> dict[str, dict[str, list[str]]]:
+def shared_values(found: dict[str, NodeFacts], values) -> dict[str, dict[str, list[str]]]:
     """host -> {value: [other hosts sharing it]} for the values ``values(node)`` lists."""
     owners: dict[str, list[str]] = {}
     for name, node in found.items():
@@ -171,11 +171,11 @@ def judge(ctx: InstallContext, found: dict[str, NodeFacts]) -> dict[str, Verdict
     for kind, values in (("hostname", lambda n: [n.hostname]),
                          ("product_uuid", lambda n: [n.product_uuid]),
                          ("MAC", lambda n: n.macs)):
-        for name, shared in _duplicates(readable, values).items():
+        for name, shared in shared_values(readable, values).items():
             for value, others in shared.items():
                 verdicts[name].errors.append(f"duplicate {kind} {value} (also on {', '.join(others)})"
                                              + ("; clone VMs with a fresh one" if kind != "hostname" else ""))
-    for name, shared in _duplicates(readable, lambda n: [n.machine_id]).items():
+    for name, shared in shared_values(readable, lambda n: [n.machine_id]).items():
         verdicts[name].warnings.append(f"same /etc/machine-id as {', '.join(next(iter(shared.values())))}")
     offsets = [node.offset for node in readable.values()]
     skew = max(offsets) - min(offsets) if offsets else 0.0

@@ -9,13 +9,17 @@ admin host is steps too: ``before`` the hosts (preflight's facts, the relay) and
 ``after`` them (Harbor seeding, the admin kubeconfig, the VIP check).
 
 A phase that completes on a host leaves a marker there (``/var/lib/kubeferry/phases/<name>``,
-holding the bundle digest), so a re-run repeats only what did not finish. A failed host
+holding the bundle digest and a digest of the phase's ``inputs``: the part of the site it
+depends on, such as every node's name and address for /etc/hosts), so a re-run repeats
+only what did not finish, and what a changed inventory affects. A failed host
 does not stop the others in its phase; the run stops after that phase and the summary
 names host, phase and log file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -72,22 +76,31 @@ class Phase:
     # after them, when every host succeeded (Harbor seeding, the admin kubeconfig)
     before: Callable[[InstallContext], list[Step]] | None = None
     after: Callable[[InstallContext], list[Step]] | None = None
+    # what of the site (inventory, not facts) the result on ``host`` depends on: JSON data;
+    # when it differs from what the marker recorded, the phase runs again there
+    inputs: Callable[[InstallContext, Host], object] = lambda ctx, host: None
 
 
 def _marker(name: str) -> str:
     return f"{MARKER_DIR}/{name}"
 
 
+def marker_text(ctx: InstallContext, host: Host, phase: Phase) -> str:
+    """``<bundle digest> <inputs digest>``: what a finished phase leaves on the host."""
+    inputs = json.dumps(phase.inputs(ctx, host), sort_keys=True, default=str).encode()
+    return f"{ctx.bundle.digest} sha256:{hashlib.sha256(inputs).hexdigest()}"
+
+
 def has_marker(ctx: InstallContext, host: Host, phase: Phase) -> bool:
     result = ctx.conn(host).run(f"cat {shlex.quote(_marker(phase.name))} 2>/dev/null", check=False)
-    return result.ok and result.stdout.strip() == ctx.bundle.digest
+    return result.ok and result.stdout.strip() == marker_text(ctx, host, phase)
 
 
 def write_marker(ctx: InstallContext, host: Host, phase: Phase) -> None:
     path = _marker(phase.name)
     ctx.conn(host).run(
-        f"mkdir -p {MARKER_DIR} && printf '%s\\n' {shlex.quote(ctx.bundle.digest)} > {shlex.quote(path)}.tmp"
-        f" && mv {shlex.quote(path)}.tmp {shlex.quote(path)}")
+        f"mkdir -p {MARKER_DIR} && printf '%s\\n' {shlex.quote(marker_text(ctx, host, phase))}"
+        f" > {shlex.quote(path)}.tmp && mv {shlex.quote(path)}.tmp {shlex.quote(path)}")
 
 
 def select(phases: Sequence[Phase], only: Sequence[str] = (), skip: Sequence[str] = ()) -> list[Phase]:

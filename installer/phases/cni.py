@@ -70,4 +70,6 @@ PHASE = Phase(
     hosts=_hosts,
     steps=steps,
     parallel=False,
+    inputs=lambda ctx, host: [ctx.inventory.cluster.pod_subnet,
+                              ctx.inventory.registry.repository if ctx.inventory.registry else None],
 )

@@ -11,6 +11,7 @@ the pause image keeps its upstream name (the images phase imports it under that 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -113,9 +114,20 @@ def _ready_step(ctx: InstallContext, host: Host) -> Step:
     return Step(f"check that containerd answers (up to {timeout} s)", run=wait)
 
 
+def inputs(ctx: InstallContext, host: Host) -> object:
+    """config.toml, and the registry with its CA (hosts.toml)."""
+    registry = ctx.inventory.registry
+    if registry is None:
+        return [config_toml(ctx)]
+    ca = Path(registry.ca_file).expanduser() if registry.ca_file else None
+    ca_digest = hashlib.sha256(ca.read_bytes()).hexdigest() if ca and ca.is_file() else ""
+    return [config_toml(ctx), registry.url, ca_digest]
+
+
 PHASE = Phase(
     name="containerd",
     short="containerd config (SystemdCgroup, sandbox_image, certs.d/hosts.toml), crictl.yaml, restart",
     hosts=lambda ctx: ctx.inventory.kubernetes_nodes,
     steps=steps,
+    inputs=inputs,
 )

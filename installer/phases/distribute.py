@@ -195,4 +195,5 @@ PHASE = Phase(
     hosts=lambda ctx: ctx.inventory.hosts,
     steps=steps,
     before=relay_first,
+    inputs=lambda ctx, host: [member["path"] for member in wanted(ctx, host)],  # by its roles
 )

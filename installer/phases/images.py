@@ -104,4 +104,5 @@ PHASE = Phase(
     short="ctr import of the images each node's roles need, verified by digest",
     hosts=lambda ctx: [host for host in ctx.inventory.kubernetes_nodes if images_for(ctx.bundle, host)],
     steps=steps,
+    inputs=lambda ctx, host: [image["name"] for image in images_for(ctx.bundle, host)],  # its roles
 )

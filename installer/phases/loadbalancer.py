@@ -137,10 +137,18 @@ def check_vip(ctx: InstallContext) -> str:
     return ""
 
 
+def inputs(ctx: InstallContext, host: Host) -> object:
+    """The backends (every control plane), the VIP and its peers (every lb host)."""
+    inventory = ctx.inventory
+    return [lb_config.haproxy_cfg(inventory), inventory.cluster.vip,
+            [f"{h.name} {h.address}" for h in inventory.lb_hosts]]
+
+
 PHASE = Phase(
     name="loadbalancer",
     short="haproxy + keepalived on the lb hosts: the API endpoint on the VIP (HA only)",
     hosts=lambda ctx: ctx.inventory.lb_hosts,
     steps=_planned_steps,
     after=vip_steps,
+    inputs=inputs,
 )

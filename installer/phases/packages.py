@@ -209,9 +209,15 @@ def _after_install(ctx: InstallContext, host: Host, installed: bool = False) -> 
     return [*timesync.chrony_steps(ctx, host), *enable_steps(ctx.conn(host), host)]
 
 
+def inputs(ctx: InstallContext, host: Host) -> object:
+    """The package set of the host's roles, and chrony's peers."""
+    return [[row["name"] for row in requested_rows(section(ctx), host)], timesync.site_inputs(ctx)]
+
+
 PHASE = Phase(
     name="packages",
     short="install the bundle's packages from its own repository (no network), enable kubelet",
     hosts=lambda ctx: ctx.inventory.hosts,
     steps=steps,
+    inputs=inputs,
 )

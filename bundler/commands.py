@@ -12,8 +12,9 @@ from typing import IO, Callable, Iterator
 import click
 
 from kubeferry import signing
-from kubeferry.bundle_format import bundle_digest, encode_metadata, parse_digest
-from kubeferry.bundle_reader import Bundle, CorruptBundle
+from kubeferry.bundle.errors import CorruptBundle
+from kubeferry.bundle.format import bundle_digest, encode_metadata, parse_digest
+from kubeferry.bundle.reader import Bundle
 from kubeferry.bundler.build import (
     BuildRequest,
     build,

@@ -9,15 +9,8 @@ import tarfile
 from pathlib import Path
 from typing import Any, Callable
 
-from kubeferry.bundle_format import (
-    FORMAT,
-    FORMAT_VERSION,
-    METADATA_NAME,
-    SELF_CHECK,
-    encode_metadata,
-    members_digest,
-    metadata_self_check,
-)
+from kubeferry.bundle.format import METADATA_NAME, encode_metadata
+from kubeferry.bundle.metadata import MemberEntry, assemble
 from kubeferry.bundler.content import Member
 from kubeferry.errors import OperationError
 from kubeferry.outputs import output_file
@@ -43,16 +36,8 @@ def write_bundle(
     paths = [member.path for member in members]
     if len(set(paths)) != len(paths):
         raise OperationError("internal error: two bundle members share a path")
-    listed = [{"path": m.path, "size": m.size, "sha256": m.sha256} for m in members]
-    metadata = {
-        "format": FORMAT,
-        "formatVersion": FORMAT_VERSION,
-        **metadata,
-        "members": listed,
-        "membersDigest": members_digest(listed),
-    }
-    metadata.pop(SELF_CHECK, None)
-    metadata[SELF_CHECK] = metadata_self_check(metadata)
+    listed = [MemberEntry(path=m.path, size=m.size, sha256=m.sha256) for m in members]
+    metadata = assemble(metadata, listed)
     with output_file(target, "bundle file") as handle:
         output = _HashingWriter(handle, file_hash) if file_hash is not None else handle
         with tarfile.open(fileobj=output, mode="w", format=tarfile.PAX_FORMAT,

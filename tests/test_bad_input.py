@@ -247,7 +247,7 @@ CASES = [
 
 def _resign(key: str, value: object) -> Callable[[dict], None]:
     """An edit that also fixes the self-check: what a careful attacker or another writer does."""
-    from kubeferry.bundle_format import SELF_CHECK, metadata_self_check
+    from kubeferry.bundle.format import SELF_CHECK, metadata_self_check
 
     def edit(meta: dict) -> None:
         meta[key] = value
@@ -299,7 +299,7 @@ def test_bad_input(case: Case, bundle: Path, tmp_path: Path) -> None:
 
 
 def test_good_bundle_verifies_and_prints_its_digest(bundle: Path) -> None:
-    from kubeferry.bundle_reader import Bundle
+    from kubeferry.bundle.reader import Bundle
 
     digest = Bundle.open(bundle).bundle_digest
     result = run(["bundle", "verify", str(bundle), "--digest", digest])
@@ -445,7 +445,7 @@ def test_registry_passwords_never_go_over_plain_http(origin: str, challenge: str
 
 
 def test_verify_reads_a_stream_once(bundle: Path, tmp_path: Path) -> None:
-    from kubeferry.bundle_reader import Bundle
+    from kubeferry.bundle.reader import Bundle
 
     digest = Bundle.open(bundle).bundle_digest
     data = bundle.read_bytes()

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.lab import scenario
 from kubeferry.lab.double_state import ClusterRecord
 from kubeferry.lab.site import Site

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from harbor_helpers import admin, call, cert_dir, settings_for, skopeo
 
-from kubeferry.bundle_images import BundleBlobs
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.images import BundleBlobs
+from kubeferry.bundle.layout import blob_path
+from kubeferry.bundle.reader import Bundle
 from kubeferry.errors import OperationError
 from kubeferry.installer.harbor_names import harbor_names
 from kubeferry.installer.harbor_seed import plan_seed, seed
@@ -139,13 +140,13 @@ def test_a_tampered_bundle_blob_is_refused_before_harbor_stores_it(
     bundle = Bundle.open(tampered)
     blobs = BundleBlobs(bundle)
     layer = max((blob for image in blobs.images() for blob in image.layers), key=lambda b: b.size)
-    offset = bundle.offsets()[blobs.member_path(layer.digest)] + layer.size // 2
+    offset = bundle.offsets()[blob_path(layer.digest)] + layer.size // 2
     with open(tampered, "r+b") as handle:
         handle.seek(offset)
         byte = handle.read(1)
         handle.seek(offset)
         handle.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(OperationError, match=f"blob {layer.digest} does not match its digest"):
+    with pytest.raises(OperationError, match=f"blob {layer.digest} does not match its sha256"):
         seed(Bundle.open(tampered), settings_for(harbor), harbor.admin_password, retries=0)
     assert harbor.registry is not None
     assert not harbor.registry.blob_path(layer.digest).exists()
@@ -215,7 +216,7 @@ def test_an_edited_image_list_is_refused(harbor: HarborStandIn, bundle_file: Pat
                 first, second = metadata["images"][0], metadata["images"][1]
                 first["name"], second["name"] = second["name"], first["name"]
                 # re-signed, as a careful attacker would: the index check must still refuse it
-                from kubeferry.bundle_format import SELF_CHECK, metadata_self_check
+                from kubeferry.bundle.format import SELF_CHECK, metadata_self_check
 
                 metadata[SELF_CHECK] = metadata_self_check(metadata)
                 data = json.dumps(metadata).encode()

@@ -8,7 +8,6 @@ A bundle that fails any check is refused with one line naming the member.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import tarfile
@@ -16,33 +15,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-from kubeferry.bundle_format import (
-    CONTAINERD_NAME,
-    FORMAT,
-    FORMAT_VERSION,
+from kubeferry.bundle import layout
+from kubeferry.bundle.errors import CorruptBundle, NotABundle
+from kubeferry.bundle.format import (
     IMAGES_PREFIX,
     METADATA_NAME,
     SELF_CHECK,
     bundle_digest,
     encode_metadata,
-    members_digest,
-    metadata_self_check,
     unsafe_path_reason,
 )
-from kubeferry.errors import InputError, OperationError
-from kubeferry.versions import parse_release
+from kubeferry.bundle.metadata import MAX_METADATA_BYTES, ImageEntry, MemberEntry, RecordedImages
+from kubeferry.bundle.metadata import parse as parse_metadata
+from kubeferry.errors import InputError
 
 CHUNK = 1 << 20
-IMAGES_INDEX = IMAGES_PREFIX + "index.json"
-MAX_METADATA_BYTES = 64 << 20
-
-
-class NotABundle(InputError):
-    """The file is unreadable or is not a kubeferry bundle (exit 2)."""
-
-
-class CorruptBundle(OperationError):
-    """The bundle is damaged or was tampered with (exit 1)."""
+MAX_SMALL_MEMBER = 4 << 20  # manifests, keys, calico.yaml: what a reader holds in memory
 
 
 @dataclass(frozen=True)
@@ -59,7 +47,7 @@ class Bundle:
         self.path = path
         self.metadata = metadata
         self.raw_metadata = raw if raw is not None else encode_metadata(metadata)  # as written
-        self.members: list[dict[str, Any]] = metadata["members"]
+        self.members: list[MemberEntry] = metadata["members"]
         self._by_path = {member["path"]: member for member in self.members}
         self._offsets: dict[str, int] | None = None
 
@@ -109,10 +97,15 @@ class Bundle:
         return self.metadata["arch"]
 
     @property
-    def images(self) -> list[dict[str, Any]]:
+    def images(self) -> list[ImageEntry]:
         return self.metadata.get("images", [])
 
-    def member(self, path: str) -> dict[str, Any] | None:
+    @property
+    def image_set(self) -> RecordedImages:
+        """The image set recorded at build time."""
+        return RecordedImages.from_dict(self.metadata.get("imageSet"))
+
+    def member(self, path: str) -> MemberEntry | None:
         return self._by_path.get(path)
 
     # -- random access -------------------------------------------------------------------
@@ -145,7 +138,10 @@ class Bundle:
         return self._offsets
 
     def open_member(self, path: str, start: int = 0) -> IO[bytes]:
-        """A file positioned at byte ``start`` of member ``path`` (read at most its size)."""
+        """A file positioned at byte ``start`` of member ``path`` (read at most its size).
+
+        Not verified: for bytes whose sha256 is checked where they land (a node). Readers
+        that use the bytes here take ``open_verified`` or ``read_member``."""
         handle = open(self.path, "rb")  # noqa: SIM115 - the caller closes it
         handle.seek(self.offsets()[path] + start)
         return handle
@@ -239,7 +235,7 @@ class Bundle:
         total = 0
         index: bytes | None = None
         for entry, chunks in walk:
-            data = b"".join(chunks) if entry["path"] == IMAGES_INDEX else None
+            data = b"".join(chunks) if entry["path"] == layout.INDEX_MEMBER else None
             for _ in chunks:
                 pass
             index = data if data is not None else index
@@ -250,36 +246,40 @@ class Bundle:
     def verify_image_list(self) -> None:
         """Check the metadata's image names and digests against ``images/index.json`` (whose
         sha256 the member list pins), read at its offset."""
-        self._check_images_index(self.read_member(IMAGES_INDEX))
+        present = self.member(layout.INDEX_MEMBER) is not None
+        self._check_images_index(self.read_member(layout.INDEX_MEMBER) if present else None)
 
     def _check_images_index(self, index: bytes | None) -> None:
         """The metadata's image list must say what images/index.json says."""
         if index is None:
             if self.images:
-                raise CorruptBundle(f"{self.path}: lists images but has no {IMAGES_INDEX}")
+                raise CorruptBundle(f"{self.path}: lists images but has no {layout.INDEX_MEMBER}")
             return
-        from_index = sorted(
-            (m.get("annotations", {}).get(CONTAINERD_NAME, ""), m["digest"])
-            for m in json.loads(index)["manifests"]
-        )
         from_metadata = sorted((image["name"], image["digest"]) for image in self.images)
-        if from_index != from_metadata:
+        if layout.index_names(index) != from_metadata:
             raise CorruptBundle(
-                f"{self.path}: the image list in the metadata does not match {IMAGES_INDEX}"
+                f"{self.path}: the image list in the metadata does not match {layout.INDEX_MEMBER}"
             )
 
-    def read_member(self, path: str) -> bytes | None:
-        """The bytes of one small member, read at its offset and checked against its sha256;
-        None if the member is not listed."""
+    # -- verified members ----------------------------------------------------------------
+
+    def open_verified(self, path: str, what: str | None = None) -> VerifiedMember:
+        """A reader of member ``path`` at its offset that raises CorruptBundle, naming
+        ``what`` (default: the member), if its bytes do not match the listed sha256."""
         entry = self._by_path.get(path)
         if entry is None:
-            return None
-        with self.open_member(path) as handle:
-            data = handle.read(entry["size"])
-        if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise CorruptBundle(f"{self.path}: member {path} does not match its sha256"
-                                " (corrupt or tampered)")
-        return data
+            raise InputError(f"{self.path}: has no member {path}")
+        return VerifiedMember(self.open_member(path), entry, str(self.path), what or f"member {path}")
+
+    def read_member(self, path: str, max_size: int = MAX_SMALL_MEMBER) -> bytes:
+        """The verified bytes of the small member ``path`` (InputError if it is absent or
+        larger than ``max_size``)."""
+        entry = self._by_path.get(path)
+        if entry is not None and entry["size"] > max_size:
+            raise CorruptBundle(f"{self.path}: member {path} has {entry['size']} bytes, more than a"
+                                f" member of its kind ever holds ({max_size}); corrupt or tampered")
+        with self.open_verified(path) as reader:
+            return reader.read()
 
     # -- images out ---------------------------------------------------------------------
 
@@ -288,16 +288,16 @@ class Bundle:
 
         Streams members from the bundle, verified as they pass; returns the image count.
         """
-        if self.member(IMAGES_INDEX) is None:
+        if self.member(layout.INDEX_MEMBER) is None:
             raise InputError(f"{self.path}: this bundle holds no images")
         self.verify_image_list()  # the names the count and ctr go by must be the index's
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as layout:
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as images:
             for entry, chunks in self.stream(want=lambda p: p.startswith(IMAGES_PREFIX)):
                 info = tarfile.TarInfo(entry["path"][len(IMAGES_PREFIX):])
                 info.size = entry["size"]
                 info.mode = 0o644
                 info.mtime = 0
-                layout.addfile(info, _ChunkReader(chunks))
+                images.addfile(info, _ChunkReader(chunks))
         return len(self.images)
 
 
@@ -319,6 +319,50 @@ class _ChunkReader:
         else:
             data, self._buffer = self._buffer[:size], self._buffer[size:]
         return data
+
+
+class VerifiedMember:
+    """Reads exactly one member's bytes and checks them against its sha256 at the end, so
+    a consumer (an upload, a parser) never finishes on bytes the bundle does not vouch for."""
+
+    def __init__(self, handle: IO[bytes], entry: MemberEntry, bundle: str, what: str) -> None:
+        self._handle = handle
+        self._size = self._remaining = entry["size"]
+        self._expected = entry["sha256"]
+        self._bundle = bundle
+        self._what = what
+        self._hasher = hashlib.sha256()
+
+    def __len__(self) -> int:  # lets requests send a Content-Length instead of chunks
+        return self._size
+
+    def read(self, amount: int = -1) -> bytes:
+        if self._remaining <= 0:
+            return b""
+        wanted = self._remaining if amount is None or amount < 0 else min(amount, self._remaining)
+        data = self._handle.read(wanted)
+        if not data:
+            raise CorruptBundle(f"{self._bundle}: truncated in {self._what}")
+        if amount is None or amount < 0:
+            while len(data) < wanted and (more := self._handle.read(wanted - len(data))):
+                data += more
+            if len(data) < wanted:
+                raise CorruptBundle(f"{self._bundle}: truncated in {self._what}")
+        self._remaining -= len(data)
+        self._hasher.update(data)
+        if self._remaining == 0 and self._hasher.hexdigest() != self._expected:
+            raise CorruptBundle(f"{self._bundle}: {self._what} does not match its sha256"
+                                " (corrupt or tampered)")
+        return data
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> VerifiedMember:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _regular_file(path: Path) -> Path:
@@ -390,65 +434,9 @@ def _read_metadata(tar: tarfile.TarFile, info: tarfile.TarInfo,
     handle = tar.extractfile(info)
     try:
         raw = handle.read() if handle else b""
-        metadata = json.loads(raw)
-    except (tarfile.TarError, OSError, ValueError):
+    except (tarfile.TarError, OSError):
         raise CorruptBundle(f"{path}: {METADATA_NAME} is damaged") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise NotABundle(f"{path}: not a kubeferry bundle ({METADATA_NAME} has no format)")
-    version = metadata.get("formatVersion")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise NotABundle(f"{path}: {METADATA_NAME} has formatVersion {version!r}, not a number"
-                         " (damaged, or not written by kubeferry)")
-    if version != FORMAT_VERSION:
-        raise NotABundle(
-            f"{path}: bundle format {version} is not readable by this"
-            f" kubeferry (reads {FORMAT_VERSION}); use a matching kubeferry"
-        )
-    recorded = metadata.get(SELF_CHECK)
-    if recorded is not None and recorded != metadata_self_check(metadata):
-        raise CorruptBundle(f"{path}: {METADATA_NAME} was changed after the build (its {SELF_CHECK}"
-                            " does not match; tampered or damaged)")
-    members = metadata.get("members")
-    if not isinstance(members, list) or not all(_plausible_member(m) for m in members):
-        raise CorruptBundle(f"{path}: {METADATA_NAME} has no valid member list")
-    if members_digest(members) != metadata.get("membersDigest"):
-        raise CorruptBundle(f"{path}: the member list does not match its digest (tampered?)")
-    _check_fields(metadata, path)
-    return metadata, raw
-
-
-def _check_fields(metadata: dict[str, Any], path: Path) -> None:
-    """The fields readers use must have their types, so no reader trips over them later."""
-    for key in ("os", "arch"):
-        if not isinstance(metadata.get(key), str) or not metadata[key]:
-            raise CorruptBundle(f"{path}: {METADATA_NAME} has no valid {key!r}")
-    try:
-        metadata["kubernetes"] = parse_release(metadata.get("kubernetes"), f"{METADATA_NAME} kubernetes")
-    except InputError as error:
-        raise CorruptBundle(f"{path}: {error}") from None
-    images = metadata.get("images", [])
-    if not isinstance(images, list) or not all(
-        isinstance(i, dict) and isinstance(i.get("name"), str) and isinstance(i.get("digest"), str)
-        and _count(i.get("size", 0)) for i in images
-    ):
-        raise CorruptBundle(f"{path}: {METADATA_NAME} has no valid image list")
-    include = metadata.get("include", [])
-    if not isinstance(include, list) or not all(isinstance(name, str) for name in include):
-        raise CorruptBundle(f"{path}: {METADATA_NAME} has no valid 'include' list")
-    for section in ("kubeferry", "packages", "kernel", "files", "sources", "imageSet"):
-        if metadata.get(section) is not None and not isinstance(metadata[section], dict):
-            raise CorruptBundle(f"{path}: {METADATA_NAME} has an invalid {section!r} section")
-
-
-def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _plausible_member(member: object) -> bool:
-    """A member entry: a string path, a byte count, a sha256 in hex."""
-    return (isinstance(member, dict) and isinstance(member.get("path"), str)
-            and _count(member.get("size")) and isinstance(member.get("sha256"), str)
-            and len(member["sha256"]) == 64 and all(c in "0123456789abcdef" for c in member["sha256"]))
+    return parse_metadata(raw, path), raw
 
 
 def _verified_chunks(

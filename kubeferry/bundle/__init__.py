@@ -1,0 +1,8 @@
+"""The bundle contract, in one place: what a bundle file holds and how it is read.
+
+``format``: names, member rules, digests. ``metadata``: the metadata member as a typed
+model (members, images, the image set recorded at build), assembled for the writer and
+checked for every reader. ``layout``: the OCI image layout under ``images/`` (blob paths,
+index entries, manifest -> blobs). ``reader``: a bundle read in place, every member
+verified. ``images``: its images as pushable content. See docs/bundle-format.md.
+"""

@@ -14,6 +14,7 @@ import click
 from kubeferry import signing
 from kubeferry.bundle.errors import CorruptBundle
 from kubeferry.bundle.format import bundle_digest, encode_metadata, parse_digest
+from kubeferry.bundle.parts import base_name, parse_size, split
 from kubeferry.bundle.reader import Bundle
 from kubeferry.bundler.build import (
     BuildRequest,
@@ -25,7 +26,7 @@ from kubeferry.bundler.build import (
 )
 from kubeferry.console import human_bytes, progress_bars
 from kubeferry.errors import InputError
-from kubeferry.outputs import kind_of, output_file
+from kubeferry.outputs import kind_of, output_file, probe_directory
 from kubeferry.timeouts import timeout_options
 from kubeferry.versions import image_set
 
@@ -245,6 +246,30 @@ def sign_command(bundle_path: Path, key: Path, output: Path | None) -> None:
     opened = Bundle.open(bundle_path)
     written = signing.sign(opened.raw_metadata, key, output or signing.signature_path(bundle_path))
     click.echo(f"{written}: signature of {bundle_path} (digest {opened.bundle_digest})")
+
+
+@bundle.command("split")
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--size", default="4095M", show_default=True, metavar="SIZE",
+              help="Part size: bytes, or 700M, 3.9G (binary units); the default fits FAT32.")
+@click.option("--output", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for the parts [default: beside BUNDLE].")
+def split_command(bundle_path: Path, size: str, output: Path | None) -> None:
+    """Cut BUNDLE into parts NAME.001, NAME.002, ... for removable media.
+
+    Every command that takes a bundle accepts the first part and reads across the parts in
+    place; cat of the parts is the bundle byte for byte."""
+    part_size = parse_size(size)
+    opened = Bundle.open(bundle_path)  # a bundle (or the first part of one), its metadata checked
+    assert opened.source is not None
+    base = base_name(bundle_path)
+    folder = output if output is not None else bundle_path.parent
+    probe_directory(folder, "--output")
+    written = split(opened.source, base, part_size, folder)
+    for part in written:
+        click.echo(f"{part}  {human_bytes(part.stat().st_size)}")
+    click.echo(f"{len(written)} parts of {bundle_path.name}; on the other side give the first part"
+               f" to any command: kubeferry bundle verify {written[0].name} --digest {opened.bundle_digest}")
 
 
 @bundle.command("images")

@@ -8,8 +8,6 @@ A bundle that fails any check is refused with one line naming the member.
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ from kubeferry.bundle.format import (
 )
 from kubeferry.bundle.metadata import MAX_METADATA_BYTES, ImageEntry, MemberEntry, RecordedImages
 from kubeferry.bundle.metadata import parse as parse_metadata
+from kubeferry.bundle.parts import BundleSource
 from kubeferry.errors import InputError
 
 CHUNK = 1 << 20
@@ -43,8 +42,10 @@ class VerifyResult:
 class Bundle:
     """An open bundle file. Cheap to open: only the metadata is read until you stream."""
 
-    def __init__(self, path: Path, metadata: dict[str, Any], raw: bytes | None = None) -> None:
+    def __init__(self, path: Path, metadata: dict[str, Any], raw: bytes | None = None,
+                 source: BundleSource | None = None) -> None:
         self.path = path
+        self.source = source  # None: read once from a stream
         self.metadata = metadata
         self.raw_metadata = raw if raw is not None else encode_metadata(metadata)  # as written
         self.members: list[MemberEntry] = metadata["members"]
@@ -57,15 +58,19 @@ class Bundle:
     def open(cls, path: str | Path) -> Bundle:
         """Read and check the metadata of the bundle at ``path``."""
         path = Path(path)
+        if str(path) == "-":
+            raise NotABundle("-: this command seeks in the bundle, so it needs a regular file, not"
+                             " stdin ('bundle verify -' reads a stream); save the stream to a file first")
+        source = BundleSource.of(path)
         try:
-            with open(_regular_file(path), "rb") as handle, _tar_stream(handle, path) as tar:
+            with source.open() as handle, _tar_stream(handle, path) as tar:
                 info = _next_member(tar, path)
                 if info is None or info.name != METADATA_NAME:
                     raise NotABundle(f"{path}: not a kubeferry bundle (no {METADATA_NAME} first)")
                 metadata, raw = _read_metadata(tar, info, path)
         except OSError as error:
             raise NotABundle(f"{path}: cannot read it ({error.strerror or error})") from None
-        return cls(path, metadata, raw)
+        return cls(path, metadata, raw, source)
 
     # -- what it holds ---------------------------------------------------------------
 
@@ -120,20 +125,22 @@ class Bundle:
             seen: set[str] = set()
             offsets: dict[str, int] = {}
             try:
-                with tarfile.open(self.path, mode="r:") as tar:
+                with self._open() as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
                     for info in tar:
                         if info.name == METADATA_NAME and not offsets and not seen:
                             seen.add(info.name)
                             continue
                         self._check_header(info, seen)
                         offsets[info.name] = info.offset_data
+                    end = tar.offset
             except tarfile.TarError as error:
                 raise CorruptBundle(f"{self.path}: damaged or truncated tar ({error})") from None
             except OSError as error:
                 raise NotABundle(f"{self.path}: cannot read it ({error.strerror or error})") from None
             missing = [m["path"] for m in self.members if m["path"] not in offsets]
             if missing:
-                raise CorruptBundle(_why_missing(self.path, missing[0], _end_offset(self.path)))
+                raise CorruptBundle(self._why_missing(missing[0], end))
+            self._refuse_parts_beyond(end)
             self._offsets = offsets
         return self._offsets
 
@@ -142,9 +149,26 @@ class Bundle:
 
         Not verified: for bytes whose sha256 is checked where they land (a node). Readers
         that use the bytes here take ``open_verified`` or ``read_member``."""
-        handle = open(self.path, "rb")  # noqa: SIM115 - the caller closes it
+        handle = self._open()
         handle.seek(self.offsets()[path] + start)
         return handle
+
+    def where(self, path: str) -> str:
+        """`` (in part NAME.002)`` for a member of a split bundle: what an error names."""
+        if self.source is None or self._offsets is None or path not in self._offsets:
+            return ""
+        start = self._offsets[path]
+        return self.source.where(start, start + self._by_path[path]["size"])
+
+    def _open(self) -> IO[bytes]:
+        if self.source is None:
+            raise NotABundle(f"{self.path}: a stream is read once, front to back")
+        return self.source.open()
+
+    def _refuse_parts_beyond(self, end: int) -> None:
+        extra = self.source.beyond(end) if self.source is not None else ""
+        if extra:
+            raise CorruptBundle(extra)
 
     # -- streaming ---------------------------------------------------------------------
 
@@ -158,7 +182,7 @@ class Bundle:
         treat its output as provisional until the walk finishes without CorruptBundle.
         """
         try:
-            with open(self.path, "rb") as handle, _tar_stream(handle, self.path) as tar:
+            with self._open() as handle, _tar_stream(handle, self.path) as tar:
                 _next_member(tar, self.path)  # the metadata, checked by open()
                 yield from self._walk(tar, want, seekable=True)
         except OSError as error:
@@ -182,14 +206,40 @@ class Bundle:
                     f"{self.path}: member {info.name} is out of order"
                     " (members must follow the metadata's list)"
                 )
-            chunks = _verified_chunks(tar, info, entry, self.path)
+            end = info.offset_data + info.size
+            where, ended = (self.source.where(info.offset_data, end), self.source.ended_early(end)) \
+                if self.source else ("", "")
+            chunks = _verified_chunks(tar, info, entry, self.path, where, ended)
             if want(info.name):
                 yield entry, chunks
             for _ in chunks:  # drain what the consumer did not read
                 pass
         missing = next(expected, None)
         if missing is not None:
-            raise CorruptBundle(_why_missing(self.path, missing["path"], stopped_at))
+            raise CorruptBundle(self._why_missing(missing["path"], stopped_at))
+        self._refuse_parts_beyond(stopped_at)
+
+    def _why_missing(self, member: str, offset: int) -> str:
+        """One line for a listed member the tar reader did not reach: damaged or truncated
+        (for a split bundle: which part is damaged, missing or cut).
+
+        Python's tar reader ends the archive quietly at an invalid header, so the block where
+        it stopped tells a damaged header (non-zero bytes) from a cut file (none, or zeros).
+        """
+        block = b""
+        if offset >= 0:
+            try:
+                with self._open() as handle:
+                    handle.seek(offset)
+                    block = handle.read(tarfile.BLOCKSIZE)
+            except OSError:
+                block = b""
+        if len(block) == tarfile.BLOCKSIZE and block.strip(b"\0"):
+            where = self.source.where(offset, offset + tarfile.BLOCKSIZE) if self.source else ""
+            return (f"{self.path}: damaged: the tar header at byte {offset}{where}, where member"
+                    f" {member} should start, is invalid (corrupt, tampered or a part out of order)")
+        ended = self.source.ended_early(offset) if self.source else ""
+        return f"{self.path}: truncated: member {member} is missing{ended}"
 
     def _check_header(self, info: tarfile.TarInfo, seen: set[str]) -> dict[str, Any]:
         name = info.name
@@ -269,7 +319,8 @@ class Bundle:
         entry = self._by_path.get(path)
         if entry is None:
             raise InputError(f"{self.path}: has no member {path}")
-        return VerifiedMember(self.open_member(path), entry, str(self.path), what or f"member {path}")
+        handle = self.open_member(path)
+        return VerifiedMember(handle, entry, str(self.path), (what or f"member {path}") + self.where(path))
 
     def read_member(self, path: str, max_size: int = MAX_SMALL_MEMBER) -> bytes:
         """The verified bytes of the small member ``path`` (InputError if it is absent or
@@ -365,54 +416,6 @@ class VerifiedMember:
         self.close()
 
 
-def _regular_file(path: Path) -> Path:
-    """``path`` if it is a regular file: readers seek (metadata, then members at offsets)."""
-    if str(path) == "-":
-        raise NotABundle("-: this command seeks in the bundle, so it needs a regular file, not"
-                         " stdin ('bundle verify -' reads a stream); save the stream to a file first")
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return path  # open() names the cause
-    if stat.S_ISDIR(mode):
-        raise NotABundle(f"{path}: is a directory, not a bundle file")
-    if not stat.S_ISREG(mode):
-        raise NotABundle(f"{path}: this command seeks in the bundle, so it needs a regular file,"
-                         " not a pipe or device ('bundle verify' reads a stream); save it to a file first")
-    return path
-
-
-def _end_offset(path: Path) -> int:
-    """Where the tar reader stopped: the header after the last member it read."""
-    try:
-        with tarfile.open(path, mode="r:") as tar:
-            for _ in tar:
-                pass
-            return tar.offset
-    except (tarfile.TarError, OSError):
-        return -1
-
-
-def _why_missing(path: Path, member: str, offset: int) -> str:
-    """One line for a listed member the tar reader did not reach: damaged or truncated.
-
-    Python's tar reader ends the archive quietly at an invalid header, so the block where
-    it stopped tells a damaged header (non-zero bytes) from a cut file (none, or zeros).
-    """
-    block = b""
-    if offset >= 0:
-        try:
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                block = handle.read(tarfile.BLOCKSIZE)
-        except OSError:
-            block = b""
-    if len(block) == tarfile.BLOCKSIZE and block.strip(b"\0"):
-        return (f"{path}: damaged: the tar header at byte {offset}, where member {member}"
-                " should start, is invalid (corrupt or tampered)")
-    return f"{path}: truncated: member {member} is missing"
-
-
 def _tar_stream(handle: IO[bytes], path: Path) -> tarfile.TarFile:
     try:
         return tarfile.open(fileobj=handle, mode="r|")
@@ -440,7 +443,8 @@ def _read_metadata(tar: tarfile.TarFile, info: tarfile.TarInfo,
 
 
 def _verified_chunks(
-    tar: tarfile.TarFile, info: tarfile.TarInfo, entry: dict[str, Any], path: Path
+    tar: tarfile.TarFile, info: tarfile.TarInfo, entry: dict[str, Any], path: Path, where: str = "",
+    ended: str = "",
 ) -> Iterator[bytes]:
     """The member's bytes in chunks; CorruptBundle at the end if they do not match."""
     digest = hashlib.sha256()
@@ -456,8 +460,9 @@ def _verified_chunks(
             digest.update(chunk)
             yield chunk
     except (tarfile.TarError, OSError) as error:
-        raise CorruptBundle(f"{path}: truncated in member {info.name} ({error})") from None
+        raise CorruptBundle(f"{path}: truncated in member {info.name}{ended} ({error})") from None
     if remaining:
-        raise CorruptBundle(f"{path}: truncated in member {info.name}")
+        raise CorruptBundle(f"{path}: truncated in member {info.name}{ended}")
     if digest.hexdigest() != entry["sha256"]:
-        raise CorruptBundle(f"{path}: member {info.name} does not match its sha256 (corrupt or tampered)")
+        cause = "a damaged part, or parts out of order" if where else "corrupt or tampered"
+        raise CorruptBundle(f"{path}: member {info.name}{where} does not match its sha256 ({cause})")

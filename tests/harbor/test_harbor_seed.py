@@ -234,3 +234,18 @@ def test_a_user_who_may_not_push_is_told_so(harbor: HarborStandIn, bundle: Bundl
     settings = replace(settings_for(harbor), username="dev")
     with pytest.raises(OperationError, match="refused a push by user 'dev' into project google_containers"):
         seed(bundle, settings, "dev-pass-1", retries=0)
+
+
+def test_seed_from_the_parts_of_a_split_bundle(harbor: HarborStandIn, bundle_file: Path,
+                                               tmp_path: Path) -> None:
+    """``harbor seed`` takes the first part and reads every blob across the parts in place."""
+    split = subprocess.run([*KUBEFERRY, "bundle", "split", str(bundle_file), "--size", "99991",
+                            "--output", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert split.returncode == 0, split.stderr
+    first = tmp_path / f"{bundle_file.name}.001"
+    assert (tmp_path / f"{bundle_file.name}.002").is_file()
+    seeded = kubeferry_seed(harbor, first, password=harbor.admin_password)
+    assert seeded.returncode == 0, seeded.stderr
+    assert len(uploads(harbor)) > 0
+    again = kubeferry_seed(harbor, first, password=harbor.admin_password)
+    assert again.returncode == 0 and "0 pushed, 0 blobs sent (0 B)" in again.stdout, again.stdout

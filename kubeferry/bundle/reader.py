@@ -160,6 +160,10 @@ class Bundle:
         start = self._offsets[path]
         return self.source.where(start, start + self._by_path[path]["size"])
 
+    def source_open(self) -> IO[bytes]:
+        """A reader of the whole bundle file (across its parts), from its first byte."""
+        return self._open()
+
     def _open(self) -> IO[bytes]:
         if self.source is None:
             raise NotABundle(f"{self.path}: a stream is read once, front to back")

@@ -180,3 +180,16 @@ def test_bad_sizes_are_refused_in_one_line(bundle_path: Path, tmp_path: Path) ->
         result = kubeferry("bundle", "split", str(bundle_path), "--size", size, "--output", str(tmp_path))
         assert result.returncode == 2 and says in one_line(result)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_signature_covers_the_parts(bundle_path: Path, tmp_path: Path) -> None:
+    """NAME.sig beside the parts is the bundle's signature: verify --key takes the first part."""
+    key = tmp_path / "builder"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "builder", "-f", str(key)],
+                   check=True, timeout=60)
+    parts = split(bundle_path, tmp_path / "parts", odd_size(bundle_path))
+    signed = kubeferry("bundle", "sign", str(parts[0]), "--key", str(key))
+    assert signed.returncode == 0, signed.stderr
+    assert (tmp_path / "parts" / f"{bundle_path.name}.sig").is_file()
+    checked = kubeferry("bundle", "verify", str(parts[0]), "--key", f"{key}.pub")
+    assert checked.returncode == 0 and "signed by" in checked.stdout, checked.stderr

@@ -144,26 +144,35 @@ def _deb_stanza(deb: Path, relative: str) -> str:
     ])
 
 
+def flat_apt_repo(repo: Path, debs: Iterable[Path], key: SigningKey | None,
+                  label: str = "kubeferry lab stand-in of pkgs.k8s.io") -> None:
+    """A flat apt repository of ``debs`` (files under ``repo``) as pkgs.k8s.io lays one out:
+    ``Packages``, ``Packages.gz``, ``Release`` and, signed with ``key``, ``InRelease``,
+    ``Release.gpg`` and ``Release.key``."""
+    stanzas = [_deb_stanza(d, d.relative_to(repo).as_posix()) for d in sorted(set(debs))]
+    packages = ("\n\n".join(stanzas) + "\n").encode()
+    indexes = {"Packages": packages, "Packages.gz": gzip.compress(packages, mtime=0)}
+    release = ["Origin: obs://build.opensuse.org/isv:kubernetes (kubeferry lab stand-in)",
+               f"Label: {label}", "Architectures: amd64",
+               "Date: Sat, 01 Jan 2022 00:00:00 UTC", "MD5Sum:"]
+    for name, data in indexes.items():
+        (repo / name).write_bytes(data)
+        release.append(f" {hashlib.md5(data).hexdigest()} {len(data)} {name}")  # noqa: S324
+    release.append("SHA256:")
+    release += [f" {hashlib.sha256(d).hexdigest()} {len(d)} {n}" for n, d in indexes.items()]
+    (repo / "Release").write_text("\n".join(release) + "\n")
+    if key is not None:
+        key.clearsign(repo / "Release", repo / "InRelease")
+        key.detach_sign(repo / "Release", repo / "Release.gpg")
+        (repo / "Release.key").write_bytes(key.public)
+
+
 def _apt_repo(root: Path, versions: list[str], key: SigningKey) -> None:
     def fill(repo: Path) -> None:
         debs: set[Path] = set()
         for version in versions:
             debs.update(build_debs(version, repo / "amd64"))
-        stanzas = [_deb_stanza(d, f"amd64/{d.name}") for d in sorted(debs)]
-        packages = ("\n\n".join(stanzas) + "\n").encode()
-        indexes = {"Packages": packages, "Packages.gz": gzip.compress(packages, mtime=0)}
-        release = ["Origin: obs://build.opensuse.org/isv:kubernetes (kubeferry lab stand-in)",
-                   "Label: kubeferry lab stand-in of pkgs.k8s.io", "Architectures: amd64",
-                   "Date: Sat, 01 Jan 2022 00:00:00 UTC", "MD5Sum:"]
-        for name, data in indexes.items():
-            (repo / name).write_bytes(data)
-            release.append(f" {hashlib.md5(data).hexdigest()} {len(data)} {name}")  # noqa: S324
-        release.append("SHA256:")
-        release += [f" {hashlib.sha256(d).hexdigest()} {len(d)} {n}" for n, d in indexes.items()]
-        (repo / "Release").write_text("\n".join(release) + "\n")
-        key.clearsign(repo / "Release", repo / "InRelease")
-        key.detach_sign(repo / "Release", repo / "Release.gpg")
-        (repo / "Release.key").write_bytes(key.public)
+        flat_apt_repo(repo, debs, key)
 
     _replace_dir(root / kubernetes_path(versions[0], "deb"), fill)
 

@@ -82,7 +82,7 @@ def test_later_patch_changes_upstream_made():
 
 def test_kubeadm_default_repository_switches_at_1_24_9():
     for version in versions.supported_versions():
-        expected = "k8s.gcr.io" if versions._key(version) < (1, 24, 9) else "registry.k8s.io"
+        expected = "k8s.gcr.io" if versions.release_key(version) < (1, 24, 9) else "registry.k8s.io"
         assert _row(version)["repository"] == expected, version
 
 

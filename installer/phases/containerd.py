@@ -84,12 +84,6 @@ def _registry_steps(ctx: InstallContext, conn) -> list[Step]:
     return steps
 
 
-def _ready_command() -> str:
-    timeout = int(data()["containerd"]["ready_timeout"])
-    return (f"i=0; until ctr version >/dev/null 2>&1; do i=$((i+1));"
-            f" [ $i -ge {timeout} ] && exit 1; sleep 1; done")
-
-
 def steps(ctx: InstallContext, host: Host) -> list[Step]:
     conn = ctx.conn(host)
     settings = data()["containerd"]
@@ -97,28 +91,31 @@ def steps(ctx: InstallContext, host: Host) -> list[Step]:
     planned = config + _registry_steps(ctx, conn)
     planned += operations.file(conn, settings["crictl_config"], crictl_yaml())
     planned += operations.service(conn, "containerd", enabled=True, running=True, restart=bool(config))
+    if planned:
+        planned.append(_ready_step(ctx, host))
     return planned
 
 
-def plan(ctx: InstallContext, host: Host) -> list[str]:
-    return [step.describe for step in steps(ctx, host)]
+def _ready_step(ctx: InstallContext, host: Host) -> Step:
+    """Wait (bounded) until containerd answers ``ctr version`` again."""
+    settings = data()["containerd"]
+    timeout = int(settings["ready_timeout"])
+    command = (f"i=0; until ctr version >/dev/null 2>&1; do i=$((i+1));"
+               f" [ $i -ge {timeout} ] && exit 1; sleep 1; done")
 
+    def wait() -> str:
+        if not ctx.conn(host).run(command, check=False, timeout=timeout + 30).ok:
+            raise OperationError(f"{host.name}: containerd does not answer `ctr version` after"
+                                 f" {timeout} s: see journalctl -u containerd on the node"
+                                 f" ({settings['config']} may be wrong)")
+        return ""
 
-def apply(ctx: InstallContext, host: Host) -> str:
-    conn = ctx.conn(host)
-    changed = operations.apply(conn, steps(ctx, host))
-    result = conn.run(_ready_command(), check=False, timeout=int(data()["containerd"]["ready_timeout"]) + 30)
-    if not result.ok:
-        raise OperationError(f"{host.name}: containerd does not answer `ctr version` after"
-                             f" {data()['containerd']['ready_timeout']} s: see journalctl -u containerd"
-                             f" on the node ({data()['containerd']['config']} may be wrong)")
-    return changed
+    return Step(f"check that containerd answers (up to {timeout} s)", run=wait)
 
 
 PHASE = Phase(
     name="containerd",
     short="containerd config (SystemdCgroup, sandbox_image, certs.d/hosts.toml), crictl.yaml, restart",
     hosts=lambda ctx: ctx.inventory.kubernetes_nodes,
-    apply=apply,
-    plan=plan,
+    steps=steps,
 )

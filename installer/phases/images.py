@@ -54,55 +54,46 @@ def import_command(directory: str) -> str:
             f" | ctr -n {namespace} images import -")
 
 
-def _check_distributed(ctx: InstallContext, host: Host, lacking: list[ImageEntry]) -> None:
+def _check_distributed(ctx: InstallContext, host: Host, lacking: list[ImageEntry]) -> str:
     on_node = facts.file_sizes_under(f"{BLOBS}/sha256").read(ctx.conn(host))
     absent = [image["name"] for image in lacking if image["digest"].split(":", 1)[1] not in on_node]
     if absent:
         raise OperationError(f"{host.name}: the bundle's blobs of {', '.join(absent)} are not on the node:"
                              " run the distribute phase first")
+    return ""
 
 
-def steps(ctx: InstallContext, host: Host, lacking: list[ImageEntry]) -> list[Step]:
+def steps(ctx: InstallContext, host: Host) -> list[Step]:
+    """The import directory's index of what containerd lacks, the import, the digest check."""
+    lacking = missing(ctx, host)
     if not lacking:
         return []
     conn = ctx.conn(host)
     directory = data()["images"]["import_dir"]
-    planned = operations.file(conn, f"{directory}/{layout.LAYOUT_FILE}", layout.OCI_LAYOUT)
+    planned = [Step("check the images' blobs arrived (distribute)",
+                    run=lambda: _check_distributed(ctx, host, lacking))]
+    planned += operations.file(conn, f"{directory}/{layout.LAYOUT_FILE}", layout.OCI_LAYOUT)
     planned += operations.file(conn, f"{directory}/{layout.INDEX_FILE}", index_json(ctx, lacking))
     names = ", ".join(image["name"] for image in lacking)
-    planned.append(Step(f"import {len(lacking)} image(s) with ctr: {names}", import_command(directory)))
+    planned.append(Step(f"import {len(lacking)} image(s) with ctr: {names}", import_command(directory),
+                        timeout=3600))
+    planned.append(Step("check containerd holds each at the bundle's digest",
+                        run=lambda: verify(ctx, host)))
     return planned
 
 
-def verify(ctx: InstallContext, host: Host) -> None:
+def verify(ctx: InstallContext, host: Host) -> str:
     """Every image the node needs is in containerd with the bundle's digest."""
     wrong = missing(ctx, host)
     if wrong:
         raise OperationError(f"{host.name}: after ctr import, containerd still lacks"
                              f" {', '.join(image['name'] for image in wrong)} at the bundle's digest")
-
-
-def plan(ctx: InstallContext, host: Host) -> list[str]:
-    return [step.describe for step in steps(ctx, host, missing(ctx, host))]
-
-
-def apply(ctx: InstallContext, host: Host) -> str:
-    lacking = missing(ctx, host)
-    if not lacking:
-        return ""
-    _check_distributed(ctx, host, lacking)
-    planned = steps(ctx, host, lacking)
-    conn = ctx.conn(host)
-    for step in planned:
-        conn.run(step.command, stdin=step.stdin, timeout=3600)
-    verify(ctx, host)
-    return planned[-1].describe
+    return ""
 
 
 PHASE = Phase(
     name="images",
     short="ctr import of the images each node's roles need, verified by digest",
     hosts=lambda ctx: [host for host in ctx.inventory.kubernetes_nodes if images_for(ctx.bundle, host)],
-    apply=apply,
-    plan=plan,
+    steps=steps,
 )

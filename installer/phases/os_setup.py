@@ -125,18 +125,9 @@ def steps(ctx: InstallContext, host: Host) -> list[Step]:
     return planned
 
 
-def plan(ctx: InstallContext, host: Host) -> list[str]:
-    return [step.describe for step in steps(ctx, host)]
-
-
-def apply(ctx: InstallContext, host: Host) -> str:
-    return operations.apply(ctx.conn(host), steps(ctx, host))
-
-
 PHASE = Phase(
     name="os",
     short="swap off, SELinux permissive, firewalld off, modules, sysctl, /etc/hosts, chrony",
     hosts=lambda ctx: ctx.inventory.hosts,
-    apply=apply,
-    plan=plan,
+    steps=steps,
 )

@@ -5,6 +5,7 @@ stand-in Kubernetes packages. The site is this module's own: packages get instal
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -296,4 +297,10 @@ def test_plan_reads_only(site: Site, bundle: Path, inventory: Path, tmp_path: Pa
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[containerd] node2: would write /etc/containerd/config.toml" in result.stdout
     assert "[containerd] node2: would restart containerd" in result.stdout
+    as_json = install(bundle, inventory, tmp_path / "json", NODE_PREP, "--plan", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    document = json.loads(as_json.stdout)  # the preflight table went to stderr
+    assert "preflight:" in as_json.stderr and document["bundle"]["kubernetes"] == "1.25.0"
+    steps = {(r["phase"], r["host"]): r["steps"] for r in document["results"]}
+    assert "restart containerd" in steps[("containerd", "node2")]
     assert "# edited" in sh(site, "node2", "cat /etc/containerd/config.toml")

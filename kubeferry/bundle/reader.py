@@ -149,8 +149,9 @@ class Bundle:
 
         Not verified: for bytes whose sha256 is checked where they land (a node). Readers
         that use the bytes here take ``open_verified`` or ``read_member``."""
+        offset = self.offsets()[path] + start
         handle = self._open()
-        handle.seek(self.offsets()[path] + start)
+        handle.seek(offset)
         return handle
 
     def where(self, path: str) -> str:
@@ -170,7 +171,11 @@ class Bundle:
         return self.source.open()
 
     def _refuse_parts_beyond(self, end: int) -> None:
-        extra = self.source.beyond(end) if self.source is not None else ""
+        """``end`` is where the tar's end marker starts: two zero blocks, then zeros to a
+        whole record, which a last part may hold alone."""
+        trailer = end + 2 * tarfile.BLOCKSIZE
+        records = -(-trailer // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+        extra = self.source.beyond(records) if self.source is not None and end >= 0 else ""
         if extra:
             raise CorruptBundle(extra)
 

@@ -193,3 +193,17 @@ def test_a_signature_covers_the_parts(bundle_path: Path, tmp_path: Path) -> None
     assert (tmp_path / "parts" / f"{bundle_path.name}.sig").is_file()
     checked = kubeferry("bundle", "verify", str(parts[0]), "--key", f"{key}.pub")
     assert checked.returncode == 0 and "signed by" in checked.stdout, checked.stderr
+
+
+def test_a_last_part_of_only_the_tar_trailer_is_the_bundles(bundle_path: Path, tmp_path: Path) -> None:
+    """The end marker and the record's zero padding are the bundle's too: a last part holding
+    nothing else is not a stray."""
+    total = bundle_path.stat().st_size
+    with tarfile.open(bundle_path) as tar:
+        tar.getmembers()
+        end = tar.offset  # where the end marker starts
+    size = next(s for s in range(total // 900, total) if (total - 1) // s * s >= end and total % s)
+    parts = split(bundle_path, tmp_path, size)
+    assert any(number * size >= end for number in range(len(parts)))  # parts of zeros only
+    result = kubeferry("bundle", "verify", str(parts[0]))
+    assert result.returncode == 0, result.stderr

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kubeferry import __version__, manifests
-from kubeferry.bundle_format import bundle_filename
+from kubeferry.bundle.format import bundle_filename
+from kubeferry.bundle.metadata import RecordedImages
 from kubeferry.bundler.content import Content, build_time
 from kubeferry.bundler.images import layout_content, pull_images
 from kubeferry.bundler.sources import Sources, apply_overrides, default_sources
@@ -203,17 +204,7 @@ def _metadata(request: BuildRequest, images: ImageSet, sources: Sources,
         "kubeferryVersion": __version__,
         "include": list(request.include),
         "sources": sources.to_dict(),
-        "imageSet": {
-            "kubeadmRepository": images.kubeadm_repository,
-            "pause": images.pause,
-            "pauseImage": images.pause_image,
-            "etcd": images.etcd,
-            "coredns": images.coredns,
-            "calico": images.calico,
-            "kubeadmImages": list(images.kubeadm_images),
-            "calicoImages": list(images.calico_images),
-            "checkImages": list(images.check_images),
-        },
+        "imageSet": RecordedImages.of_release(images).to_dict(),
         "images": [],
     }
     for content in contents:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.console import progress_bars
 from kubeferry.errors import InputError, OperationError
 from kubeferry.installer import inventory as inventory_module

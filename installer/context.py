@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.installer.inventory import Host, Inventory, SecretRef
 from kubeferry.installer.ssh import Connection
 from kubeferry.outputs import check_target

@@ -84,8 +84,9 @@ def reference_dir() -> Path:
 
 
 def make_tree(root: Path, kubernetes: str | Iterable[str],
-              families: Iterable[str] = FAMILIES) -> Path:
-    """Write the stand-in package repositories, pinned files and keys for ``kubernetes``
+              families: Iterable[str] = FAMILIES, files: bool = True) -> Path:
+    """Write the stand-in package repositories, pinned files (unless ``files`` is False: the
+    lab keeps reference copies of some calico releases only) and keys for ``kubernetes``
     (one release or several; one repository per minor, as pkgs.k8s.io) under ``root``."""
     versions = [kubernetes] if isinstance(kubernetes, str) else list(kubernetes)
     families = tuple(families)
@@ -104,7 +105,7 @@ def make_tree(root: Path, kubernetes: str | Iterable[str],
                 _apt_repo(root, minor_versions, key)
             if "rpm" in families:
                 _yum_repo(root, minor_versions, key)
-    for version in versions:
+    for version in versions if files else ():
         _pinned_files(root, version)
     _debian_keyring(root)
     return root

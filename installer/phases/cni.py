@@ -7,9 +7,7 @@ against its sha256), rewritten by ``calico.rewrite`` (images -> site names, the 
 
 from __future__ import annotations
 
-import hashlib
-
-from kubeferry.errors import InputError, OperationError
+from kubeferry.errors import InputError
 from kubeferry.installer import calico
 from kubeferry.installer import kube_commands as kube
 from kubeferry.installer.context import InstallContext
@@ -33,11 +31,7 @@ def calico_member(ctx: InstallContext) -> dict:
 
 def site_manifest(ctx: InstallContext) -> str:
     """calico.yaml as this site applies it (verified bytes from the bundle, rewritten)."""
-    member = calico_member(ctx)
-    with ctx.bundle.open_member(member["path"]) as handle:
-        data = handle.read(member["size"])
-    if len(data) != member["size"] or hashlib.sha256(data).hexdigest() != member["sha256"]:
-        raise OperationError(f"{ctx.bundle.path}: member {member['path']} is damaged (sha256 differs)")
+    data = ctx.bundle.read_member(calico_member(ctx)["path"])
     registry = ctx.inventory.registry
     return calico.rewrite(data.decode(), ctx.inventory.cluster.pod_subnet,
                           lambda name: site_image(name, registry))

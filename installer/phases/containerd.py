@@ -29,7 +29,7 @@ from kubeferry.installer.workflow import Phase
 
 def sandbox_image(ctx: InstallContext) -> str:
     """The pause image kubeadm uses, named as this site holds it."""
-    pause = ctx.bundle.metadata.get("imageSet", {}).get("pauseImage")
+    pause = ctx.bundle.image_set.pause_image
     if not pause:
         raise InputError(f"{ctx.bundle.path}: the bundle metadata names no pause image (imageSet.pauseImage)")
     registry = ctx.inventory.registry

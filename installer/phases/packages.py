@@ -19,7 +19,6 @@ from typing import Any
 from kubeferry.bundler.versioncmp import debian_compare, evr_compare, parse_evr
 from kubeferry.errors import InputError, OperationError
 from kubeferry.installer import facts, operations, timesync
-from kubeferry.installer.bundle_members import read_member
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.gpgkeys import rpm_key_ids
 from kubeferry.installer.inventory import Host
@@ -59,7 +58,7 @@ def rpm_repo_steps(ctx: InstallContext, conn: Connection, repo_id: str, repo_fil
     steps = operations.file(conn, repo_file, rpm_repo_text(repo_id, part))
     imported = facts.RPM_GPG_KEYS.read(conn)
     for key in part.get("keys", []):
-        ids = rpm_key_ids(read_member(ctx.bundle, key["path"]))
+        ids = rpm_key_ids(ctx.bundle.read_member(key["path"]))
         if not ids or not set(ids) <= imported:
             path = f"{NODE_BUNDLE_DIR}/{key['path']}"
             steps.append(Step(f"rpm --import {path}", f"rpm --import {shlex.quote(path)}"))

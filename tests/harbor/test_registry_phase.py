@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.installer import inventory as inventory_module
 from kubeferry.installer.context import InstallContext, InstallOptions
 from kubeferry.installer.phases import all_phases, registry

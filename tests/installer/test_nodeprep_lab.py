@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 from nodeprep_bundle import build_bundle
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.bundler.writer import write_bundle
 from kubeferry.installer.roles import images_for
 from kubeferry.lab.harbor import HarborStandIn

@@ -11,7 +11,7 @@ import pytest
 from el_bundle import write_el_bundle
 from fake_node import EL8_OS_RELEASE, FakeNode, el_answers
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.errors import OperationError
 from kubeferry.installer import inventory
 from kubeferry.installer.context import InstallContext, InstallOptions

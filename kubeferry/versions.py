@@ -147,26 +147,6 @@ class ImageSet:
             f"{repo}/coredns/coredns:{self.coredns}",
         )
 
-    def kubeadm_images_for(self, repository: str | None = None) -> tuple[str, ...]:
-        """The names this release's kubeadm asks for with ``imageRepository: repository``.
-
-        ``None`` means kubeadm's own default (``kubeadm_repository``: k8s.gcr.io before
-        1.24.9). kubeadm puts coredns under ``<repo>/coredns/coredns`` only when the
-        repository is its default; any other repository gets the flat ``<repo>/coredns``
-        (images.go GetDNSImage), so a Harbor project must hold coredns at that path.
-        """
-        repo = (repository or self.kubeadm_repository).rstrip("/")
-        dns = "coredns/coredns" if repo == self.kubeadm_repository else "coredns"
-        return (
-            f"{repo}/kube-apiserver:{self.tag}",
-            f"{repo}/kube-controller-manager:{self.tag}",
-            f"{repo}/kube-scheduler:{self.tag}",
-            f"{repo}/kube-proxy:{self.tag}",
-            f"{repo}/pause:{self.pause}",
-            f"{repo}/etcd:{self.etcd}",
-            f"{repo}/{dns}:{self.coredns}",
-        )
-
     @property
     def images(self) -> tuple[str, ...]:
         """Every image a cluster of this release needs, kubeadm's first, the checks' last."""

@@ -18,10 +18,12 @@ from kubeferry.errors import OperationError
 from kubeferry.installer import kube_commands as kube
 from kubeferry.installer import operations
 from kubeferry.installer.context import CertificateKey, InstallContext
+from kubeferry.installer.image_names import site_image
 from kubeferry.installer.inventory import Host
 from kubeferry.installer.kubeadm_config import (
     image_repository,
     init_documents,
+    kubeadm_images,
     new_certificate_key,
     new_token,
     render,
@@ -29,7 +31,6 @@ from kubeferry.installer.kubeadm_config import (
 from kubeferry.installer.operations import Step
 from kubeferry.installer.workflow import Phase
 from kubeferry.outputs import output_file
-from kubeferry.versions import image_set
 
 INIT_CONFIG = f"{kube.CONFIG_DIR}/init.yaml"
 INIT_TIMEOUT = 900.0  # image pulls, certificates, waiting for the control plane (kubeadm: 4 min)
@@ -48,18 +49,29 @@ def steps(ctx: InstallContext, host: Host) -> list[Step]:
         raise OperationError(f"{host.name}: {kube.ADMIN_CONF} exists but the API server does not answer"
                              f" ({why}); repair the control plane, or `kubeadm reset -f` there and run"
                              " the install again")
-    images = image_set(ctx.bundle.kubernetes)
+    images = ctx.bundle.image_set
+    carried = site_images(ctx)  # none: the site's Harbor was seeded from another bundle
+    missing = sorted(set(kubeadm_images(images, ctx.inventory.registry)) - carried) if carried else []
+    if missing:
+        raise OperationError(f"{ctx.bundle.path}: kubeadm {images.tag} would pull {', '.join(missing)},"
+                             " which the bundle does not carry; build the bundle again with this"
+                             " kubeferry")
     endpoint = ctx.inventory.cluster.control_plane_endpoint
     return [Step(f"kubeadm init: Kubernetes {images.tag}, endpoint {endpoint},"
                  f" images from {image_repository(ctx.inventory.registry)}",
                  run=lambda: _init(ctx, host))]
 
 
+def site_images(ctx: InstallContext) -> set[str]:
+    """The bundle's images under the names this site holds them (Harbor's, or upstream's)."""
+    return {site_image(image["name"], ctx.inventory.registry) for image in ctx.bundle.images}
+
+
 def _init(ctx: InstallContext, host: Host) -> str:
     """Config with fresh secrets written 0600, kubeadm init, the config scrubbed after."""
     conn = ctx.conn(host)
     key, token = new_certificate_key(), new_token()
-    images = image_set(ctx.bundle.kubernetes)
+    images = ctx.bundle.image_set
     documents = init_documents(ctx.inventory, host, images, token=token, certificate_key=key)
     kube.write_secret_file(conn, INIT_CONFIG, render(documents))
     uploaded = time.time()

@@ -27,7 +27,6 @@ from kubeferry.installer.inventory import Host
 from kubeferry.installer.kubeadm_config import init_documents, join_document, new_certificate_key, render
 from kubeferry.installer.operations import Step
 from kubeferry.installer.workflow import HostGroup, Phase
-from kubeferry.versions import image_set
 
 JOIN_CONFIG = f"{kube.CONFIG_DIR}/join.yaml"
 UPLOAD_CONFIG = f"{kube.CONFIG_DIR}/upload-certs.yaml"
@@ -58,7 +57,7 @@ def _upload_certificates(ctx: InstallContext) -> CertificateKey:
     first = ctx.inventory.first_control_plane
     conn = ctx.conn(first)
     key = new_certificate_key()
-    documents = init_documents(ctx.inventory, first, image_set(ctx.bundle.kubernetes), token=None,
+    documents = init_documents(ctx.inventory, first, ctx.bundle.image_set, token=None,
                                certificate_key=key)
     kube.write_secret_file(conn, UPLOAD_CONFIG, render(documents))
     uploaded = time.time()

@@ -65,18 +65,25 @@ class RecordedImages:
     kubeadm_images: tuple[str, ...] = ()
     calico_images: tuple[str, ...] = ()
     check_images: tuple[str, ...] = ()
+    kubernetes: str = ""  # the bundle's release (metadata ``kubernetes``), 1.25.0
+
+    @property
+    def tag(self) -> str:
+        """``v1.25.0``: the control-plane images' tag, kubeadm's kubernetesVersion."""
+        return f"v{self.kubernetes}"
 
     @classmethod
     def of_release(cls, images: ReleaseImages) -> RecordedImages:
         return cls(images.kubeadm_repository, images.pause, images.pause_image, images.etcd,
                    images.coredns, images.calico, tuple(images.kubeadm_images),
-                   tuple(images.calico_images), tuple(images.check_images))
+                   tuple(images.calico_images), tuple(images.check_images), images.kubernetes)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> RecordedImages:
-        """The recorded set; fields an older bundle lacks stay empty."""
+    def from_dict(cls, data: dict[str, Any] | None, kubernetes: str = "") -> RecordedImages:
+        """The recorded set of a bundle of ``kubernetes``; fields an older bundle lacks stay empty."""
         data = data or {}
         return cls(
+            kubernetes=kubernetes,
             kubeadm_repository=data.get("kubeadmRepository", ""), pause=data.get("pause", ""),
             pause_image=data.get("pauseImage", ""), etcd=data.get("etcd", ""),
             coredns=data.get("coredns", ""), calico=data.get("calico", ""),

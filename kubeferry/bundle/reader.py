@@ -108,7 +108,7 @@ class Bundle:
     @property
     def image_set(self) -> RecordedImages:
         """The image set recorded at build time."""
-        return RecordedImages.from_dict(self.metadata.get("imageSet"))
+        return RecordedImages.from_dict(self.metadata.get("imageSet"), self.kubernetes)
 
     def member(self, path: str) -> MemberEntry | None:
         return self._by_path.get(path)

@@ -16,10 +16,12 @@ from harbor_helpers import admin, call, cert_dir, settings_for, skopeo
 
 from kubeferry.bundle.images import BundleBlobs
 from kubeferry.bundle.layout import blob_path
+from kubeferry.bundle.metadata import RecordedImages
 from kubeferry.bundle.reader import Bundle
 from kubeferry.errors import OperationError
 from kubeferry.installer.harbor_names import harbor_names
 from kubeferry.installer.harbor_seed import plan_seed, seed
+from kubeferry.installer.kubeadm_config import kubeadm_image_names
 from kubeferry.lab.harbor import HarborStandIn
 from kubeferry.lab.pki import make_ca
 from kubeferry.oci.auth import Credentials
@@ -73,7 +75,7 @@ def test_seed_cli_then_every_name_resolves_and_a_reseed_sends_nothing(
             assert json.loads(inspected.stdout)["Digest"] == image["digest"], name
     # what kubeadm (imageRepository = the project) and calico.yaml ask for is all there
     images = image_set("1.25.0")
-    wanted = [*images.kubeadm_images_for(settings.repository),
+    wanted = [*kubeadm_image_names(RecordedImages.of_release(images), settings.repository),
               *(harbor_names(name, settings)[0] for name in images.calico_images)]
     with RegistryClient({harbor.host: harbor.url}, Credentials(), harbor.ca_file) as anonymous:
         for name in wanted:

@@ -15,7 +15,7 @@ from kubeferry.bundle.reader import Bundle
 from kubeferry.errors import OperationError
 from kubeferry.installer import inventory
 from kubeferry.installer.context import InstallContext, InstallOptions
-from kubeferry.installer.phases import containerd, images, kernel, os_setup, packages, preflight
+from kubeferry.installer.phases import containerd, images, init, kernel, os_setup, packages, preflight
 from kubeferry.installer.workflow import run
 
 NODE_PREP = [preflight.PHASE, os_setup.PHASE, packages.PHASE, kernel.PHASE, containerd.PHASE, images.PHASE]
@@ -309,3 +309,17 @@ def test_a_vip_on_none_of_the_holders_networks_fails_preflight(tmp_path: Path) -
     assert "cluster.vip 192.168.41.199 is on none of its networks (192.168.40.0/24)" in master.detail
     assert [r.status for r in run(context(tmp_path, bundle, fake_nodes(site()), plan=False)[0],
                                   [preflight.PHASE])] == ["ok", "ok"]
+
+
+def test_init_refuses_a_bundle_without_the_images_kubeadm_will_pull(tmp_path: Path) -> None:
+    """kubeadm's names come from the image set the bundle recorded; what the bundle does not
+    carry (this one holds 3 of the 7) stops init before kubeadm runs, naming each image."""
+    bundle, _ = write_el_bundle(tmp_path / "bundle", "el7")
+    nodes = fake_nodes(site())
+    nodes["master1"].answer(r"^test -e /etc/kubernetes/admin\.conf$", ("", 1))
+    ctx, _ = context(tmp_path, bundle, nodes)
+    [result] = run(ctx, [init.PHASE])
+    assert result.status == "failed"
+    assert ("kubeadm v1.25.0 would pull registry.k8s.io/coredns/coredns:, registry.k8s.io/etcd:,"
+            " registry.k8s.io/kube-controller-manager:v1.25.0, registry.k8s.io/kube-scheduler:v1.25.0,"
+            " which the bundle does not carry") in result.detail  # this bundle records no etcd, coredns

@@ -140,7 +140,7 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
                                   progress=(lambda n: progress("kubeferry", n, 0)) if progress else None))
     downloaded = cached = 0
     if "images" in request.include:
-        with _image_source(request, sources) as source:  # closing removes its temp CA bundle
+        with image_source(request, sources) as source:  # closing removes its temp CA bundle
             pulled = pull_images(
                 images.images, source, store, request.arch, request.workers,
                 progress=(lambda n, total: progress("pull", n, total)) if progress else None,
@@ -162,7 +162,7 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
                                     progress=(lambda n: progress("files", n, 0)) if progress else None))
     downloaded += stats.get("downloaded", 0)
     cached += stats.get("cached", 0)
-    metadata = _metadata(request, images, sources, contents)
+    metadata = bundle_metadata(request, images, sources, contents)
     members = [member for content in contents for member in content.members]
     total = sum(member.size for member in members)
     file_hash = hashlib.sha256()
@@ -178,7 +178,8 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
     )
 
 
-def _image_source(request: BuildRequest, sources: Sources):
+def image_source(request: BuildRequest, sources: Sources):
+    """Where ``request`` pulls images from: the registries of ``sources``, or a Docker Engine."""
     if request.image_source == "docker":
         from kubeferry.oci.docker_source import DockerSource
 
@@ -194,8 +195,10 @@ def _image_source(request: BuildRequest, sources: Sources):
     )
 
 
-def _metadata(request: BuildRequest, images: ImageSet, sources: Sources,
-              contents: list[Content]) -> dict[str, Any]:
+def bundle_metadata(request: BuildRequest, images: ImageSet, sources: Sources,
+                    contents: list[Content]) -> dict[str, Any]:
+    """The metadata of a bundle of ``request`` holding ``contents``; with ``write_bundle``
+    the seam that assembles a bundle from contents made elsewhere."""
     metadata: dict[str, Any] = {
         "kubernetes": request.kubernetes,
         "os": request.os,

@@ -16,7 +16,7 @@ import os
 import shutil
 from pathlib import Path
 
-from kubeferry.bundler.build import BuildRequest, _image_source, _metadata, effective_sources
+from kubeferry.bundler.build import BuildRequest, bundle_metadata, effective_sources, image_source
 from kubeferry.bundler.content import Content, Member
 from kubeferry.bundler.images import layout_content, pull_images
 from kubeferry.bundler.packages import build_packages
@@ -68,7 +68,7 @@ def image_content(work: Path, request: BuildRequest) -> Content:
         seed_upstream(registry.url, KUBERNETES)
         request.mirrors = mirrors(registry.url)
         store = BlobStore(request.cache_dir)
-        pulled = pull_images(image_set(KUBERNETES).images, _image_source(request, effective_sources(request)),
+        pulled = pull_images(image_set(KUBERNETES).images, image_source(request, effective_sources(request)),
                              store, request.arch)
         return layout_content(pulled, store)
 
@@ -83,7 +83,7 @@ def build_bundle(work: Path, os_name: str = "debian12", packages: list[str] | No
     if with_packages:
         contents += package_content(work, packages)
         request.include = ("images", "packages")
-    metadata = _metadata(request, image_set(KUBERNETES), effective_sources(request), contents)
+    metadata = bundle_metadata(request, image_set(KUBERNETES), effective_sources(request), contents)
     members: list[Member] = [member for content in contents for member in content.members]
     target = work / "out" / f"kubeferry-k8s-{KUBERNETES}-{os_name}-amd64.tar"
     target.parent.mkdir(parents=True, exist_ok=True)

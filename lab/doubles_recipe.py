@@ -34,6 +34,7 @@ INTERPRETER = f"{PRIVATE_BIN}/python3"
 BASE_PACKAGES = ("python3", "python3-yaml", "openssl")
 DOUBLE_CONF = "/etc/kubeferry-lab/double.conf"
 STATE_DIR = "/var/lib/kubeferry-lab/cluster"
+ETCD_BINARY = "/usr/lib/kubeferry-lab/etcd/etcd"
 # Python entry points Debian's python3/python3.11(-minimal) put in /usr/bin.
 PYTHON_ENTRY = re.compile(
     r"^(python3(\.\d+)?(-config)?|python|py3compile|py3clean|pydoc3(\.\d+)?|pygettext3(\.\d+)?|pdb3(\.\d+)?)$"
@@ -99,14 +100,20 @@ def double_conf(
     site_registries: tuple[str, ...] = (),
     wait_timeout: int = 240,
     heartbeat_interval: int = 2,
+    run_control_plane: bool = False,
 ) -> str:
     """The text of /etc/kubeferry-lab/double.conf for a node (same on every node).
 
     ``site_registries``: registry hosts exactly as image names spell them (``harbor.lab``) whose
     images kubectl apply admits; empty = every host with a containerd certs.d/hosts.toml.
-    The node name defaults to the node's hostname.
+    The node name defaults to the node's hostname. ``run_control_plane``: the kubelet double
+    runs real etcd (``ETCD_BINARY``, which lab/node-init.sh mounts from the admin host) and the
+    API server stand-in from kubeadm's static pod manifests.
     """
-    conf = {"state_dir": state_dir, "wait_timeout": wait_timeout, "heartbeat_interval": heartbeat_interval}
+    conf: dict = {"state_dir": state_dir, "wait_timeout": wait_timeout,
+                  "heartbeat_interval": heartbeat_interval}
+    if run_control_plane:
+        conf.update(run_control_plane=True, etcd_binary=ETCD_BINARY)
     if site_registries:
         conf["site_registries"] = list(site_registries)
     return yaml.safe_dump(conf, sort_keys=False)

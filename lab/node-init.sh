@@ -78,6 +78,15 @@ if [ -n "$cluster" ]; then
   mount --bind "$cluster" "$root/var/lib/kubeferry-lab/cluster"
 fi
 
+# The real etcd that the kubelet double runs for kubeadm's etcd static pod (lab equipment:
+# the admin host's Debian etcd-server, read-only; lab/doubles/static_pods.py).
+if [ -x /usr/bin/etcd ]; then
+  mkdir -p "$root/usr/lib/kubeferry-lab/etcd"
+  touch "$root/usr/lib/kubeferry-lab/etcd/etcd"
+  mount --bind /usr/bin/etcd "$root/usr/lib/kubeferry-lab/etcd/etcd"
+  mount -o remount,bind,ro "$root/usr/lib/kubeferry-lab/etcd/etcd"
+fi
+
 hostname "$name"
 
 # Make the node's root the namespace's root and drop the admin host's tree from it, then

@@ -25,7 +25,13 @@ DOUBLES = Path(__file__).resolve().parent / "doubles"
 METADATA = Path(__file__).resolve().parent / "standin_packages.yaml"
 LIB = "/usr/lib/kubeferry-lab"
 DEFAULT_INTERPRETER = f"{LIB}/bin/python3"
-SHARED_FILES = ("doublelib.py", "clustermodel.py", "config-schema.yaml", "README.md")
+SHARED_FILES = (
+    "doublelib.py", "clustermodel.py", "config-schema.yaml", "README.md",
+    "kubeadm_pki.py", "kubeadm_manifests.py", "kubeadm_net.py", "aes_gcm.py",
+    # the kubelet double runs the API server stand-in from the kube-apiserver static pod
+    "apiserver_double.py", "apiserver_openapi.py", "apiserver-resources.yaml", "static_pods.py",
+    "apiclient.py",
+)
 BUILD_TIMEOUT = 300
 
 

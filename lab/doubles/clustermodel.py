@@ -9,6 +9,7 @@ agree on which pod lands on which node.
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 HEARTBEAT_STALE = 20.0  # seconds without a heartbeat before a node is NotReady
@@ -162,6 +163,55 @@ def node_ready(
             "container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady",
         )
     return True, "kubelet is posting ready status"
+
+
+def node_object(state: dict[str, Any], beats: dict[str, dict[str, Any]], node: dict[str, Any],
+                now: float) -> dict[str, Any]:
+    """The v1 Node of a registered node, as its kubelet reports it."""
+    ready, message = node_ready(state, beats, node["name"], now)
+    beat = beats.get(node["name"]) or {}
+    labels = {"kubernetes.io/hostname": node["name"], "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
+    if node["role"] == "control-plane":
+        labels["node-role.kubernetes.io/control-plane"] = ""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node["name"], "labels": labels,
+                     "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(node["joined"]))},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False",
+                            "reason": "KubeletReady" if ready else "KubeletNotReady", "message": message}],
+            "addresses": [{"type": "InternalIP", "address": node.get("address") or ""},
+                          {"type": "Hostname", "address": node["name"]}],
+            "nodeInfo": {"kubeletVersion": beat.get("version", ""), "containerRuntimeVersion": "containerd://1.6",
+                         "kubeProxyVersion": beat.get("version", "")},
+            "images": [{"names": [i]} for i in beat.get("images", [])],
+        },
+    }
+
+
+def pod_object(pod: dict[str, Any], state: dict[str, Any], beats: dict[str, dict[str, Any]],
+               now: float) -> tuple[dict[str, Any], str]:
+    """The v1 Pod of one modelled pod and its status word (Running, Pending, ErrImagePull, ...)."""
+    status, reason = pod_status(pod, state, beats, now)
+    running = status == "Running"
+    phase = {"Running": "Running", "Unknown": "Unknown"}.get(status, "Pending")
+    obj = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": pod["name"], "namespace": pod["namespace"], "labels": pod["labels"]},
+        "spec": {"nodeName": pod["node"], "hostNetwork": pod["hostNetwork"],
+                 "containers": [{"name": c["name"], "image": c["image"]} for c in pod["containers"]]},
+        "status": {
+            "phase": phase,
+            "conditions": [{"type": "Ready", "status": "True" if running else "False"}],
+            "containerStatuses": [
+                {"name": c["name"], "image": c["image"], "ready": running, "restartCount": 0,
+                 "state": {"running": {}} if running else {"waiting": {"reason": status, "message": reason}}}
+                for c in pod["containers"]],
+        },
+    }
+    return obj, status
 
 
 def service_ip(subnet: str, index: int) -> str:

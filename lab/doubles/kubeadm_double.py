@@ -22,7 +22,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import aes_gcm
 import clustermodel
+import kubeadm_manifests
+import kubeadm_net
+import kubeadm_pki
+import static_pods
 import yaml
 from doublelib import (
     Containerd,
@@ -533,70 +538,8 @@ def openssl(env: Env, *args: str) -> bytes:
     return result.stdout
 
 
-def make_ca(env: Env, crt: Path, key: Path, cn: str) -> None:
-    crt.parent.mkdir(parents=True, exist_ok=True)
-    openssl(
-        env,
-        "req",
-        "-x509",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        str(key),
-        "-out",
-        str(crt),
-        "-days",
-        "3650",
-        "-subj",
-        f"/CN={cn}",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,digitalSignature,keyCertSign",
-    )
-    os.chmod(key, 0o600)
-
-
 def make_client_cert(env: Env, ca_crt: Path, ca_key: Path, subject: str) -> tuple[bytes, bytes]:
-    with tempfile.TemporaryDirectory() as tmp:
-        key, csr, crt = Path(tmp, "k"), Path(tmp, "csr"), Path(tmp, "crt")
-        openssl(
-            env,
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(csr),
-            "-subj",
-            subject,
-        )
-        openssl(
-            env,
-            "x509",
-            "-req",
-            "-in",
-            str(csr),
-            "-CA",
-            str(ca_crt),
-            "-CAkey",
-            str(ca_key),
-            "-CAcreateserial",
-            "-CAserial",
-            str(Path(tmp, "srl")),
-            "-out",
-            str(crt),
-            "-days",
-            "365",
-        )
-        return crt.read_bytes(), key.read_bytes()
+    return kubeadm_pki.sign(lambda *args: openssl(env, *args), ca_crt, ca_key, subject, "clientAuth")
 
 
 def ca_hash(env: Env, ca_crt: Path) -> str:
@@ -606,24 +549,13 @@ def ca_hash(env: Env, ca_crt: Path) -> str:
     return "sha256:" + hashlib.sha256(base64.b64decode(body)).hexdigest()
 
 
-def generate_pki(env: Env) -> None:
+def generate_pki(env: Env, cluster: dict[str, Any], node: str, advertise: str) -> None:
+    """The certs phase: the shared CAs and sa key (unless present), then this node's certificates."""
     pki = env.path(PKI)
-    make_ca(env, pki / "ca.crt", pki / "ca.key", "kubernetes")
-    make_ca(env, pki / "front-proxy-ca.crt", pki / "front-proxy-ca.key", "front-proxy-ca")
-    make_ca(env, pki / "etcd/ca.crt", pki / "etcd/ca.key", "etcd-ca")
-    # EC keys throughout (kubeadm 1.25 makes RSA 2048): the same files, ten times faster to make.
-    openssl(
-        env,
-        "genpkey",
-        "-algorithm",
-        "EC",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-out",
-        str(pki / "sa.key"),
-    )
-    openssl(env, "pkey", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
-    os.chmod(pki / "sa.key", 0o600)
+    run = lambda *args: openssl(env, *args)  # noqa: E731
+    if not (pki / "ca.crt").exists():
+        kubeadm_pki.make_shared(run, pki)
+    kubeadm_pki.make_node_certs(run, pki, cluster, node, advertise)
 
 
 def kubeconfig(server: str, ca_pem: bytes, user: str, cert: bytes, key: bytes) -> bytes:
@@ -708,31 +640,17 @@ def static_pod(name: str, image: str, command: list[str]) -> bytes:
 
 
 def write_static_pods(
-    env: Env, cluster: dict[str, Any], images: dict[str, str], advertise: str, port: int, etcd: bool
+    env: Env, cluster: dict[str, Any], images: dict[str, str], node: str, advertise: str, port: int, etcd: bool,
+    members: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    net = cluster.get("networking") or {}
+    """kubeadm's control-plane (and local etcd) manifests; ``members``: etcd peers a join adds to."""
     pods = {
-        "kube-apiserver": [
-            "kube-apiserver",
-            f"--advertise-address={advertise}",
-            f"--secure-port={port}",
-            f"--service-cluster-ip-range={net.get('serviceSubnet')}",
-            "--etcd-servers=https://127.0.0.1:2379",
-        ],
-        "kube-controller-manager": [
-            "kube-controller-manager",
-            f"--cluster-cidr={net.get('podSubnet', '')}",
-            "--allocate-node-cidrs=true",
-            "--kubeconfig=/etc/kubernetes/controller-manager.conf",
-        ],
-        "kube-scheduler": ["kube-scheduler", "--kubeconfig=/etc/kubernetes/scheduler.conf"],
+        "kube-apiserver": kubeadm_manifests.apiserver(cluster, advertise, port),
+        "kube-controller-manager": kubeadm_manifests.controller_manager(cluster),
+        "kube-scheduler": kubeadm_manifests.scheduler(cluster),
     }
     if etcd:
-        pods["etcd"] = [
-            "etcd",
-            f"--advertise-client-urls=https://{advertise}:2379",
-            "--data-dir=/var/lib/etcd",
-        ]
+        pods["etcd"] = kubeadm_manifests.etcd(cluster, node, advertise, members)
     written = {}
     for name, command in pods.items():
         write_atomic(env.path(f"{MANIFESTS}/{name}.yaml"), static_pod(name, images[name], command), 0o600)
@@ -808,6 +726,41 @@ def wait_for_kubelet(env: Env, node: str, static: dict[str, str], since: float, 
     raise phase_error(phase, "error uploading crisocket: timed out waiting for the condition")
 
 
+def wait_for_apiserver(env: Env, advertise: str, port: int, phase: str) -> None:
+    """kubeadm's wait for the API server's /healthz (only when the kubelet double runs it)."""
+    if not static_pods.enabled(env):
+        return
+    context = kubeadm_net.tls(env.path(f"{PKI}/ca.crt"))
+    problem = kubeadm_net.wait_healthy(f"https://{advertise}:{port}/healthz", context,
+                                       float(env.setting("wait_timeout", 240)))
+    if problem:
+        raise phase_error(phase, f"timed out waiting for the condition (API server /healthz: {problem})")
+
+
+def add_etcd_member(env: Env, members: dict[str, str], advertise: str) -> None:
+    out("[etcd] Announced new etcd member joining to the existing etcd cluster")
+    context = kubeadm_net.tls(env.path(f"{PKI}/etcd/ca.crt"), env.path(f"{PKI}/apiserver-etcd-client.crt"),
+                              env.path(f"{PKI}/apiserver-etcd-client.key"))
+    problem = kubeadm_net.etcd_member_add([f"https://{address}:2379" for address in members.values()],
+                                          f"https://{advertise}:2380", context)
+    if problem:
+        raise phase_error("control-plane-join/etcd", f"error creating local etcd static pod manifest file: {problem}")
+
+
+def remove_etcd_member(env: Env, node: str) -> None:
+    """kubeadm reset on a stacked-etcd control plane: its member leaves the etcd cluster."""
+    state = env.state.read()
+    others = [n["address"] for n in state.get("nodes", [])
+              if n.get("role") == "control-plane" and not n.get("reset") and n["name"] != node]
+    client = env.path(f"{PKI}/apiserver-etcd-client.crt")
+    if not static_pods.enabled(env) or not others or not client.exists():
+        return
+    context = kubeadm_net.tls(env.path(f"{PKI}/etcd/ca.crt"), client, env.path(f"{PKI}/apiserver-etcd-client.key"))
+    problem = kubeadm_net.etcd_member_remove([f"https://{a}:2379" for a in others], node, context)
+    if problem:
+        out(f"[reset] Failed to remove etcd member: {problem}\nPlease manually remove this etcd member using etcdctl")
+
+
 # ---------------------------------------------------------------- commands
 
 
@@ -829,9 +782,9 @@ def record_token(data: dict[str, Any], token: str, ttl: float, description: str 
 
 
 def upload_certs(env: Env, key: str) -> str:
-    """Store the shared certificates (the kubeadm-certs Secret) under ``key`` for 2 hours."""
+    """The kubeadm-certs Secret: each shared certificate sealed with AES-GCM under ``key`` (2 h)."""
     key = key or secrets.token_hex(32)
-    bundle = {}
+    data = {}
     for name in SHARED_CERTS:
         path = env.path(f"{PKI}/{name}")
         if not path.exists():
@@ -839,10 +792,18 @@ def upload_certs(env: Env, key: str) -> str:
                 "upload-certs",
                 f"error uploading certs: open {PKI}/{name}: no such file or directory",
             )
-        bundle[name] = base64.b64encode(path.read_bytes()).decode()
-    env.state.write_file("kubeadm-certs.json", json.dumps(bundle).encode())
-    with env.state.update() as data:
-        data["certificate_key"] = {
+        sealed = aes_gcm.seal(bytes.fromhex(key), path.read_bytes())
+        data[name.replace("/", "-")] = base64.b64encode(sealed).decode()
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "kubeadm-certs", "namespace": "kube-system"},
+        "type": "Opaque",
+        "data": data,
+    }
+    env.state.write_file("kubeadm-certs.json", json.dumps(secret).encode())
+    with env.state.update() as state:
+        state["certificate_key"] = {
             "key": key,
             "expires": time.time() + CERT_KEY_TTL,
             "node": env.hostname,
@@ -1028,9 +989,9 @@ def cmd_init(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
             f"lab double: the cluster was already initialised on {state['init']['node']}",
         )
     endpoint = endpoint_of(cluster, advertise, bind_port)
-    if "certs" not in skip and not env.path(f"{PKI}/ca.crt").exists():
+    if "certs" not in skip:
         out(f'[certs] Using certificateDir folder "{PKI}"')
-        generate_pki(env)
+        generate_pki(env, cluster, node_name, advertise)
     hash_ = ca_hash(env, env.path(f"{PKI}/ca.crt"))
     if "kubeconfig" not in skip:
         out('[kubeconfig] Using kubeconfig folder "/etc/kubernetes"')
@@ -1048,7 +1009,7 @@ def cmd_init(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     if "control-plane" not in skip or "etcd" not in skip:
         out(f'[control-plane] Using manifest folder "{MANIFESTS}"')
         static = write_static_pods(
-            env, cluster, images, advertise, bind_port, etcd="etcd" in images and "etcd" not in skip
+            env, cluster, images, node_name, advertise, bind_port, etcd="etcd" in images and "etcd" not in skip
         )
     with env.state.update() as data:
         nodes = [n for n in data.get("nodes", []) if n["name"] != node_name]
@@ -1101,6 +1062,7 @@ def cmd_init(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         f'[wait-control-plane] Waiting for the kubelet to boot up the control plane as static Pods from directory "{MANIFESTS}". This can take up to 4m0s'
     )
     wait_for_kubelet(env, node_name, static, started, "wait-control-plane")
+    wait_for_apiserver(env, advertise, bind_port, "wait-control-plane")
     out(
         '[upload-config] Storing the configuration used in ConfigMap "kubeadm-config" in the "kube-system" Namespace'
     )
@@ -1417,6 +1379,7 @@ def cmd_join(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
                 ignored,
             )
         download_certs(env, key)
+        generate_pki(env, cluster, node_name, advertise)
     else:
         env.path(PKI).mkdir(parents=True, exist_ok=True)
         write_atomic(env.path(join.get("caCertPath") or f"{PKI}/ca.crt"), env.state.read_file("ca.crt"))
@@ -1444,7 +1407,13 @@ def cmd_join(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
             f"https://{endpoint}",
             ("admin.conf", "kubelet.conf", "controller-manager.conf", "scheduler.conf"),
         )
-        static = write_static_pods(env, cluster, images, advertise, bind_port, etcd="etcd" in images)
+        members = {n["name"]: n["address"] for n in state.get("nodes", [])
+                   if n.get("role") == "control-plane" and not n.get("reset") and n["name"] != node_name}
+        if static_pods.enabled(env) and "etcd" in images:
+            add_etcd_member(env, members, advertise)
+        static = write_static_pods(
+            env, cluster, images, node_name, advertise, bind_port, etcd="etcd" in images, members=members
+        )
         with env.state.update() as data:
             for node in data["nodes"]:
                 if node["name"] == node_name:
@@ -1459,6 +1428,8 @@ def cmd_join(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     start_kubelet(env)
     out("[kubelet-start] Waiting for the kubelet to perform the TLS Bootstrap...")
     wait_for_kubelet(env, node_name, static, started, "kubelet-start")
+    if control_plane is not None:
+        wait_for_apiserver(env, advertise, bind_port, "control-plane-join")
     if control_plane is not None:
         out("\nThis node has joined the cluster and a new control plane instance was created:\n")
         out(
@@ -1514,21 +1485,21 @@ def download_certs(env: Env, key: str) -> None:
             '"kube-system" Namespace. This Secret might have expired. Please, run `kubeadm init phase '
             "upload-certs --upload-certs` on a control plane to generate a new one",
         )
-    if not secrets.compare_digest(stored["key"], key):
-        raise phase_error(
-            "control-plane-prepare/download-certs",
-            "error downloading certs: error decoding secret data with provided key: cipher: message authentication failed",
-        )
     out(
         '[download-certs] Downloading the certificates in Secret "kubeadm-certs" in the "kube-system" Namespace'
     )
-    bundle = json.loads(secret.read_text())
-    for name, data in bundle.items():
-        write_atomic(
-            env.path(f"{PKI}/{name}"),
-            base64.b64decode(data),
-            0o600 if name.endswith(".key") else 0o644,
-        )
+    data = json.loads(secret.read_text())["data"]
+    opened = {}
+    for name in SHARED_CERTS:
+        try:
+            opened[name] = aes_gcm.open_sealed(bytes.fromhex(key), base64.b64decode(data[name.replace("/", "-")]))
+        except aes_gcm.AuthenticationFailed as error:
+            raise phase_error(
+                "control-plane-prepare/download-certs",
+                f"error downloading certs: error decoding secret data with provided key: {error}",
+            ) from None
+    for name, content in opened.items():
+        write_atomic(env.path(f"{PKI}/{name}"), content, 0o600 if name.endswith(".key") else 0o644)
 
 
 def cmd_token(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
@@ -1622,6 +1593,7 @@ def cmd_reset(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     if systemd_running(env):
         out("[reset] Stopping the kubelet service")
         subprocess.run(["systemctl", "stop", "kubelet"], capture_output=True, timeout=60)
+    remove_etcd_member(env, node)
     removed = []
     for path in (MANIFESTS, PKI, "/var/lib/etcd", "/var/lib/kubelet"):
         target = env.path(path)

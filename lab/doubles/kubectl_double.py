@@ -330,82 +330,16 @@ def node_objects(session: Session) -> list[dict[str, Any]]:
     for node in clustermodel.nodes(session.state):
         if node.get("reset") and node["name"] not in session.beats:
             continue
-        ready, message = clustermodel.node_ready(session.state, session.beats, node["name"], session.now)
-        beat = session.beats.get(node["name"]) or {}
-        labels = {"kubernetes.io/hostname": node["name"], "kubernetes.io/os": "linux"}
-        if node["role"] == "control-plane":
-            labels["node-role.kubernetes.io/control-plane"] = ""
-        result.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": node["name"],
-                    "labels": labels,
-                    "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(node["joined"])),
-                },
-                "status": {
-                    "conditions": [
-                        {
-                            "type": "Ready",
-                            "status": "True" if ready else "False",
-                            "reason": "KubeletReady" if ready else "KubeletNotReady",
-                            "message": message,
-                        }
-                    ],
-                    "addresses": [
-                        {"type": "InternalIP", "address": node.get("address") or ""},
-                        {"type": "Hostname", "address": node["name"]},
-                    ],
-                    "nodeInfo": {
-                        "kubeletVersion": beat.get("version", ""),
-                        "containerRuntimeVersion": "containerd://1.6",
-                        "kubeProxyVersion": beat.get("version", ""),
-                    },
-                    "images": [{"names": [i]} for i in beat.get("images", [])],
-                },
-                "_joined": node["joined"],
-                "_role": node["role"],
-            }
-        )
+        obj = clustermodel.node_object(session.state, session.beats, node, session.now)
+        result.append({**obj, "_joined": node["joined"], "_role": node["role"]})
     return result
 
 
 def pod_objects(session: Session) -> list[dict[str, Any]]:
     result = []
     for pod in clustermodel.pods(session.state, session.beats):
-        status, reason = clustermodel.pod_status(pod, session.state, session.beats, session.now)
-        running = status == "Running"
-        phase = {"Running": "Running", "Unknown": "Unknown"}.get(status, "Pending")
-        result.append(
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {"name": pod["name"], "namespace": pod["namespace"], "labels": pod["labels"]},
-                "spec": {
-                    "nodeName": pod["node"],
-                    "hostNetwork": pod["hostNetwork"],
-                    "containers": [{"name": c["name"], "image": c["image"]} for c in pod["containers"]],
-                },
-                "status": {
-                    "phase": phase,
-                    "conditions": [{"type": "Ready", "status": "True" if running else "False"}],
-                    "containerStatuses": [
-                        {
-                            "name": c["name"],
-                            "image": c["image"],
-                            "ready": running,
-                            "restartCount": 0,
-                            "state": {"running": {}}
-                            if running
-                            else {"waiting": {"reason": status, "message": reason}},
-                        }
-                        for c in pod["containers"]
-                    ],
-                },
-                "_status": status,
-            }
-        )
+        obj, status = clustermodel.pod_object(pod, session.state, session.beats, session.now)
+        result.append({**obj, "_status": status})
     return result
 
 

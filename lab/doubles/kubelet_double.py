@@ -17,7 +17,10 @@ from typing import Any
 
 import clustermodel
 import yaml
+from apiclient import ApiClient, ApiUnavailable
 from doublelib import Containerd, Env, Fail, parse_flags, read_text, write_atomic
+from static_pods import StaticPods
+from static_pods import enabled as static_runner_enabled
 
 PULL_RETRY = 15.0  # seconds before a failed pull is tried again (kubelet's back-off, shortened)
 
@@ -50,18 +53,74 @@ def flag_file_args(env: Env) -> list[str]:
     return match.group(1).split() if match else []
 
 
-def static_pods(env: Env, manifests: str) -> dict[str, str]:
+def static_pod_docs(env: Env, manifests: str) -> dict[str, dict[str, Any]]:
+    """Pod name -> manifest, for every readable pod manifest in staticPodPath."""
     result = {}
     folder = env.path(manifests)
     if folder.is_dir():
         for item in sorted(folder.glob("*.yaml")):
             try:
                 doc = yaml.safe_load(item.read_text()) or {}
-                name = doc["metadata"]["name"]
-                result[name] = doc["spec"]["containers"][0]["image"]
+                if doc["spec"]["containers"][0]["image"]:
+                    result[doc["metadata"]["name"]] = doc
             except (OSError, yaml.YAMLError, KeyError, IndexError, TypeError):
                 continue
     return result
+
+
+class ApiReport:
+    """This kubelet's Node and its pods in the API (through kubelet.conf), written on change.
+
+    Only where the site runs its control planes (``run_control_plane``); what is reported
+    is clustermodel's view, the same the kubectl double answers with.
+    """
+
+    REFRESH = 20.0
+
+    def __init__(self, env: Env, node: str) -> None:
+        self.env, self.node = env, node
+        self.client: ApiClient | None = None
+        self.written: dict[str, tuple[str, float]] = {}
+        self.complaint = ""
+
+    def objects(self, state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+        record = next((n for n in state.get("nodes", []) if n["name"] == self.node and not n.get("reset")), None)
+        if record is None:
+            return []
+        now = time.time()
+        objects = [("/api/v1/nodes", clustermodel.node_object(state, beats, record, now))]
+        for pod in clustermodel.pods(state, beats):
+            if pod["node"] == self.node:
+                obj, _ = clustermodel.pod_object(pod, state, beats, now)
+                objects.append((f"/api/v1/namespaces/{pod['namespace']}/pods", obj))
+        return objects
+
+    def report(self, state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> None:
+        conf = self.env.path("/etc/kubernetes/kubelet.conf")
+        if not conf.exists():
+            self.client = None
+            return
+        try:
+            if self.client is None:
+                self.client = ApiClient(conf, self.env.path("/var/lib/kubelet/pki"))
+            for collection, obj in self.objects(state, beats):
+                key, text = f"{collection}/{obj['metadata']['name']}", json.dumps(obj, sort_keys=True)
+                last, at = self.written.get(key, ("", 0.0))
+                if last == text and time.time() - at < self.REFRESH:
+                    continue
+                code = self.client.upsert(collection, obj)
+                if code < 300:
+                    self.written[key] = (text, time.time())
+                else:
+                    self.say(f"{key}: HTTP {code}")
+            self.complaint = ""
+        except (ApiUnavailable, OSError, KeyError, StopIteration, ValueError) as error:
+            self.say(str(error))
+
+    def say(self, complaint: str) -> None:
+        if complaint != self.complaint:
+            log(f"E node status not reported: {complaint}")
+            self.complaint = complaint
 
 
 def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
@@ -99,15 +158,29 @@ def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    log(f"kubelet double running for node {node}")
+    runner = StaticPods(env, node) if static_runner_enabled(env) else None
+    try:
+        beat_until_stopped(env, flags, config_path, manifests, node, interval, stop, runner)
+    finally:
+        if runner:
+            runner.stop_all()
+    log("kubelet double stopping")
+
+
+def beat_until_stopped(env: Env, flags: dict[str, Any], config_path: str, manifests: str, node: str,
+                       interval: float, stop: dict[str, bool], runner: StaticPods | None) -> None:
+    config = yaml.safe_load(read_text(env.path(config_path)) or "") or {}
+    reporter = ApiReport(env, node) if runner else None
     failed_at: dict[str, float] = {}
     errors: dict[str, str] = {}
-    log(f"kubelet double running for node {node}")
     while not stop["now"]:
         if read_text(env.path(config_path)) is None:
             raise Fail(f"E0000 kubelet config {config_path} disappeared (kubeadm reset?): exiting")
         runtime = Containerd(env, str(flags.get("--container-runtime-endpoint") or ""))
         present = runtime.images()
-        static = static_pods(env, manifests)
+        docs = static_pod_docs(env, manifests)
+        static = {name: doc["spec"]["containers"][0]["image"] for name, doc in docs.items()}
         wanted = {runtime.sandbox_image} | set(static.values())
         state = env.state.read()
         if any(n["name"] == node for n in state.get("nodes", [])):
@@ -124,6 +197,7 @@ def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
             else:
                 errors.pop(image, None)
         present = runtime.images()
+        control_plane = runner.sync(docs, present) if runner else {}
         beat = {
             "node": node,
             "time": time.time(),
@@ -137,9 +211,11 @@ def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
             "cgroupDriver": config.get("cgroupDriver", "cgroupfs"),
             "containerd_systemd_cgroup": runtime.systemd_cgroup,
             "containerd_running": not runtime.running_error(),
+            "control_plane": control_plane,
         }
         write_atomic(env.state.heartbeat_path(node), json.dumps(beat, sort_keys=True).encode())
+        if reporter:
+            reporter.report(env.state.read(), env.state.heartbeats())
         deadline = time.time() + interval
         while not stop["now"] and time.time() < deadline:
             time.sleep(0.1)
-    log("kubelet double stopping")

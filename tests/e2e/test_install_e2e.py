@@ -6,9 +6,13 @@ of the site meanwhile (the air-gap counter stays at 0)."""
 
 from __future__ import annotations
 
+import functools
+import json
 import os
+import subprocess
+import time
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import pytest
@@ -16,9 +20,12 @@ import pytest
 from kubeferry.bundle.reader import Bundle
 from kubeferry.lab import scenario
 from kubeferry.lab.double_state import ClusterRecord
+from kubeferry.lab.kubectl_release import kubectl_binary
 from kubeferry.lab.site import Site
+from kubeferry.lab.upstream_packages import reference_dir
 
 pytestmark = [pytest.mark.real, pytest.mark.lab]
+CALICO = reference_dir() / "calico-v3.24.5.yaml"
 # What a worker runs: kube-proxy, the sandbox, coredns, calico, and verify's DNS pod.
 WORKER_NEEDS = ("kube-proxy", "pause", "coredns", "calico/", "library/busybox")
 
@@ -69,6 +76,8 @@ def _check_install(sc: scenario.Scenario, control_planes: list[str], workers: li
     if sc.harbor is not None:
         assert sc.harbor.admin_password not in logs + first.stdout + first.stderr
 
+    _check_real_kubectl(sc, control_planes + workers, sc.work / "kubectl")
+
     again = sc.install(run_dir="run2")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr
     assert ": changed" not in again.stdout
@@ -76,6 +85,47 @@ def _check_install(sc: scenario.Scenario, control_planes: list[str], workers: li
     assert "cat >>" not in rerun_logs  # nothing re-sent
     assert "kubeadm init" not in rerun_logs and "kubeadm join" not in rerun_logs
     _check_air_gap_held(sc)
+
+
+def _check_real_kubectl(sc: scenario.Scenario, names: list[str], tmp: Path) -> None:
+    """The admin kubeconfig install wrote, in real kubectl 1.25 and 1.26 on this machine (the
+    lab's .1): through controlPlaneEndpoint (the VIP and haproxy in HA), TLS verified, to the
+    API server stand-ins the control planes' kubelets run, state in their real etcd."""
+    inventory = PurePosixPath(sc.admin_inventory)
+    config = sc.admin.path(str(inventory.with_name(f"{inventory.stem}-admin.conf")))
+    tmp.mkdir(parents=True, exist_ok=True)
+    calico = tmp / "calico.yaml"
+    calico.write_text(CALICO.read_text())
+    for minor in ("1.25", "1.26"):
+        kubectl = functools.partial(_kubectl, minor, config, tmp / f"cache-{minor}")
+        # each kubelet reports its node's status on its own beat (as kubelets do every 10 s)
+        deadline = time.monotonic() + 60
+        while True:
+            nodes = json.loads(kubectl("get", "nodes", "-o", "json").stdout)["items"]
+            ready = {n["metadata"]["name"]: [c["status"] for c in n["status"]["conditions"]
+                                             if c["type"] == "Ready"] for n in nodes}
+            if ready == {name: ["True"] for name in names} or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert ready == {name: ["True"] for name in names}
+        pods = json.loads(kubectl("get", "pods", "-A", "-o", "json").stdout)["items"]
+        running = {p["metadata"]["name"] for p in pods if p["status"]["phase"] == "Running"}
+        assert {f"kube-apiserver-{name}" for name in names if name in _control_planes(sc)} <= running
+        assert len(running) == len(pods)
+        assert kubectl("get", "crd").returncode == 0
+        dry = kubectl("apply", "--dry-run=server", "-f", str(calico))
+        assert dry.returncode == 0, dry.stderr
+        assert "daemonset.apps/calico-node created (server dry run)" in dry.stdout
+
+
+def _kubectl(minor: str, config: Path, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(kubectl_binary(minor)), "--kubeconfig", str(config), "--cache-dir", str(cache), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+
+def _control_planes(sc: scenario.Scenario) -> set[str]:
+    order = ClusterRecord(sc.site.cluster_state).join_order()
+    return {name for name, role in order if role == "control-plane"}
 
 
 def _check_air_gap_held(sc: scenario.Scenario) -> None:
@@ -111,6 +161,10 @@ def test_ha_three_control_planes_vip_one_worker(tmp_path: Path) -> None:
         holders = [node.name for node in site.nodes[:3]
                    if site.vip in node.ssh("ip -4 -o addr show").stdout]
         assert len(holders) == 1, holders
+        # one API server down: the kubelet double restarts it; meanwhile the VIP still answers
+        pid = site.node("node1").ssh("pgrep -f -o kubelet/apiserver_double.py").stdout.split()[0]
+        site.node("node1").ssh(f"kill {pid}")
+        _check_real_kubectl(sc, ["node1", "node2", "node3", "node4"], sc.work / "kubectl-one-down")
 
 
 def test_registry_none_images_only_by_ctr_import(tmp_path: Path) -> None:

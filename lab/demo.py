@@ -24,7 +24,7 @@ from pathlib import Path
 
 from kubeferry.errors import KubeferryError
 from kubeferry.lab import airgap, scenario
-from kubeferry.lab.site import Site
+from kubeferry.lab.site import NODE_OSES, Site
 
 
 def step(title: str) -> None:
@@ -39,10 +39,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="`registry: none`: no Harbor, every image by ctr import only")
     parser.add_argument("--keep", action="store_true", help="leave the lab up at the end")
     parser.add_argument("--name", default="demo", help="the lab site's name (default demo)")
+    parser.add_argument("--os", default="debian12", choices=NODE_OSES, dest="os_name",
+                        help="the nodes' OS and the bundle's (el8: Rocky 8 nodes, lab/el_root.py)")
     options = parser.parse_args(argv)
     try:
         step("air-gap lab: nodes in network namespaces, no route out")
-        site = scenario.site_up(options.name, 4 if options.ha else 3, log=print)
+        site = scenario.site_up(options.name, 4 if options.ha else 3, log=print,
+                                os_name=options.os_name)
     except KubeferryError as error:
         print(f"demo: {error}", file=sys.stderr)
         return error.exit_code

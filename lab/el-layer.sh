@@ -44,14 +44,13 @@ for program in /usr/bin/dnf /usr/sbin/firewalld /usr/bin/firewall-cmd /usr/bin/f
     sed -i '1s|^#!.*python3.*$|#!/usr/libexec/platform-python|' "$root$program"
   fi
 done
-# EL's rpm database path (Debian's rpm defaults to ~/.rpmdb), and EL's chronyd.service
-# (Debian's chrony.service is aliased so) reading EL's /etc/chrony.conf.
+# EL's rpm database path (Debian's rpm defaults to ~/.rpmdb). chrony's unit is EL's
+# chronyd.service (from the release files below), not Debian's chrony.service alias.
 mkdir -p "$root/etc/rpm"
 echo '%_dbpath /var/lib/rpm' > "$root/etc/rpm/macros.kubeferry-lab-el"
-if [ -f "$root/etc/default/chrony" ]; then
-  echo 'DAEMON_OPTS="-F 1 -f /etc/chrony.conf"' > "$root/etc/default/chrony"
-  cp "$root/etc/chrony/chrony.conf" "$root/etc/chrony.conf"
-fi
+in_root systemctl disable chrony.service >/dev/null 2>&1 || true
+rm -f "$root/usr/lib/systemd/system/chrony.service" "$root/etc/default/chrony"
+cp "$root/etc/chrony/chrony.conf" "$root/etc/chrony.conf"
 # EL's command names: yum is dnf's (EL8), libraries of the stand-in rpms live in /usr/lib64.
 ln -sf dnf "$root/usr/bin/yum"
 echo /usr/lib64 > "$root/etc/ld.so.conf.d/el-lib64.conf"
@@ -80,6 +79,6 @@ in_root /usr/libexec/platform-python /usr/bin/dnf -q -y --setopt=reposdir=/dev/n
 umount "$root/tmp/baseos"
 rm -rf "$root/var/cache/dnf" "$root/var/log/dnf"* "$root/var/log/hawkey.log"
 
-# firewalld is enabled and starts at boot, as on EL.
-in_root systemctl enable firewalld.service >/dev/null 2>&1 || true
+# firewalld and chronyd are enabled and start at boot, as on EL.
+in_root systemctl enable firewalld.service chronyd.service
 umount "$root/etc/resolv.conf"

@@ -76,6 +76,11 @@ class Site:
     # -- the public surface -------------------------------------------------------------
 
     @property
+    def airgap_iptables(self) -> str:
+        """The air-gap counter's iptables: xtables on EL sites (firewalld flushes nftables)."""
+        return "iptables" if self.layer is None else "iptables-legacy"
+
+    @property
     def lower(self) -> str:
         """The nodes' overlay lower directories: the EL layer (if any) over the base root."""
         return str(self.base) if self.layer is None else f"{self.layer}:{self.base}"
@@ -247,7 +252,8 @@ class Site:
         refused in its own namespace; ``lab/airgap.py``), by host name."""
         members = [(n.name, n.netns) for n in self.nodes]
         members += [(h.name, h.netns) for h in self.hosts.values()]
-        return {name: airgap.count(netns) for name, netns in members if network.netns_exists(netns)}
+        return {name: airgap.count(netns, self.airgap_iptables) for name, netns in members
+                if network.netns_exists(netns)}
 
     def airgap_destinations(self) -> dict[str, list[str]]:
         """Where each lab host's refused packets were going, by host name (hosts with any)."""
@@ -372,7 +378,7 @@ class Site:
         self.journal.add("link", name=veth)
         network.add_veth(veth, netns, self.bridge,
                          ipaddress.IPv4Interface(f"{address}/{self.subnet.prefixlen}"))
-        airgap.install(netns, self.subnet, self.admin_address)
+        airgap.install(netns, self.subnet, self.admin_address, self.airgap_iptables)
 
     def _site_resolver(self, netns: str) -> None:
         """The site's resolv.conf (no DNS server) for processes ``ip netns exec`` starts in

@@ -43,7 +43,7 @@ def layer_debs(os_name: str) -> list[str]:
     spec = el_upstream.data()[os_name]
     names = list(_node(os_name)["debs"])
     payload = {f["deb"] for repo in spec["repositories"] for p in el_upstream.packages(os_name, repo)
-               for f in p.files.values()}
+               for f in p.files.values() if "deb" in f}
     for deb in el_upstream.payload_debs(payload).values():
         depends = proc.run(["dpkg-deb", "-f", str(deb), "Depends"]).stdout.decode()
         for clause in depends.split(","):

@@ -77,6 +77,8 @@ class RpmPackage:
     obsoletes: list[str] = field(default_factory=list)
     conflicts: list[str] = field(default_factory=list)
     files: dict[str, dict[str, str]] = field(default_factory=dict)
+    dirs: list[str] = field(default_factory=list)
+    pre: str | None = None  # the %pre scriptlet (haproxy's user)
     module: str | None = None
 
     @classmethod
@@ -88,7 +90,8 @@ class RpmPackage:
                    provides=[str(p) for p in entry.get("provides", [])],
                    obsoletes=list(entry.get("obsoletes", [])),
                    conflicts=list(entry.get("conflicts", [])),
-                   files=dict(entry.get("files") or {}), module=entry.get("module"))
+                   files=dict(entry.get("files") or {}), dirs=list(entry.get("dirs", [])),
+                   pre=entry.get("pre"), module=entry.get("module"))
 
     @property
     def filename(self) -> str:
@@ -179,7 +182,7 @@ The packages of the kubeferry lab's stand-in of REPO.
 """
 
 
-def _spec(repo: str, items: list[RpmPackage], trees: dict[str, Path]) -> str:
+def _spec(repo: str, items: list[RpmPackage], trees: dict[str, Path], work: Path) -> str:
     parts = [_SPEC_HEAD.replace("REPO", repo)]
     install = ["%install", "mkdir -p %{buildroot}"]
     files = []
@@ -196,28 +199,40 @@ def _spec(repo: str, items: list[RpmPackage], trees: dict[str, Path]) -> str:
             lines += [f"{tag}: {value}" for value in values]
         lines += [f"%description -n {package.name}",
                   f"Stand-in of {package.name} for the kubeferry air-gap lab.", ""]
+        if package.pre:
+            lines += [f"%pre -n {package.name}", package.pre.rstrip(), ""]
         parts.append("\n".join(lines))
+        for directory in package.dirs:
+            install.append(f"mkdir -p %{{buildroot}}{directory}")
         for target, source in package.files.items():
+            if "text" in source:  # a file of the real package (unit, sysconfig), as data
+                origin = work / "text" / package.name / target.lstrip("/")
+                origin.parent.mkdir(parents=True, exist_ok=True)
+                origin.write_text(source["text"])
+                install.append(f"install -D -m 644 {origin} %{{buildroot}}{target}")
+                continue
             origin = trees[source["deb"]] / source.get("from", target).lstrip("/")
             if not origin.exists():
                 raise OperationError(f"el_upstream.yaml: {package.name} {target}: Debian's "
                                      f"{source['deb']} has no {source.get('from', target)}")
             install.append(f"install -D -m {origin.stat().st_mode & 0o7777:o} {origin} "
                            f"%{{buildroot}}{target}")
-        files.append("\n".join([f"%files -n {package.name}", *package.files, ""]))
+        listed = [f"%config(noreplace) {p}" if p.startswith("/etc/") else p for p in package.files]
+        listed += [f"%dir {d}" for d in package.dirs]
+        files.append("\n".join([f"%files -n {package.name}", *listed, ""]))
     return "\n".join([*parts, "\n".join(install), "", *files])
 
 
 def build_repo_rpms(os_name: str, repo: str, out_dir: Path) -> list[Path]:
     """The repository's rpms under ``out_dir/Packages`` (one rpmbuild, many subpackages)."""
     items = packages(os_name, repo)
-    debs = payload_debs({f["deb"] for p in items for f in p.files.values()})
+    debs = payload_debs({f["deb"] for p in items for f in p.files.values() if "deb" in f})
     target = out_dir / "Packages"
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="kubeferry-lab-el-") as tmp:
         work = Path(tmp)
         spec_file = work / f"{repo}.spec"
-        spec_file.write_text(_spec(repo, items, _extract(debs, work)))
+        spec_file.write_text(_spec(repo, items, _extract(debs, work), work))
         rpmdir = work / "rpms"
         _run(["rpmbuild", "-bb", "--quiet", "--define", f"_topdir {work}/top",
               "--define", f"_rpmdir {rpmdir}",

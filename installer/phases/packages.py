@@ -2,8 +2,9 @@
 
 EL: /etc/yum.repos.d/kubeferry.repo (baseurl file:// into the distributed bundle,
 gpgcheck=1 with the bundled keys imported by ``rpm --import``), then ``yum``/``dnf
-install --disablerepo='*' --enablerepo=kubeferry``. Debian/Ubuntu: a source list outside
-sources.list.d used alone (``Dir::Etc::sourcelist`` + ``sourceparts=-``), ``[trusted=yes]``
+install --disablerepo='*' --enablerepo=kubeferry``, kubeadm/kubelet/kubectl versionlocked
+(``installer/versionlock.py``). Debian/Ubuntu: a source list outside
+sources.list.d used alone (``Dir::Etc::sourcelist`` + ``sourceparts=-``), held, ``[trusted=yes]``
 because the flat repository's Release is unsigned (its integrity is the bundle's: every
 file was checked by sha256 on the node by ``distribute``). Packages already installed at
 the bundled version (or newer, except the pinned kubeadm/kubelet/kubectl) are left alone.
@@ -18,7 +19,7 @@ from typing import Any
 
 from kubeferry.bundler.versioncmp import debian_compare, evr_compare, parse_evr
 from kubeferry.errors import InputError, OperationError
-from kubeferry.installer import facts, operations, timesync
+from kubeferry.installer import facts, operations, timesync, versionlock
 from kubeferry.installer.bundle_members import read_member
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.gpgkeys import rpm_key_ids
@@ -162,6 +163,7 @@ def install_steps(ctx: InstallContext, host: Host) -> list[Step]:
     if target.is_rpm:
         steps = rpm_repo_steps(ctx, conn, settings["rpm_repo_id"], settings["rpm_repo_file"], part)
         if specs:
+            steps += versionlock.unlock_steps(conn, target.packager, locked_rows(target, rows))
             command = rpm_install_command(target, [settings["rpm_repo_id"]], specs)
             steps.append(Step(command, command))
         return steps
@@ -179,6 +181,22 @@ def install_steps(ctx: InstallContext, host: Host) -> list[Step]:
     return steps
 
 
+def locked_rows(target: Platform, rows: list[dict[str, Any]]) -> versionlock.Wanted:
+    """The rows locked against upgrades (EL: versionlock; apt holds them), by name."""
+    hold = set(data()["packages"]["hold"])
+    return {row["name"]: (wanted_version(target, row), install_spec(target, row))
+            for row in rows if row["name"] in hold}
+
+
+def lock_steps(ctx: InstallContext, host: Host) -> list[Step]:
+    """EL: kubeadm/kubelet/kubectl versionlocked at the bundle's version (after the install)."""
+    target = platform(ctx.bundle.os)
+    if not target.is_rpm:
+        return []
+    rows = requested_rows(section(ctx), host)
+    return versionlock.lock_steps(ctx.conn(host), target.packager, locked_rows(target, rows))
+
+
 def enable_steps(conn: Connection, host: Host) -> list[Step]:
     """Enabled at boot, not started (kubelet restarts until kubeadm configures it)."""
     steps = []
@@ -192,6 +210,7 @@ def enable_steps(conn: Connection, host: Host) -> list[Step]:
 def plan(ctx: InstallContext, host: Host) -> list[str]:
     conn = ctx.conn(host)
     planned = [step.describe for step in install_steps(ctx, host)]
+    planned += [step.describe for step in lock_steps(ctx, host)]
     planned += [step.describe for step in timesync.chrony_steps(ctx, host)]
     planned += [step.describe for step in enable_steps(conn, host)]
     return planned
@@ -200,6 +219,7 @@ def plan(ctx: InstallContext, host: Host) -> list[str]:
 def apply(ctx: InstallContext, host: Host) -> str:
     conn = ctx.conn(host)
     done = [operations.apply(conn, install_steps(ctx, host))]
+    done.append(operations.apply(conn, lock_steps(ctx, host)))
     if not timesync.installed(ctx, host):
         raise OperationError(f"{host.name}: chronyd is still missing after the install: add chrony"
                              " to the bundle's packages")

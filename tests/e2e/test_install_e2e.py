@@ -156,7 +156,9 @@ def test_el8_ha_three_control_planes_vip_one_worker(tmp_path: Path) -> None:
                                          "kubectl-1.25.0-0.x86_64", "containerd.io-1.6.22-3.1.el8.x86_64",
                                          "conntrack-tools-1.4.4-11.el8.x86_64"]
             # installed with gpgcheck: signed packages, and the vendors' keys rpm imported
-            assert "Key ID" in node.ssh("rpm -q --qf '%{SIGPGP:pgpsig}' kubeadm").stdout
+            assert "Key ID" in node.ssh("rpm -q --qf '%{RSAHEADER:pgpsig}' kubeadm").stdout
             assert len(node.ssh("rpm -q gpg-pubkey").stdout.split()) == 3  # Rocky, Docker, k8s
+            locks = node.ssh("dnf -q --disablerepo='*' versionlock list").stdout.split()
+            assert {"kubeadm-0:1.25.0-0.*", "kubelet-0:1.25.0-0.*", "kubectl-0:1.25.0-0.*"} <= set(locks)
         for node in site.nodes[:3]:
             assert node.ssh("systemctl is-active haproxy keepalived").stdout.split() == ["active"] * 2

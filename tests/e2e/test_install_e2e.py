@@ -140,8 +140,13 @@ def test_a_separate_lb_host_holds_the_vip(tmp_path: Path) -> None:
 
 def test_el8_ha_three_control_planes_vip_one_worker(tmp_path: Path) -> None:
     """Rocky 8 nodes (real rpm, dnf, firewalld; SELinux configured enforcing) and a bundle
-    built against the EL stand-in upstream: the EL path of every phase, for real."""
+    built against the EL stand-in upstream: the EL path of every phase, for real. The nodes
+    keep Rocky's own repositories enabled (their mirrors unreachable, as at a site with a
+    broken mirror): the install never reads them (the air-gap counter stays at 0)."""
     with _site("r", 4, os_name="el8") as site:
+        for node in site.nodes:
+            enabled = node.ssh("cat /etc/yum.repos.d/Rocky-BaseOS.repo /etc/yum.repos.d/Rocky-AppStream.repo")
+            assert enabled.stdout.split().count("enabled=1") == 2
         sc = scenario.prepare(site, tmp_path, ha=True)
         assert Bundle.open(sc.bundle).metadata["os"] == "el8"
         _check_install(sc, ["node1", "node2", "node3"], ["node4"])

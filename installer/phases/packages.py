@@ -22,13 +22,13 @@ from kubeferry.errors import InputError, OperationError
 from kubeferry.installer import facts, operations, timesync, versionlock
 from kubeferry.installer.bundle_members import read_member
 from kubeferry.installer.context import InstallContext
-from kubeferry.installer.gpgkeys import rpm_key_ids
 from kubeferry.installer.inventory import Host
 from kubeferry.installer.operations import Step
 from kubeferry.installer.platform import Platform, data, platform
 from kubeferry.installer.roles import NODE_BUNDLE_DIR
 from kubeferry.installer.ssh import Connection
 from kubeferry.installer.workflow import Phase
+from kubeferry.openpgp import rpm_key_ids
 
 
 def section(ctx: InstallContext, kind: str = "packages") -> dict[str, Any]:

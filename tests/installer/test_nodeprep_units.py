@@ -12,9 +12,9 @@ from el_bundle import armored, key_id, public_key_packet
 from fake_node import FakeNode
 
 from kubeferry.installer import facts, inventory, operations
-from kubeferry.installer.gpgkeys import rpm_key_ids
 from kubeferry.installer.phases import os_setup, preflight
 from kubeferry.installer.timesync import allow_lines
+from kubeferry.openpgp import rpm_key_ids
 
 
 def make_host(name: str, address: str, role: str = "worker") -> inventory.Host:

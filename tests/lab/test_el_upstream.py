@@ -16,6 +16,7 @@ from lab_build_cache import download_cache as build_cache
 
 from kubeferry.bundler.packages import build_packages
 from kubeferry.bundler.sources import Sources, default_sources
+from kubeferry.errors import OperationError
 from kubeferry.lab.el_upstream import mirror_path, packages
 from kubeferry.lab.static_http import StaticServer
 from kubeferry.lab.upstream_packages import lab_sources, make_tree
@@ -121,3 +122,15 @@ def test_el8_bundle_resolves_against_the_stand_in_as_against_rocky(served) -> No
     assert section["warnings"] == []
     assert {key["name"] for key in section["keys"]} == {"el8-gpgkey", "docker-ce-gpgkey",
                                                          "kubernetes-gpgkey"}
+
+
+def test_a_repository_signed_by_another_key_than_its_sources_name_fails_the_build(
+        served, tmp_path: Path) -> None:
+    """A wrong key URL (Rocky's key given for Docker's repository): nodes would refuse
+    containerd.io with gpgcheck, so the build refuses it first, naming package, repo and key."""
+    _root, url = served
+    document = lab_sources("1.25.0", "el8", url, REGISTRY)
+    document["repositories"]["docker-ce-gpgkey"] = document["repositories"]["el8-gpgkey"]
+    with pytest.raises(OperationError, match=r"package containerd\.io 1\.6\.22-3\.1\.el8 from "
+                       r"docker-ce: signed by key [0-9a-f]{16}, not by docker-ce-gpgkey"):
+        build_packages("1.25.0", "el8", "amd64", Sources(**document), tmp_path / "cache")

@@ -31,7 +31,7 @@ import yaml
 
 from kubeferry import manifests
 from kubeferry.errors import InputError, OperationError
-from kubeferry.lab import paths
+from kubeferry.lab import paths, proc
 from kubeferry.lab.signing import SigningKey
 
 DATA = Path(__file__).resolve().with_name("el_upstream.yaml")
@@ -114,17 +114,12 @@ def _os(os_name: str) -> dict[str, Any]:
 
 
 def _run(argv: list[str], what: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
+    if cwd is not None:
+        argv = ["sh", "-c", 'cd "$1" && shift && exec "$@"', "sh", str(cwd), *argv]
     try:
-        result = subprocess.run(argv, capture_output=True, timeout=_TIMEOUT, check=False,
-                                cwd=cwd, stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise OperationError(f"{what}: {argv[0]} is not installed; run scripts/bootstrap") from None
-    except subprocess.TimeoutExpired:
-        raise OperationError(f"{what}: {argv[0]} did not finish in {_TIMEOUT}s") from None
-    if result.returncode != 0:
-        lines = result.stderr.decode(errors="replace").strip().splitlines()
-        raise OperationError(f"{what}: {argv[0]} failed: {lines[-1] if lines else 'no output'}")
-    return result
+        return proc.run(argv, timeout=_TIMEOUT)
+    except OperationError as error:
+        raise OperationError(f"{what}: {error}") from None
 
 
 # -- payload: Debian's builds of the programs ------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Callable
 from kubeferry.errors import OperationError
 from kubeferry.lab import el_upstream, paths, proc
 from kubeferry.lab.doubles_recipe import INTERPRETER
-from kubeferry.lab.rootfs import _locked
+from kubeferry.lab.rootfs import locked
 
 SCRIPT = "el-layer.sh"
 DONE = ".kubeferry-lab-el-layer"
@@ -68,7 +68,7 @@ def ensure_el_layer(os_name: str, base: Path, log: Callable[[str], None] = lambd
     target = layer_path(os_name, base, cache)
     if (target / DONE).exists():
         return target
-    with _locked(cache / "build.lock"):
+    with locked(cache / "build.lock"):
         if (target / DONE).exists():
             return target
         log(f"building the lab's {os_name} layer over the base root (a few minutes, once)")

@@ -176,7 +176,7 @@ def ssh(name: str, node: str, command: tuple[str, ...]) -> None:
 
 
 def _print_status(site: Site) -> None:
-    click.echo(f"lab {site.name}: subnet {site.subnet}, bridge {site.bridge}, "
+    click.echo(f"lab {site.name}: {site.os} nodes, subnet {site.subnet}, bridge {site.bridge}, "
                f"internet side {site.admin_address}, vip {site.vip}")
     for row in site.status():
         click.echo(f"  {row['name']:<10} {row['address']:<15} {row['kind']:<8} {row['state']}")

@@ -1,10 +1,10 @@
 """pytest fixtures for the air-gap lab (loaded as a plugin by tests/conftest.py).
 
 ``lab_site`` is one 3-node site for the whole test session, always taken down at the end;
-``el8_lab_site`` a 1-node EL8 site; ``lab_site_factory`` makes extra sites for tests that
-break or reshape one; ``lab_upstream``
-is the session site's upstream (the internet's stand-in) for Kubernetes 1.25.0. All need root:
-tests using them are marked ``real`` and ``lab`` and never skip.
+``el8_lab_site`` a 1-node EL8 site (Rocky 8 nodes); ``lab_site_factory`` makes extra sites
+for tests that break or reshape one; ``lab_upstream`` is the session site's upstream (the
+internet's stand-in) for Kubernetes 1.25.0. All need root: tests using them are marked
+``real`` and ``lab`` and never skip.
 """
 
 from __future__ import annotations

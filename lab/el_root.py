@@ -71,6 +71,8 @@ def ensure_el_layer(os_name: str, base: Path, log: Callable[[str], None] = lambd
     with locked(cache / "build.lock"):
         if (target / DONE).exists():
             return target
+        for stale in cache.glob(f".{os_name}-layer-*.partial-*"):  # interrupted builds
+            shutil.rmtree(stale, ignore_errors=True)
         log(f"building the lab's {os_name} layer over the base root (a few minutes, once)")
         repos = el_upstream.cached_el_repos(os_name, cache)
         _build(os_name, base, repos, target)

@@ -317,7 +317,8 @@ def cached_el_repos(os_name: str, cache: Path | None = None) -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if (target / MIRROR).is_dir():
             return target
-        for old in cache.glob(f"el-upstream-{os_name}-*"):
+        for old in [*cache.glob(f"el-upstream-{os_name}-*"),
+                    *cache.glob(f".el-upstream-{os_name}.partial-*")]:  # older or interrupted
             shutil.rmtree(old, ignore_errors=True)
         partial = cache / f".el-upstream-{os_name}.partial-{os.getpid()}"
         shutil.rmtree(partial, ignore_errors=True)

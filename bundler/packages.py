@@ -38,8 +38,10 @@ from kubeferry.bundler.repositories import (
     supported_oses,
 )
 from kubeferry.bundler.resolver import Pin, Resolution, Resolver, Universe
+from kubeferry.bundler.rpmheader import rpm_signatures
 from kubeferry.bundler.sources import Sources
-from kubeferry.errors import InputError
+from kubeferry.errors import InputError, OperationError
+from kubeferry.openpgp import key_ids, signature_key_id
 
 __all__ = ["build_packages", "inspect_lines", "installed_set", "kubernetes_pins",
            "load_repositories", "os_spec", "supported_oses", "universe_of"]
@@ -125,17 +127,33 @@ def kubernetes_pins(spec: OsSpec, kubernetes: str) -> dict[str, Pin]:
 
 
 def _download(resolution: Resolution, repos: list[LoadedRepo], fetcher: Fetcher,
-              ) -> list[Bundled]:
+              keys: dict[str, Key]) -> list[Bundled]:
     by_name = {r.spec.name: r for r in repos}
+    signers = {r.spec.name: {i for name in r.spec.keys for i in key_ids(keys[name].path.read_bytes())}
+               for r in repos if r.format == RPM_MD and r.spec.keys}
 
     def one(package: Package) -> Bundled:
         repo = by_name[package.repo]
         what = f"package {package.name} {package.version} from {package.repo}"
         path = fetcher.fetch(repo.package_url(package), package.checksum, what, package.size)
+        if package.repo in signers:
+            _check_signed(path, what, repo, signers[package.repo])
         return Bundled(package=package, path=path, sha256=path.name)
 
     with ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS) as pool:
         return list(pool.map(one, resolution.packages))
+
+
+def _check_signed(path: Path, what: str, repo: LoadedRepo, signers: set[str]) -> None:
+    """The package is signed by one of its repository's keys, as yum/dnf with gpgcheck=1
+    will check on the node: a wrong key URL fails here, on the internet side."""
+    ids = [found for found in map(signature_key_id, rpm_signatures(path)) if found]
+    if any(found in signers for found in ids):
+        return
+    keys = ", ".join(repo.spec.keys)
+    how = f"signed by key {ids[0]}" if ids else "not signed"
+    raise OperationError(f"{what}: {how}, not by {keys} ({', '.join(sorted(signers))}); nodes "
+                         f"would refuse it (gpgcheck): check {keys} in 'kubeferry bundle sources'")
 
 
 def _write_repo(prefix: str, spec: OsSpec, arch: str, bundled: list[Bundled],
@@ -251,7 +269,7 @@ def build_packages(kubernetes: str, os_name: str, arch: str, sources: Sources, c
                                     *admin_names]))
     resolution = Resolver(universe, installed=installed,
                           pins=kubernetes_pins(spec, kubernetes)).resolve(requested)
-    bundled = _download(resolution, repos, fetcher)
+    bundled = _download(resolution, repos, fetcher, keys)
     prefix = f"packages/{os_name}"
     used = {item.package.repo for item in bundled}
     used_keys = [keys[name] for r in repos if r.spec.name in used for name in r.spec.keys]
@@ -294,7 +312,7 @@ def _kernel_content(spec: OsSpec, arch: str, sources: Sources, fetcher: Fetcher,
     resolution = Resolver(universe, installed=already,
                           pins={spec.kernel.package: _kernel_pin(version)}).resolve(
         [spec.kernel.package])
-    bundled = _download(resolution, everything, fetcher)
+    bundled = _download(resolution, everything, fetcher, keys)
     prefix = f"kernel/{spec.name}"
     used = {item.package.repo for item in bundled}
     used_keys = list({name: keys[name] for r in everything if r.spec.name in used

@@ -81,7 +81,7 @@ class Scenario:
 
 
 def site_up(name: str, nodes: int, log: Callable[[str], None] = lambda line: None,
-            attempts: int = 2) -> Site:
+            attempts: int = 2, os_name: str = "debian12") -> Site:
     """A site whose registry name is the Harbor stand-in's address (no DNS in the air gap).
 
     On a heavily loaded machine a node's boot can miss the lab's readiness deadline
@@ -90,7 +90,8 @@ def site_up(name: str, nodes: int, log: Callable[[str], None] = lambda line: Non
     def start() -> Site:
         subnet = network.free_subnet("10.88.1.0/24")  # anew each try: another lab may take it
         registry = str(subnet.network_address + HARBOR_HOST)
-        return Site.up(nodes=nodes, name=name, subnet=str(subnet), registry_name=registry, log=log)
+        return Site.up(nodes=nodes, name=name, subnet=str(subnet), registry_name=registry, log=log,
+                       os_name=os_name)
 
     return up_retrying(start, name, attempts, log)
 
@@ -98,16 +99,17 @@ def site_up(name: str, nodes: int, log: Callable[[str], None] = lambda line: Non
 def prepare(site: Site, work: Path, kubernetes: str = "1.25.0", ha: bool = False,
             log: Callable[[str], None] = lambda line: None, harbor: bool = True,
             lb_host: bool = False, split: str | None = None) -> Scenario:
-    """Upstream stand-in, a debian12 bundle built against it, Harbor on .2 (or, with
+    """Upstream stand-in, a bundle for the site's node OS built against it, Harbor on .2 (or, with
     ``harbor=False``, ``registry: none``), an inventory: node1 control plane, the rest
     workers; ``ha``: node1-3 control planes behind the VIP on port 8443; ``lb_host``: node1
     holds the VIP (haproxy + keepalived only), node2 is the control plane; ``split``: the
     bundle crosses as parts of that size (``bundle split --size``)."""
     work.mkdir(parents=True, exist_ok=True)
-    upstream = upstream_service.up(site, kubernetes, "debian12", log=log)
-    log("building the bundle (Debian packages from deb.debian.org, cached)")
+    upstream = upstream_service.up(site, kubernetes, site.os, log=log)
+    log("building the bundle" + (" (Debian packages from deb.debian.org, cached)"
+                                 if site.os == "debian12" else f" ({site.os}: the stand-in repositories)"))
     subprocess.run([sys.executable, "-m", "kubeferry.cli", "bundle", "build", "--k8s", kubernetes,
-                    "--os", "debian12", "--sources", str(upstream.sources_file),
+                    "--os", site.os, "--sources", str(upstream.sources_file),
                     "--cache-dir", str(BUNDLE_CACHE), "--output", str(work / "bundles"), "--quiet"],
                    check=True, timeout=3600, stdin=subprocess.DEVNULL)
     bundle = next((work / "bundles").glob("*.tar"))

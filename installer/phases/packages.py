@@ -2,8 +2,9 @@
 
 EL: /etc/yum.repos.d/kubeferry.repo (baseurl file:// into the distributed bundle,
 gpgcheck=1 with the bundled keys imported by ``rpm --import``), then ``yum``/``dnf
-install --disablerepo='*' --enablerepo=kubeferry``. Debian/Ubuntu: a source list outside
-sources.list.d used alone (``Dir::Etc::sourcelist`` + ``sourceparts=-``), ``[trusted=yes]``
+install --disablerepo='*' --enablerepo=kubeferry``, kubeadm/kubelet/kubectl versionlocked
+(``installer/versionlock.py``). Debian/Ubuntu: a source list outside
+sources.list.d used alone (``Dir::Etc::sourcelist`` + ``sourceparts=-``), held, ``[trusted=yes]``
 because the flat repository's Release is unsigned (its integrity is the bundle's: every
 file was checked by sha256 on the node by ``distribute``). Packages already installed at
 the bundled version (or newer, except the pinned kubeadm/kubelet/kubectl) are left alone.
@@ -18,15 +19,15 @@ from typing import Any
 
 from kubeferry.bundler.versioncmp import debian_compare, evr_compare, parse_evr
 from kubeferry.errors import InputError, OperationError
-from kubeferry.installer import facts, operations, timesync
+from kubeferry.installer import facts, operations, timesync, versionlock
 from kubeferry.installer.context import InstallContext
-from kubeferry.installer.gpgkeys import rpm_key_ids
 from kubeferry.installer.inventory import Host
 from kubeferry.installer.operations import Step
 from kubeferry.installer.platform import Platform, data, platform
 from kubeferry.installer.roles import NODE_BUNDLE_DIR
 from kubeferry.installer.ssh import Connection
 from kubeferry.installer.workflow import Phase
+from kubeferry.openpgp import rpm_key_ids
 
 
 def section(ctx: InstallContext, kind: str = "packages") -> dict[str, Any]:
@@ -161,6 +162,7 @@ def install_steps(ctx: InstallContext, host: Host) -> list[Step]:
     if target.is_rpm:
         steps = rpm_repo_steps(ctx, conn, settings["rpm_repo_id"], settings["rpm_repo_file"], part)
         if specs:
+            steps += versionlock.unlock_steps(conn, target.packager, locked_rows(target, rows))
             command = rpm_install_command(target, [settings["rpm_repo_id"]], specs)
             steps.append(Step(command, command))
         return steps
@@ -176,6 +178,22 @@ def install_steps(ctx: InstallContext, host: Host) -> list[Step]:
         command = "apt-mark hold " + " ".join(shlex.quote(name) for name in unheld) + " >/dev/null"
         steps.append(Step(f"apt-mark hold {' '.join(unheld)}", command))
     return steps
+
+
+def locked_rows(target: Platform, rows: list[dict[str, Any]]) -> versionlock.Wanted:
+    """The rows locked against upgrades (EL: versionlock; apt holds them), by name."""
+    hold = set(data()["packages"]["hold"])
+    return {row["name"]: (wanted_version(target, row), install_spec(target, row))
+            for row in rows if row["name"] in hold}
+
+
+def lock_steps(ctx: InstallContext, host: Host) -> list[Step]:
+    """EL: kubeadm/kubelet/kubectl versionlocked at the bundle's version (after the install)."""
+    target = platform(ctx.bundle.os)
+    if not target.is_rpm:
+        return []
+    rows = requested_rows(section(ctx), host)
+    return versionlock.lock_steps(ctx.conn(host), target.packager, locked_rows(target, rows))
 
 
 def enable_steps(conn: Connection, host: Host) -> list[Step]:
@@ -202,10 +220,12 @@ def steps(ctx: InstallContext, host: Host) -> list[Step]:
 
 
 def _after_install(ctx: InstallContext, host: Host, installed: bool = False) -> list[Step]:
+    """Version locks (EL), chrony, the units to enable: what follows from what is installed."""
     if installed and not timesync.installed(ctx, host):
         raise OperationError(f"{host.name}: chronyd is still missing after the install: add chrony"
                              " to the bundle's packages")
-    return [*timesync.chrony_steps(ctx, host), *enable_steps(ctx.conn(host), host)]
+    return [*lock_steps(ctx, host), *timesync.chrony_steps(ctx, host),
+            *enable_steps(ctx.conn(host), host)]
 
 
 def inputs(ctx: InstallContext, host: Host) -> object:

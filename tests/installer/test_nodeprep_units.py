@@ -12,10 +12,10 @@ from el_bundle import armored, key_id, public_key_packet
 from fake_node import FakeNode
 
 from kubeferry.installer import facts, inventory, operations
-from kubeferry.installer.gpgkeys import rpm_key_ids
 from kubeferry.installer.phases import os_setup, preflight
 from kubeferry.installer.timesync import allow_lines
 from kubeferry.lab.signing import SigningKey
+from kubeferry.openpgp import rpm_key_ids
 
 
 def make_host(name: str, address: str, role: str = "worker") -> inventory.Host:
@@ -164,3 +164,14 @@ def test_chrony_server_allows_its_subnet_and_nodes_outside_it() -> None:
     far, near = make_host("far", "10.99.0.5"), make_host("near", "10.88.0.12")
     lines = allow_lines(server, ["127.0.0.1/8", "10.88.0.11/24"], [server, near, far])
     assert lines == ["allow 10.88.0.0/24", "allow 10.99.0.5"]
+
+
+def test_versionlock_entries_of_dnf_and_yum_are_read() -> None:
+    from kubeferry.installer.versionlock import parse_entry
+
+    assert parse_entry("kubeadm-0:1.25.0-0.*") == ("kubeadm", "0:1.25.0-0")  # dnf
+    assert parse_entry("0:kubelet-1.25.0-150500.1.1.*") == ("kubelet", "0:1.25.0-150500.1.1")  # yum
+    assert parse_entry("python3-dnf-plugin-versionlock-0:4.0.21-19.el8_8.*") == (
+        "python3-dnf-plugin-versionlock", "0:4.0.21-19.el8_8")
+    assert parse_entry("!kubeadm-0:1.26.0-0.*") is None  # an exclude, not a lock
+    assert parse_entry("Last metadata expiration check: 0:01:02 ago") is None

@@ -22,7 +22,8 @@ NODE_PREP = [preflight.PHASE, os_setup.PHASE, packages.PHASE, kernel.PHASE, cont
 # Commands that read only: planning must run nothing else on a node.
 READ_ONLY = re.compile(r"^(cat |uname |nproc|awk |tail |date |for (m|i) in |test -e |ip -o |"
                        r"p=|cd /var/lib/kubeferry|sha256sum |systemctl is-|command -v |rpm -q |"
-                       r"grubby --default-kernel|ctr -n k8s.io images ls|dpkg-query |apt-mark showhold)")
+                       r"grubby --default-kernel|ctr -n k8s.io images ls|dpkg-query |apt-mark showhold|"
+                       r"(yum|dnf) -q --disablerepo='\*' versionlock list)")
 
 
 def site(proxy_mode: str = "ipvs", registry: object = "none") -> inventory.Inventory:
@@ -94,6 +95,8 @@ def test_el7_plan_names_every_command(tmp_path: Path) -> None:
             " kubernetes-cni-1.1.1-0.x86_64 containerd.io-1.6.6-3.1.el7.x86_64 chrony-3.4.1-1.el7.x86_64"
             " ipvsadm-1.27-8.el7.x86_64 ethtool-2:4.8-10.el7.x86_64") in package_plan
     assert "enable kubelet" in package_plan
+    assert ("yum versionlock add kubeadm-1.25.0-0.x86_64 kubelet-1.25.0-0.x86_64"
+            " kubectl-1.25.0-0.x86_64") in package_plan
 
     assert planned[("kernel", "node1")] == [
         "write /etc/yum.repos.d/kubeferry-kernel.repo",
@@ -134,6 +137,8 @@ def test_el7_plan_is_empty_where_nothing_differs(tmp_path: Path) -> None:
         node.answer(r"^sha256sum /etc/yum\.repos\.d/kubeferry\.repo",
                     _sha256_of(packages.rpm_repo_text("kubeferry", Bundle.open(bundle).metadata["packages"])))
         node.answer(r"^systemctl is-enabled kubelet", "enabled\n\ninactive\n")
+        node.answer(r"^yum -q --disablerepo='\*' versionlock list",  # yum's plugin's form
+                    "0:kubeadm-1.25.0-0.*\n0:kubelet-1.25.0-0.*\n0:kubectl-1.25.0-0.*\n")
     ctx, _ = context(tmp_path, bundle, nodes)
     planned = plans(run(ctx, [packages.PHASE, kernel.PHASE]))
     assert changes(planned[("packages", "node1")]) == ["write /etc/chrony.conf", "enable chronyd",

@@ -52,6 +52,7 @@ def el8_standin_specs() -> dict[str, list[RpmSpec]]:
         RpmSpec("chrony", "4.2", "1.el8", files=["/usr/sbin/chronyd"]),
         RpmSpec("curl", "7.61.1", "34.el8", files=["/usr/bin/curl"]),
         RpmSpec("tar", "1.30", "9.el8", epoch=2, files=["/usr/bin/tar"]),
+        RpmSpec("python3-dnf-plugin-versionlock", "4.0.21", "19.el8_8", arch="noarch"),
     ]
     appstream = [
         RpmSpec("glibc", "2.28", "225.el8", requires=["glibc-common = 2.28-225.el8"],

@@ -27,8 +27,10 @@ KERNEL_REQUIRES = ["linux-firmware >= 20100806-2", "grubby >= 8.28-2", "dracut",
 
 
 @pytest.fixture(scope="module")
-def elrepo(tmp_path_factory):
-    """A stand-in ELRepo kernel archive and an EL7 extras repository, with their own key."""
+def elrepo(tmp_path_factory, el8_standin):
+    """A stand-in ELRepo kernel archive and an EL7 extras repository, with their own key;
+    ``el7-keys.asc`` holds the stand-in EL key and this one (CentOS 7's one key signs its
+    base, updates and extras: here extras are signed by this key)."""
     root = tmp_path_factory.mktemp("elrepo-www")
     work = tmp_path_factory.mktemp("elrepo-build")
     with SigningKey("stand-in elrepo", home=tmp_path_factory.mktemp("gpg") / "home") as key:
@@ -48,6 +50,7 @@ def elrepo(tmp_path_factory):
         make_repo(root / "elrepo-kernel")
         make_repo(root / "el7-extras")
         (root / "key.asc").write_bytes(key.public)
+        (root / "el7-keys.asc").write_bytes(el8_standin.key.encode() + key.public)
     shutil.rmtree(work, ignore_errors=True)  # tmp_path's: left on a failure
     with StaticServer(root) as server:
         yield server
@@ -60,7 +63,7 @@ def _el7_sources(el8_standin, elrepo) -> Sources:
         "el7-os": base["el8-baseos"], "el7-updates": base["el8-appstream"],
         "el7-extras": f"{elrepo.url}/el7-extras", "docker-ce": base["docker-ce"],
         "kubernetes": base["kubernetes"], "elrepo-kernel": f"{elrepo.url}/elrepo-kernel",
-        "el7-gpgkey": base["el8-gpgkey"], "docker-ce-gpgkey": base["docker-ce-gpgkey"],
+        "el7-gpgkey": f"{elrepo.url}/el7-keys.asc", "docker-ce-gpgkey": base["docker-ce-gpgkey"],
         "kubernetes-gpgkey": base["kubernetes-gpgkey"], "elrepo-gpgkey": f"{elrepo.url}/key.asc",
     })
 

@@ -38,17 +38,25 @@ from kubeferry.bundler.repositories import (
     supported_oses,
 )
 from kubeferry.bundler.resolver import Pin, Resolution, Resolver, Universe
+from kubeferry.bundler.rpmheader import rpm_signatures
 from kubeferry.bundler.sources import Sources
-from kubeferry.errors import InputError
+from kubeferry.errors import InputError, OperationError
+from kubeferry.openpgp import key_ids, signature_key_id
 
-__all__ = ["build_packages", "supported_oses", "inspect_lines", "os_spec"]
+__all__ = ["build_packages", "inspect_lines", "installed_set", "kubernetes_pins",
+           "load_repositories", "os_spec", "supported_oses", "universe_of"]
 
 Progress = Callable[[int], None]  # bytes just downloaded
 DOWNLOAD_WORKERS = 4
 
 
-def _load(specs: list[RepoSpec], spec: OsSpec, arch: str, sources: Sources,
-          fetcher: Fetcher, keys: dict[str, Key]) -> list[LoadedRepo]:
+def load_repositories(specs: list[RepoSpec], spec: OsSpec, arch: str, sources: Sources,
+                      fetcher: Fetcher, keys: dict[str, Key]) -> list[LoadedRepo]:
+    """Each repository's metadata, checked against its keys (fetched into ``keys`` once).
+
+    With ``universe_of``, ``installed_set`` and ``kubernetes_pins`` this is the resolve-only
+    seam: what a build would bundle, without downloading a package.
+    """
     loaded = []
     for repo in specs:
         url = source_url(sources, repo.source, f"repository {repo.name}")
@@ -63,7 +71,7 @@ def _load(specs: list[RepoSpec], spec: OsSpec, arch: str, sources: Sources,
     return loaded
 
 
-def _universe(spec: OsSpec, repos: list[LoadedRepo]) -> Universe:
+def universe_of(spec: OsSpec, repos: list[LoadedRepo]) -> Universe:
     """Every package a stock node's package manager would see (modular filtering applied)."""
     modules = None
     for repo in repos:
@@ -112,23 +120,40 @@ def installed_set(spec: OsSpec, universe: Universe, repos: list[LoadedRepo]
     return resolution.packages, missing + resolution.unsatisfied
 
 
-def _pins(spec: OsSpec, kubernetes: str) -> dict[str, Pin]:
+def kubernetes_pins(spec: OsSpec, kubernetes: str) -> dict[str, Pin]:
+    """The OS's pinned packages (kubeadm, kubelet, kubectl) held at ``kubernetes``."""
     pin = Pin(lambda p: p.upstream_version() == kubernetes, f"= {kubernetes}")
     return {name: pin for name in spec.pinned}
 
 
 def _download(resolution: Resolution, repos: list[LoadedRepo], fetcher: Fetcher,
-              ) -> list[Bundled]:
+              keys: dict[str, Key]) -> list[Bundled]:
     by_name = {r.spec.name: r for r in repos}
+    signers = {r.spec.name: {i for name in r.spec.keys for i in key_ids(keys[name].path.read_bytes())}
+               for r in repos if r.format == RPM_MD and r.spec.keys}
 
     def one(package: Package) -> Bundled:
         repo = by_name[package.repo]
         what = f"package {package.name} {package.version} from {package.repo}"
         path = fetcher.fetch(repo.package_url(package), package.checksum, what, package.size)
+        if package.repo in signers:
+            _check_signed(path, what, repo, signers[package.repo])
         return Bundled(package=package, path=path, sha256=path.name)
 
     with ThreadPoolExecutor(max_workers=DOWNLOAD_WORKERS) as pool:
         return list(pool.map(one, resolution.packages))
+
+
+def _check_signed(path: Path, what: str, repo: LoadedRepo, signers: set[str]) -> None:
+    """The package is signed by one of its repository's keys, as yum/dnf with gpgcheck=1
+    will check on the node: a wrong key URL fails here, on the internet side."""
+    ids = [found for found in map(signature_key_id, rpm_signatures(path)) if found]
+    if any(found in signers for found in ids):
+        return
+    keys = ", ".join(repo.spec.keys)
+    how = f"signed by key {ids[0]}" if ids else "not signed"
+    raise OperationError(f"{what}: {how}, not by {keys} ({', '.join(sorted(signers))}); nodes "
+                         f"would refuse it (gpgcheck): check {keys} in 'kubeferry bundle sources'")
 
 
 def _write_repo(prefix: str, spec: OsSpec, arch: str, bundled: list[Bundled],
@@ -236,15 +261,15 @@ def build_packages(kubernetes: str, os_name: str, arch: str, sources: Sources, c
         raise InputError(f"--include kernel: kernel-ml is bundled for el7 only, not {os_name}")
     fetcher = Fetcher(cache_dir, progress=progress)
     keys: dict[str, Key] = {}
-    repos = _load(spec.repositories_for(arch), spec, arch, sources, fetcher, keys)
-    universe = _universe(spec, repos)
+    repos = load_repositories(spec.repositories_for(arch), spec, arch, sources, fetcher, keys)
+    universe = universe_of(spec, repos)
     installed, warnings = installed_set(spec, universe, repos)
     admin_names = spec.admin if admin else ()
     requested = list(dict.fromkeys([*(spec.packages if packages is None else packages), *extra,
                                     *admin_names]))
     resolution = Resolver(universe, installed=installed,
-                          pins=_pins(spec, kubernetes)).resolve(requested)
-    bundled = _download(resolution, repos, fetcher)
+                          pins=kubernetes_pins(spec, kubernetes)).resolve(requested)
+    bundled = _download(resolution, repos, fetcher, keys)
     prefix = f"packages/{os_name}"
     used = {item.package.repo for item in bundled}
     used_keys = [keys[name] for r in repos if r.spec.name in used for name in r.spec.keys]
@@ -279,15 +304,15 @@ def _kernel_content(spec: OsSpec, arch: str, sources: Sources, fetcher: Fetcher,
                     packages: Resolution, version: str) -> Content:
     """kernel-ml and what it needs beyond the base set and the packages repository."""
     assert spec.kernel is not None
-    kernel_repo = _load([spec.kernel.repository], spec, arch, sources, fetcher, keys)[0]
+    kernel_repo = load_repositories([spec.kernel.repository], spec, arch, sources, fetcher, keys)[0]
     everything = [*repos, kernel_repo]
-    universe = _universe(spec, everything)
+    universe = universe_of(spec, everything)
     already = installed + [p for p in packages.packages if p.name not in
                            {i.name for i in installed}]
     resolution = Resolver(universe, installed=already,
                           pins={spec.kernel.package: _kernel_pin(version)}).resolve(
         [spec.kernel.package])
-    bundled = _download(resolution, everything, fetcher)
+    bundled = _download(resolution, everything, fetcher, keys)
     prefix = f"kernel/{spec.name}"
     used = {item.package.repo for item in bundled}
     used_keys = list({name: keys[name] for r in everything if r.spec.name in used

@@ -1,4 +1,4 @@
-"""The file list of an .rpm, read from its header in pure Python.
+"""The file list and the signature of an .rpm, read from its headers in pure Python.
 
 The bundle's filelists.xml needs every file of every bundled package; upstream has it in
 filelists.xml, which for EL8 AppStream is tens of MB. The downloaded packages carry the
@@ -23,6 +23,9 @@ TAG_DIRINDEXES = 1116
 TAG_BASENAMES = 1117
 TAG_DIRNAMES = 1118
 RPMFILE_GHOST = 1 << 6
+# Signature header tags holding an OpenPGP signature: RSA and DSA over the header (rpm >= 4.x
+# writes these), PGP and GPG over header and payload (older rpmsign, EL7-era packages).
+SIGNATURE_TAGS = (268, 267, 1002, 1005)
 _S_IFMT, _S_IFDIR = 0o170000, 0o040000
 
 
@@ -96,3 +99,19 @@ def rpm_files(path: Path) -> list[tuple[str, str]]:
         else:
             files.append((name, ""))
     return files
+
+
+def rpm_signatures(path: Path) -> list[bytes]:
+    """The OpenPGP signature packets in the package's signature header (none: unsigned)."""
+    where = f"package {path.name}"
+    with open(path, "rb") as handle:
+        data = handle.read(_LEAD_SIZE + (1 << 20))
+    if data[:4] != b"\xed\xab\xee\xdb":
+        raise OperationError(f"{where}: not an rpm file (bad lead)")
+    tags, _ = _read_header(data, _LEAD_SIZE, where)
+    found = []
+    for tag in SIGNATURE_TAGS:
+        if tag in tags:
+            _kind, start, n = tags[tag]
+            found.append(data[start:start + n])
+    return found

@@ -9,6 +9,10 @@ multicast and the limited broadcast pass uncounted: no router forwards them. The
 happens inside the namespace: such a packet never reaches the bridge (not even an ARP
 request for it), so nothing leaves the machine. The counters start at zero when the
 namespace is made and go with it.
+
+On EL nodes the rules are xtables (``iptables-legacy``): firewalld's nftables backend, as EL
+runs it, flushes every nftables rule when it starts and stops (also iptables-nft's), and the
+counter must outlive what the node's own OS does to its firewall.
 """
 
 from __future__ import annotations
@@ -42,9 +46,12 @@ def rules(subnet: ipaddress.IPv4Network, internet_side: str) -> list[list[str]]:
     ]
 
 
-def install(netns: str, subnet: ipaddress.IPv4Network, internet_side: str) -> None:
+def install(netns: str, subnet: ipaddress.IPv4Network, internet_side: str,
+            iptables: str = "iptables") -> None:
     """Default route on-link and the counting rules, in a fresh lab namespace."""
     def run(argv: Sequence[str]) -> None:
+        if argv[0] == "iptables":
+            argv = [iptables, *argv[1:]]
         proc.run(network.in_netns(netns, argv))
 
     run(["ip", "route", "replace", "default", "dev", network.INNER_INTERFACE])
@@ -56,9 +63,9 @@ def install(netns: str, subnet: ipaddress.IPv4Network, internet_side: str) -> No
         run(["iptables", "-w", "5", "-A", *rule])
 
 
-def count(netns: str) -> int:
+def count(netns: str, iptables: str = "iptables") -> int:
     """Packets refused so far in ``netns`` (OperationError when its chain is missing)."""
-    result = proc.run(network.in_netns(netns, ["iptables", "-w", "5", "-L", CHAIN, "-v", "-x",
+    result = proc.run(network.in_netns(netns, [iptables, "-w", "5", "-L", CHAIN, "-v", "-x",
                                                "-n"]), check=False)
     match = _COUNT.search(result.stdout.decode(errors="replace"))
     if result.returncode != 0 or match is None:

@@ -14,7 +14,7 @@ import click
 from kubeferry.cli import run_cli
 from kubeferry.errors import InputError
 from kubeferry.lab import airgap, upstream_service
-from kubeferry.lab.site import DEFAULT_NAME, DEFAULT_REGISTRY_NAME, Site
+from kubeferry.lab.site import DEFAULT_NAME, DEFAULT_OS, DEFAULT_REGISTRY_NAME, NODE_OSES, Site
 from kubeferry.lab.upstream import PROFILES
 
 name_option = click.option(
@@ -40,7 +40,8 @@ def cli() -> None:
 
 
 os_option = click.option("--os", "os_name", default="debian12", show_default=True,
-                         help="The OS whose build lab-sources.yaml is written for.")
+                         help="The OS whose build lab-sources.yaml is written for (and, with "
+                              "'up', the nodes' OS: debian12 or el8).")
 profile_option = click.option("--profile", type=click.Choice(list(PROFILES)), default="tiny",
                               show_default=True, help="Stand-in image sizes.")
 
@@ -60,7 +61,11 @@ profile_option = click.option("--profile", type=click.Choice(list(PROFILES)), de
 def up(nodes: int, subnet: str | None, registry_name: str, upstream_k8s: str | None,
        os_name: str, profile: str, name: str) -> None:
     """Bring the lab up (a no-op when it is already up with that many nodes)."""
-    site = Site.up(nodes=nodes, name=name, subnet=subnet, log=_log, registry_name=registry_name)
+    node_os = os_name if os_name in NODE_OSES else DEFAULT_OS
+    if node_os != os_name:
+        _log(f"lab nodes run {', '.join(NODE_OSES)}: {DEFAULT_OS} nodes, sources for {os_name}")
+    site = Site.up(nodes=nodes, name=name, subnet=subnet, log=_log, registry_name=registry_name,
+                   os_name=node_os)
     _print_status(site)
     click.echo(f"ssh key: {site.ssh_key}\nknown_hosts: {site.known_hosts_file}")
     if upstream_k8s:
@@ -171,7 +176,7 @@ def ssh(name: str, node: str, command: tuple[str, ...]) -> None:
 
 
 def _print_status(site: Site) -> None:
-    click.echo(f"lab {site.name}: subnet {site.subnet}, bridge {site.bridge}, "
+    click.echo(f"lab {site.name}: {site.os} nodes, subnet {site.subnet}, bridge {site.bridge}, "
                f"internet side {site.admin_address}, vip {site.vip}")
     for row in site.status():
         click.echo(f"  {row['name']:<10} {row['address']:<15} {row['kind']:<8} {row['state']}")

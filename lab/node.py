@@ -186,8 +186,10 @@ def builtin_modules() -> list[str] | None:
     return [entry["path"] for entry in table.values() if entry["config"] in enabled]
 
 
-def launch(node: Node, base: Path, cluster_state: Path | None = None) -> subprocess.Popen[bytes]:
+def launch(node: Node, base: Path | str, cluster_state: Path | None = None) -> subprocess.Popen[bytes]:
     """Start the node's init in its namespaces; returns the launcher (``unshare``) process.
+
+    ``base``: the overlay's lower directories (the base root, or ``<EL layer>:<base root>``).
 
     The launcher first moves itself into the node's cgroup, so the node's cgroup namespace
     (and everything the node starts) is rooted there. ``cluster_state``: a host directory

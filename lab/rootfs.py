@@ -81,7 +81,7 @@ def ensure_base(
     if (target / RECIPE_FILE).exists():
         return target
     cache.mkdir(parents=True, exist_ok=True)
-    with _locked(cache / "build.lock"):
+    with locked(cache / "build.lock"):
         if (target / RECIPE_FILE).exists():  # another process built it while we waited
             return target
         _remove_stale_builds(cache)
@@ -92,7 +92,7 @@ def ensure_base(
     return target
 
 
-class _locked:
+class locked:
     """An exclusive flock on ``path``, waited for at most LOCK_TIMEOUT seconds."""
 
     def __init__(self, path: Path):

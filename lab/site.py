@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 from kubeferry.errors import InputError, OperationError
-from kubeferry.lab import airgap, cgroups, leftovers, network, node, paths, proc, rootfs, teardown
+from kubeferry.lab import airgap, cgroups, el_root, leftovers, network, node, paths, proc, rootfs, teardown
 from kubeferry.lab.doubles_recipe import double_conf
 from kubeferry.lab.journal import Journal
 from kubeferry.lab.node import Node
@@ -30,6 +30,8 @@ from kubeferry.lab.service_host import ServiceHost
 DEFAULT_NAME = "lab"
 DEFAULT_REGISTRY_NAME = "harbor.lab"  # the Harbor stand-in's name at .2, as images spell it
 DEFAULT_SUBNET = "10.88.0.0/24"
+DEFAULT_OS = "debian12"  # the base root's own OS
+NODE_OSES = (DEFAULT_OS, "el8")
 OTHER_SUBNETS_FROM = "10.88.1.0/24"  # other sites keep clear of the default lab's subnet
 ADMIN_HOST = 1  # this machine on the bridge: the internet side, where bundles are built
 HARBOR_HOST = 2
@@ -60,6 +62,9 @@ class Site:
         self.subnet = ipaddress.IPv4Network(description["subnet"])
         self.bridge: str = description["bridge"]
         self.base = Path(description["base"])
+        # the node OS: debian12 (the base root), or an EL OS whose layer lies over it
+        self.os: str = description.get("os", DEFAULT_OS)
+        self.layer = Path(description["layer"]) if description.get("layer") else None
         self.directory = journal.path.parent
         self.data_directory = Path(description["data"])
         self.nodes: list[Node] = [Node.from_dict(n) for n in description.get("nodes", [])]
@@ -69,6 +74,16 @@ class Site:
         }
 
     # -- the public surface -------------------------------------------------------------
+
+    @property
+    def airgap_iptables(self) -> str:
+        """The air-gap counter's iptables: xtables on EL sites (firewalld flushes nftables)."""
+        return "iptables" if self.layer is None else "iptables-legacy"
+
+    @property
+    def lower(self) -> str:
+        """The nodes' overlay lower directories: the EL layer (if any) over the base root."""
+        return str(self.base) if self.layer is None else f"{self.layer}:{self.base}"
 
     @property
     def ssh_key(self) -> Path:
@@ -131,12 +146,14 @@ class Site:
         log: Log = _quiet,
         owner: int | None = None,
         registry_name: str = DEFAULT_REGISTRY_NAME,
+        os_name: str = DEFAULT_OS,
     ) -> Site:
         """Bring a site of ``nodes`` nodes up (or return it if it is up and healthy).
 
         ``owner``: the pid of a process whose death abandons the site (test sessions);
         ``Site.abandoned()`` finds such sites so a later session can remove them.
         ``registry_name``: the site registry's host name the doubles admit images from.
+        ``os_name``: the nodes' OS, debian12 or an EL OS of ``lab/el_root.py`` (el8).
         """
         _check_name(name)
         if not _HOSTNAME.match(registry_name):
@@ -144,26 +161,28 @@ class Site:
                              "like harbor.lab")
         if not 1 <= nodes <= MAX_NODES:
             raise InputError(f"--nodes must be between 1 and {MAX_NODES}, not {nodes}")
+        if os_name not in NODE_OSES:
+            raise InputError(f"--os {os_name}: lab nodes run {', '.join(NODE_OSES)}")
         requested = _parse_subnet(subnet) if subnet is not None else None
         _require_root()
-        with _site_lock(name):
+        with SiteLock(name):
             existing = cls.load(name)
             if existing is not None:
                 same = (len(existing.nodes) == nodes and requested in (None, existing.subnet)
-                        and existing.registry_name == registry_name)
+                        and existing.registry_name == registry_name and existing.os == os_name)
                 if existing.healthy() and same:
                     log(f"lab {name} is already up with {nodes} nodes")
                     return existing
                 if existing.healthy():
                     raise InputError(
-                        f"lab {name} is up with {len(existing.nodes)} nodes on "
+                        f"lab {name} is up with {len(existing.nodes)} {existing.os} nodes on "
                         f"{existing.subnet} (registry {existing.registry_name}), not {nodes} "
-                        f"on {requested or 'its subnet'} (registry {registry_name}); "
+                        f"{os_name} on {requested or 'its subnet'} (registry {registry_name}); "
                         f"run 'kubeferry-lab down --name {name}' first"
                     )
                 log(f"lab {name} is partly up (a crash?): cleaning it before starting again")
                 existing._teardown()
-            return cls._create(name, nodes, requested, log, owner, registry_name)
+            return cls._create(name, nodes, requested, log, owner, registry_name, os_name)
 
     @classmethod
     def load(cls, name: str = DEFAULT_NAME) -> Site | None:
@@ -180,7 +199,7 @@ class Site:
         """
         for member in self.nodes:
             member.close()
-        with _site_lock(self.name):
+        with SiteLock(self.name):
             current = Site.load(self.name)
             if current is not None:
                 current._teardown()
@@ -189,7 +208,7 @@ class Site:
     def down_named(cls, name: str = DEFAULT_NAME) -> bool:
         """Remove site ``name`` if it exists (False when there was nothing to remove)."""
         _require_root()
-        with _site_lock(name):
+        with SiteLock(name):
             site = cls.load(name)
             if site is None:
                 return False
@@ -233,7 +252,8 @@ class Site:
         refused in its own namespace; ``lab/airgap.py``), by host name."""
         members = [(n.name, n.netns) for n in self.nodes]
         members += [(h.name, h.netns) for h in self.hosts.values()]
-        return {name: airgap.count(netns) for name, netns in members if network.netns_exists(netns)}
+        return {name: airgap.count(netns, self.airgap_iptables) for name, netns in members
+                if network.netns_exists(netns)}
 
     def airgap_destinations(self) -> dict[str, list[str]]:
         """Where each lab host's refused packets were going, by host name (hosts with any)."""
@@ -282,11 +302,12 @@ class Site:
     @classmethod
     def _create(
         cls, name: str, count: int, subnet: ipaddress.IPv4Network | None, log: Log,
-        owner: int | None, registry_name: str = DEFAULT_REGISTRY_NAME,
+        owner: int | None, registry_name: str = DEFAULT_REGISTRY_NAME, os_name: str = DEFAULT_OS,
     ) -> Site:
         started = time.monotonic()
         network_ = _pick_subnet(name, subnet)
         base = rootfs.ensure_base(log=log)
+        layer = None if os_name == DEFAULT_OS else el_root.ensure_el_layer(os_name, base, log=log)
         recipe = rootfs.Recipe.default()
         data = paths.data_dir() / name
         data.parent.mkdir(parents=True, exist_ok=True)
@@ -298,7 +319,8 @@ class Site:
         journal = Journal.create(run / "state.json", {
             "name": name, "subnet": str(network_), "bridge": leftovers.bridge_name(name),
             "base": str(base), "data": str(data), "sudo_user": recipe.sudo_user,
-            "registry_name": registry_name,
+            "registry_name": registry_name, "os": os_name,
+            "layer": None if layer is None else str(layer),
             "nodes": [], "hosts": {},
             "owner": None if owner is None else [owner, proc.start_time(owner)],
         })
@@ -356,7 +378,7 @@ class Site:
         self.journal.add("link", name=veth)
         network.add_veth(veth, netns, self.bridge,
                          ipaddress.IPv4Interface(f"{address}/{self.subnet.prefixlen}"))
-        airgap.install(netns, self.subnet, self.admin_address)
+        airgap.install(netns, self.subnet, self.admin_address, self.airgap_iptables)
 
     def _site_resolver(self, netns: str) -> None:
         """The site's resolv.conf (no DNS server) for processes ``ip netns exec`` starts in
@@ -372,7 +394,7 @@ class Site:
         cgroups.create(Path(member.cgroup))
         launcher_record = self.journal.add("process", node=member.name, role="launcher")
         init_record = self.journal.add("process", node=member.name, role="init", stop="kill")
-        launcher = node.launch(member, self.base, self.cluster_state)
+        launcher = node.launch(member, self.lower, self.cluster_state)
         self._record_pid(launcher_record, launcher.pid)
         self._record_pid(init_record, node.init_pid(member, launcher.pid))
 
@@ -501,7 +523,7 @@ def _check_overlay_capable(directory: Path) -> None:
         )
 
 
-class _site_lock:
+class SiteLock:
     """One ``up``/``down`` at a time on this machine: an flock on the run directory itself
     (no lock file to leave behind), waited for at most LOCK_TIMEOUT seconds."""
 

@@ -15,6 +15,9 @@
   debian-archive-keyring package (ftp-master.debian.org, where the default sources fetch
   them, is not reachable from the lab machine; the keys are the same).
 
+- ``mirror/<host>/<path>`` (``oses``): an EL OS's own repositories and keys, stood in by
+  ``lab/el_upstream.py`` (Rocky 8's BaseOS/AppStream and Docker CE for el8).
+
 Everything else (Debian's own archive) stays the real one: ``lab_sources`` returns the
 ``--sources`` document that points a build at this tree and at the stand-in registry.
 """
@@ -33,6 +36,7 @@ from urllib.parse import urlsplit
 from kubeferry.bundler.files import CALICO, pinned_files
 from kubeferry.bundler.sources import default_sources
 from kubeferry.errors import InputError, OperationError
+from kubeferry.lab import el_upstream
 from kubeferry.lab.signing import SigningKey
 from kubeferry.lab.standin_packages import build_debs, build_rpms
 from kubeferry.versions import image_set, minor_of
@@ -84,9 +88,13 @@ def reference_dir() -> Path:
 
 
 def make_tree(root: Path, kubernetes: str | Iterable[str],
-              families: Iterable[str] = FAMILIES) -> Path:
-    """Write the stand-in package repositories, pinned files and keys for ``kubernetes``
-    (one release or several; one repository per minor, as pkgs.k8s.io) under ``root``."""
+              families: Iterable[str] = FAMILIES, files: bool = True,
+              oses: Iterable[str] = ()) -> Path:
+    """Write the stand-in package repositories, pinned files (unless ``files`` is False: the
+    lab keeps reference copies of some calico releases only) and keys for ``kubernetes``
+    (one release or several; one repository per minor, as pkgs.k8s.io) under ``root``, and
+    the OS repositories of each EL OS in ``oses`` (``lab/el_upstream.py``; others have their
+    real repositories)."""
     versions = [kubernetes] if isinstance(kubernetes, str) else list(kubernetes)
     families = tuple(families)
     unknown = set(families) - set(FAMILIES)
@@ -104,9 +112,12 @@ def make_tree(root: Path, kubernetes: str | Iterable[str],
                 _apt_repo(root, minor_versions, key)
             if "rpm" in families:
                 _yum_repo(root, minor_versions, key)
-    for version in versions:
+    for version in versions if files else ():
         _pinned_files(root, version)
     _debian_keyring(root)
+    for os_name in oses:
+        if os_name in el_upstream.supported():
+            el_upstream.add_el_repos(root, os_name)
     return root
 
 
@@ -143,26 +154,35 @@ def _deb_stanza(deb: Path, relative: str) -> str:
     ])
 
 
+def flat_apt_repo(repo: Path, debs: Iterable[Path], key: SigningKey | None,
+                  label: str = "kubeferry lab stand-in of pkgs.k8s.io") -> None:
+    """A flat apt repository of ``debs`` (files under ``repo``) as pkgs.k8s.io lays one out:
+    ``Packages``, ``Packages.gz``, ``Release`` and, signed with ``key``, ``InRelease``,
+    ``Release.gpg`` and ``Release.key``."""
+    stanzas = [_deb_stanza(d, d.relative_to(repo).as_posix()) for d in sorted(set(debs))]
+    packages = ("\n\n".join(stanzas) + "\n").encode()
+    indexes = {"Packages": packages, "Packages.gz": gzip.compress(packages, mtime=0)}
+    release = ["Origin: obs://build.opensuse.org/isv:kubernetes (kubeferry lab stand-in)",
+               f"Label: {label}", "Architectures: amd64",
+               "Date: Sat, 01 Jan 2022 00:00:00 UTC", "MD5Sum:"]
+    for name, data in indexes.items():
+        (repo / name).write_bytes(data)
+        release.append(f" {hashlib.md5(data).hexdigest()} {len(data)} {name}")  # noqa: S324
+    release.append("SHA256:")
+    release += [f" {hashlib.sha256(d).hexdigest()} {len(d)} {n}" for n, d in indexes.items()]
+    (repo / "Release").write_text("\n".join(release) + "\n")
+    if key is not None:
+        key.clearsign(repo / "Release", repo / "InRelease")
+        key.detach_sign(repo / "Release", repo / "Release.gpg")
+        (repo / "Release.key").write_bytes(key.public)
+
+
 def _apt_repo(root: Path, versions: list[str], key: SigningKey) -> None:
     def fill(repo: Path) -> None:
         debs: set[Path] = set()
         for version in versions:
             debs.update(build_debs(version, repo / "amd64"))
-        stanzas = [_deb_stanza(d, f"amd64/{d.name}") for d in sorted(debs)]
-        packages = ("\n\n".join(stanzas) + "\n").encode()
-        indexes = {"Packages": packages, "Packages.gz": gzip.compress(packages, mtime=0)}
-        release = ["Origin: obs://build.opensuse.org/isv:kubernetes (kubeferry lab stand-in)",
-                   "Label: kubeferry lab stand-in of pkgs.k8s.io", "Architectures: amd64",
-                   "Date: Sat, 01 Jan 2022 00:00:00 UTC", "MD5Sum:"]
-        for name, data in indexes.items():
-            (repo / name).write_bytes(data)
-            release.append(f" {hashlib.md5(data).hexdigest()} {len(data)} {name}")  # noqa: S324
-        release.append("SHA256:")
-        release += [f" {hashlib.sha256(d).hexdigest()} {len(d)} {n}" for n, d in indexes.items()]
-        (repo / "Release").write_text("\n".join(release) + "\n")
-        key.clearsign(repo / "Release", repo / "InRelease")
-        key.detach_sign(repo / "Release", repo / "Release.gpg")
-        (repo / "Release.key").write_bytes(key.public)
+        flat_apt_repo(repo, debs, key)
 
     _replace_dir(root / kubernetes_path(versions[0], "deb"), fill)
 
@@ -223,8 +243,8 @@ def lab_sources(kubernetes: str, os_name: str, repo_url: str, registry_url: str,
     """The ``--sources`` document (``kubeferry bundle sources`` schema) of a build against
     the lab's upstream: every default source, with registry.k8s.io and docker.io mapped to
     the stand-in registry at ``registry_url``, the Kubernetes repository and its key, the
-    pinned files and Debian's keys to the package server at ``repo_url``; Debian's archive
-    (and any other OS repository) keeps its real URL."""
+    pinned files and Debian's keys to the package server at ``repo_url``, and an EL OS's
+    repositories stood in by ``lab/el_upstream.py`` too; Debian's archive keeps its real URL."""
     sources = default_sources(kubernetes, os_name, arch)
     base = repo_url.rstrip("/")
     family = "rpm" if os_name.startswith("el") else "deb"
@@ -236,6 +256,8 @@ def lab_sources(kubernetes: str, os_name: str, repo_url: str, registry_url: str,
     for name in DEBIAN_KEYS:
         if name in sources.repositories:
             sources.repositories[name] = f"{base}/{KEYRING_PATH}"
+    if os_name in el_upstream.supported():  # the OS's own repositories, stood in too
+        sources.repositories.update(el_upstream.mirror_sources(os_name, base))
     for name, entry in pinned_files(kubernetes).items():
         sources.files[name] = f"{base}/{file_path(entry['url'])}"
     return sources.to_dict()

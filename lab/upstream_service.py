@@ -9,9 +9,11 @@ stand-in package repositories and pinned files (``lab/upstream_packages.py``), t
         --sources /run/kubeferry-lab/<site>/lab-sources.yaml
 
 builds a real bundle (Debian's own packages from the real deb.debian.org) that the site's
-nodes can install. Both processes run in the cgroup ``<site>/upstream`` and are recorded in
-the site's journal (pid and start time), so ``down(site)`` or the site's own ``down`` stops
-them by pid, also after a crash. The nodes cannot reach them: the air gap holds.
+nodes can install; with ``os_name`` el8 the OS repositories (Rocky's BaseOS and AppStream,
+Docker CE) are stood in too (``lab/el_upstream.py``). Both processes run in the cgroup
+``<site>/upstream`` and are recorded in the site's journal (pid and start time), so
+``down(site)`` or the site's own ``down`` stops them by pid, also after a crash. The nodes
+cannot reach them: the air gap holds.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from kubeferry.bundler.repositories import os_spec
 from kubeferry.errors import InputError, OperationError
 from kubeferry.lab import cgroups, node, proc, teardown
 from kubeferry.lab import site as lab_site
+from kubeferry.lab.el_upstream import add_el_repos
+from kubeferry.lab.el_upstream import supported as el_supported
 from kubeferry.lab.registry import Registry, free_port
 from kubeferry.lab.service_host import start_recorded
 from kubeferry.lab.static_http import LOOPBACK
@@ -104,7 +108,7 @@ def up(site: Site, kubernetes: str, os_name: str = "debian12", profile: str = "t
     os_spec(os_name)  # InputError naming the supported OSes
     if profile not in PROFILES:
         raise InputError(f"--profile {profile!r}: choose one of {', '.join(PROFILES)}")
-    with lab_site._site_lock(site.name):  # one up/down at a time, as for the site itself
+    with lab_site.SiteLock(site.name):  # one up/down at a time, as for the site itself
         return _up(site, kubernetes, os_name, profile, log)
 
 
@@ -112,6 +116,8 @@ def _up(site: Site, kubernetes: str, os_name: str, profile: str, log: Log) -> Up
     existing = current(site)
     if existing is not None:
         if healthy(site) and (existing.kubernetes, existing.profile) == (kubernetes, profile):
+            if os_name in el_supported():  # another OS than it was started for: its repositories
+                add_el_repos(directory(site) / "www", os_name)
             kept = Upstream(**{**existing.to_dict(), "os": os_name,
                                "sources_file": existing.sources_file})
             _write_sources(site, kept)
@@ -129,7 +135,7 @@ def _up(site: Site, kubernetes: str, os_name: str, profile: str, log: Log) -> Up
 
 def down(site: Site) -> bool:
     """Stop the site's upstream processes and remove its files; False if there was none."""
-    with lab_site._site_lock(site.name):
+    with lab_site.SiteLock(site.name):
         return _down(site)
 
 
@@ -164,7 +170,7 @@ def _start(site: Site, kubernetes: str, os_name: str, profile: str, log: Log) ->
     cgroups.create(group)
 
     log(f"building the stand-in package repositories for {kubernetes}")
-    tree = make_tree(root / "www", kubernetes)
+    tree = make_tree(root / "www", kubernetes, oses=[os_name])
 
     registry = Registry(root / "registry", addr=LOOPBACK, port=free_port(LOOPBACK))
     start_recorded(journal, str(group), registry.prepare(), log=registry.log_file,

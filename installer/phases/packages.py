@@ -2,8 +2,9 @@
 
 EL: /etc/yum.repos.d/kubeferry.repo (baseurl file:// into the distributed bundle,
 gpgcheck=1 with the bundled keys imported by ``rpm --import``), then ``yum``/``dnf
-install --disablerepo='*' --enablerepo=kubeferry``. Debian/Ubuntu: a source list outside
-sources.list.d used alone (``Dir::Etc::sourcelist`` + ``sourceparts=-``), ``[trusted=yes]``
+install --disablerepo='*' --enablerepo=kubeferry``, kubeadm/kubelet/kubectl versionlocked
+(``installer/versionlock.py``). Debian/Ubuntu: a source list outside
+sources.list.d used alone (``Dir::Etc::sourcelist`` + ``sourceparts=-``), held, ``[trusted=yes]``
 because the flat repository's Release is unsigned (its integrity is the bundle's: every
 file was checked by sha256 on the node by ``distribute``). Packages already installed at
 the bundled version (or newer, except the pinned kubeadm/kubelet/kubectl) are left alone.
@@ -18,16 +19,15 @@ from typing import Any
 
 from kubeferry.bundler.versioncmp import debian_compare, evr_compare, parse_evr
 from kubeferry.errors import InputError, OperationError
-from kubeferry.installer import facts, operations, timesync
-from kubeferry.installer.bundle_members import read_member
+from kubeferry.installer import facts, operations, timesync, versionlock
 from kubeferry.installer.context import InstallContext
-from kubeferry.installer.gpgkeys import rpm_key_ids
 from kubeferry.installer.inventory import Host
 from kubeferry.installer.operations import Step
 from kubeferry.installer.platform import Platform, data, platform
 from kubeferry.installer.roles import NODE_BUNDLE_DIR
 from kubeferry.installer.ssh import Connection
 from kubeferry.installer.workflow import Phase
+from kubeferry.openpgp import rpm_key_ids
 
 
 def section(ctx: InstallContext, kind: str = "packages") -> dict[str, Any]:
@@ -59,7 +59,7 @@ def rpm_repo_steps(ctx: InstallContext, conn: Connection, repo_id: str, repo_fil
     steps = operations.file(conn, repo_file, rpm_repo_text(repo_id, part))
     imported = facts.RPM_GPG_KEYS.read(conn)
     for key in part.get("keys", []):
-        ids = rpm_key_ids(read_member(ctx.bundle, key["path"]))
+        ids = rpm_key_ids(ctx.bundle.read_member(key["path"]))
         if not ids or not set(ids) <= imported:
             path = f"{NODE_BUNDLE_DIR}/{key['path']}"
             steps.append(Step(f"rpm --import {path}", f"rpm --import {shlex.quote(path)}"))
@@ -162,6 +162,7 @@ def install_steps(ctx: InstallContext, host: Host) -> list[Step]:
     if target.is_rpm:
         steps = rpm_repo_steps(ctx, conn, settings["rpm_repo_id"], settings["rpm_repo_file"], part)
         if specs:
+            steps += versionlock.unlock_steps(conn, target.packager, locked_rows(target, rows))
             command = rpm_install_command(target, [settings["rpm_repo_id"]], specs)
             steps.append(Step(command, command))
         return steps
@@ -179,6 +180,22 @@ def install_steps(ctx: InstallContext, host: Host) -> list[Step]:
     return steps
 
 
+def locked_rows(target: Platform, rows: list[dict[str, Any]]) -> versionlock.Wanted:
+    """The rows locked against upgrades (EL: versionlock; apt holds them), by name."""
+    hold = set(data()["packages"]["hold"])
+    return {row["name"]: (wanted_version(target, row), install_spec(target, row))
+            for row in rows if row["name"] in hold}
+
+
+def lock_steps(ctx: InstallContext, host: Host) -> list[Step]:
+    """EL: kubeadm/kubelet/kubectl versionlocked at the bundle's version (after the install)."""
+    target = platform(ctx.bundle.os)
+    if not target.is_rpm:
+        return []
+    rows = requested_rows(section(ctx), host)
+    return versionlock.lock_steps(ctx.conn(host), target.packager, locked_rows(target, rows))
+
+
 def enable_steps(conn: Connection, host: Host) -> list[Step]:
     """Enabled at boot, not started (kubelet restarts until kubeadm configures it)."""
     steps = []
@@ -189,29 +206,37 @@ def enable_steps(conn: Connection, host: Host) -> list[Step]:
     return steps
 
 
-def plan(ctx: InstallContext, host: Host) -> list[str]:
+def steps(ctx: InstallContext, host: Host) -> list[Step]:
+    """The install, then chrony and the units to enable. When the install has work, what
+    comes after it depends on what it installed (chrony's unit, its config), so those steps
+    are computed again once it ran: the plan shows them as they read now."""
     conn = ctx.conn(host)
-    planned = [step.describe for step in install_steps(ctx, host)]
-    planned += [step.describe for step in timesync.chrony_steps(ctx, host)]
-    planned += [step.describe for step in enable_steps(conn, host)]
-    return planned
+    install = install_steps(ctx, host)
+    after = _after_install(ctx, host)
+    if not install:
+        return after
+    return [*install, Step("; ".join(step.describe for step in after) or "check chronyd",
+                           run=lambda: operations.apply(conn, _after_install(ctx, host, installed=True)))]
 
 
-def apply(ctx: InstallContext, host: Host) -> str:
-    conn = ctx.conn(host)
-    done = [operations.apply(conn, install_steps(ctx, host))]
-    if not timesync.installed(ctx, host):
+def _after_install(ctx: InstallContext, host: Host, installed: bool = False) -> list[Step]:
+    """Version locks (EL), chrony, the units to enable: what follows from what is installed."""
+    if installed and not timesync.installed(ctx, host):
         raise OperationError(f"{host.name}: chronyd is still missing after the install: add chrony"
                              " to the bundle's packages")
-    done.append(operations.apply(conn, timesync.chrony_steps(ctx, host)))
-    done.append(operations.apply(conn, enable_steps(conn, host)))
-    return "; ".join(part for part in done if part)
+    return [*lock_steps(ctx, host), *timesync.chrony_steps(ctx, host),
+            *enable_steps(ctx.conn(host), host)]
+
+
+def inputs(ctx: InstallContext, host: Host) -> object:
+    """The package set of the host's roles, and chrony's peers."""
+    return [[row["name"] for row in requested_rows(section(ctx), host)], timesync.site_inputs(ctx)]
 
 
 PHASE = Phase(
     name="packages",
     short="install the bundle's packages from its own repository (no network), enable kubelet",
     hosts=lambda ctx: ctx.inventory.hosts,
-    apply=apply,
-    plan=plan,
+    steps=steps,
+    inputs=inputs,
 )

@@ -908,7 +908,7 @@ class RegistryClient:
         """Upload one blob (skipped when the registry has it); returns bytes sent.
 
         ``store`` is anything with ``size(digest)`` and ``open(digest)``: the blob store, or
-        a bundle read in place (``kubeferry.bundle_images.BundleBlobs``).
+        a bundle read in place (``kubeferry.bundle.images.BundleBlobs``).
         """
         digest = descriptor.digest
         if self.blob_exists(ref, digest):

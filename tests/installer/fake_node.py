@@ -73,6 +73,7 @@ def el_answers(os_release: str = EL7_OS_RELEASE, kernel: str = "3.10.0-1160.el7.
         (r"^command -v chronyd", "yes\n"),
         (r"^ip -o -4 addr show", f"{address}/24\n"),
         (r"^rpm -q gpg-pubkey", ("package gpg-pubkey is not installed\n", 1)),
+        (r"^(yum|dnf) -q --disablerepo='\*' versionlock list", ""),
         (r"^rpm -q --qf", ""),
         (r"^grubby --default-kernel", f"/boot/vmlinuz-{kernel}\n"),
         (r"boot_id", "0b5e6c9e-0000-4000-8000-000000000001\n"),

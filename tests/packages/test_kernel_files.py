@@ -14,11 +14,12 @@ from kubeferry.bundler.files import build_files
 from kubeferry.bundler.packages import build_packages, inspect_lines
 from kubeferry.bundler.sources import Sources
 from kubeferry.errors import InputError, OperationError
+from kubeferry.lab.signing import SigningKey
+from kubeferry.lab.static_http import StaticServer
 from kubeferry.lab.upstream_packages import reference_dir
 
 from .conftest import materialize
-from .httpserver import StaticServer
-from .standin_rpm import RpmSpec, SigningKey, build_rpms, make_repo
+from .standin_rpm import RpmSpec, build_rpms, make_repo
 
 CALICO = reference_dir() / "calico-v3.24.5.yaml"
 CALICO_SHA256 = "1e8825b3bc56bd1b2a7565783630a97a09a4fd9f92767d013e4201cf8f88812c"
@@ -26,12 +27,13 @@ KERNEL_REQUIRES = ["linux-firmware >= 20100806-2", "grubby >= 8.28-2", "dracut",
 
 
 @pytest.fixture(scope="module")
-def elrepo(tmp_path_factory):
-    """A stand-in ELRepo kernel archive and an EL7 extras repository, with their own key."""
+def elrepo(tmp_path_factory, el8_standin):
+    """A stand-in ELRepo kernel archive and an EL7 extras repository, with their own key;
+    ``el7-keys.asc`` holds the stand-in EL key and this one (CentOS 7's one key signs its
+    base, updates and extras: here extras are signed by this key)."""
     root = tmp_path_factory.mktemp("elrepo-www")
     work = tmp_path_factory.mktemp("elrepo-build")
-    key = SigningKey(tmp_path_factory.mktemp("gpg") / "home", name="stand-in elrepo")
-    try:
+    with SigningKey("stand-in elrepo", home=tmp_path_factory.mktemp("gpg") / "home") as key:
         kernels = build_rpms([
             RpmSpec("kernel-ml", "4.19.12", "1.el7.elrepo", requires=KERNEL_REQUIRES,
                     files=["/boot/vmlinuz-4.19.12-1.el7.elrepo.x86_64"]),
@@ -48,9 +50,8 @@ def elrepo(tmp_path_factory):
         make_repo(root / "elrepo-kernel")
         make_repo(root / "el7-extras")
         (root / "key.asc").write_bytes(key.public)
-    finally:
-        key.close()
-        shutil.rmtree(work, ignore_errors=True)
+        (root / "el7-keys.asc").write_bytes(el8_standin.key.encode() + key.public)
+    shutil.rmtree(work, ignore_errors=True)  # tmp_path's: left on a failure
     with StaticServer(root) as server:
         yield server
 
@@ -62,7 +63,7 @@ def _el7_sources(el8_standin, elrepo) -> Sources:
         "el7-os": base["el8-baseos"], "el7-updates": base["el8-appstream"],
         "el7-extras": f"{elrepo.url}/el7-extras", "docker-ce": base["docker-ce"],
         "kubernetes": base["kubernetes"], "elrepo-kernel": f"{elrepo.url}/elrepo-kernel",
-        "el7-gpgkey": base["el8-gpgkey"], "docker-ce-gpgkey": base["docker-ce-gpgkey"],
+        "el7-gpgkey": f"{elrepo.url}/el7-keys.asc", "docker-ce-gpgkey": base["docker-ce-gpgkey"],
         "kubernetes-gpgkey": base["kubernetes-gpgkey"], "elrepo-gpgkey": f"{elrepo.url}/key.asc",
     })
 

@@ -129,12 +129,13 @@ class Seeder:
         self.settings = settings
         self.workers = max(1, workers)
         self.blobs = BundleBlobs(bundle)
-        self.api = HarborAPI(settings.url, settings.username, password, settings.ca_file, timeout)
+        self.api = HarborAPI(settings.url, settings.username, password, settings.ca_file, timeout,
+                             retries=retries)
         credentials = Credentials({settings.host: Login(settings.username, password)})
         # an http:// Harbor was allowed by name already (harbor seed's flag, the inventory key)
         self.client = RegistryClient({settings.host: settings.url}, credentials,
                                      settings.ca_file, timeout=timeout, max_retries=retries,
-                                     allow_plain_http_credentials=True)
+                                     allow_plain_http_credentials=True, jobs=self.workers)
 
     def close(self) -> None:
         self.api.close()

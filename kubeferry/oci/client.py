@@ -17,6 +17,7 @@ blobs without checking size or digest, and cannot resume. This client:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -90,6 +91,11 @@ def _with_params(url: str, params: dict[str, str]) -> str:
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True) + list(params.items())
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def _tag_key(ref: ImageReference) -> str:
+    """The cache's index key for what the tag of ``ref`` (its upstream name) pointed at."""
+    return "tag:" + hashlib.sha256(str(ref).encode()).hexdigest()
 
 
 def _media_type_of(data: dict, fallback: str | None) -> str:
@@ -261,15 +267,18 @@ class RegistryClient:
             authorization = self.authorizer.header(origin, login_host, own, scopes)
             if authorization:
                 sent["Authorization"] = authorization
-            response = self._send(
-                method, url, headers=sent, params=params, data=data, stream=stream, where=where
-            )
-            status = response.status_code
-            if status == 401 and origin not in answered:
-                answered.add(origin)
-                response.close()
-                self.authorizer.answer(origin, login_host, own, scopes, response)
-                continue
+            try:
+                response = self._send(
+                    method, url, headers=sent, params=params, data=data, stream=stream, where=where
+                )
+                status = response.status_code
+                if status == 401 and origin not in answered:
+                    answered.add(origin)
+                    response.close()
+                    self.authorizer.answer(origin, login_host, own, scopes, response)
+                    continue
+            finally:
+                self.authorizer.probed(origin)
             if status in REDIRECTS:
                 location = response.headers.get("Location")
                 response.close()
@@ -358,19 +367,32 @@ class RegistryClient:
         store: BlobStore | None,
         fetched: list[int],
     ) -> tuple[bytes, str | None, str]:
-        """A manifest from the store when its digest is known and present, else the registry."""
+        """A manifest from the store when its digest is known and present, else the registry.
+
+        A tag this cache has seen before is HEADed first (a warm rebuild then downloads
+        nothing, and a HEAD does not count against Docker Hub's pull limit); a tag it has
+        never seen is fetched at once, one round trip instead of two. The cache remembers
+        which manifest each tag named last (its index, ``tag:<sha256 of the name>``).
+        """
         media_type = None
+        remembered = None
         if store is not None and expected is None:
-            head = self._head_manifest(ref)
-            if head is not None:
-                expected, media_type = head
+            remembered = _tag_key(ref)
+            if store.find(remembered) is not None:
+                head = self._head_manifest(ref)
+                if head is not None:
+                    expected, media_type = head
         if store is not None and expected is not None and store.has(expected):
+            if remembered is not None:
+                store.alias(remembered, expected)
             return store.get_bytes(expected), media_type, expected
         # by digest when HEAD named one: a tag moved in between cannot mix two manifests
         data, got_type, digest = self._get_manifest(ref, expected or reference, expected)
         fetched[0] += len(data)
         if store is not None:
             store.put_bytes(data, digest)
+            if remembered is not None:
+                store.alias(remembered, digest)
         return data, got_type or media_type, digest
 
     def resolve(
@@ -616,6 +638,29 @@ class RegistryClient:
         if response.status_code != 200:
             raise self._fail(response, "registry API check", registry)
         return True
+
+    def challenge(self, registry: str) -> None:
+        """Learn how ``registry`` authenticates (one anonymous ``GET /v2/``), unless known."""
+        base = self.endpoint(registry)
+        origin = _origin(base)
+        if self.authorizer.knows(origin):
+            return
+        try:
+            response = self._send("GET", base + "/v2/", where=self._where(registry))
+            response.close()
+            if response.status_code == 401:
+                self.authorizer.learn(origin, urlsplit(base).netloc, response)
+        finally:
+            self.authorizer.probed(origin)
+
+    def authorize(self, registry: str, repositories: list[str], push: bool = True) -> None:
+        """Get tokens for many repositories at once (a few token requests, not one each)
+        before working on them in parallel; nothing more where the registry has no tokens."""
+        self.challenge(registry)
+        base = self.endpoint(registry)
+        action = "pull,push" if push else "pull"
+        scopes = [f"repository:{repository}:{action}" for repository in dict.fromkeys(repositories)]
+        self.authorizer.cover(_origin(base), urlsplit(base).netloc, scopes)
 
     def manifest_digest(self, ref: ImageReference) -> str | None:
         """The digest of what the registry holds under the ref's tag (one HEAD), or None."""

@@ -7,7 +7,8 @@ Image blobs, packages, files, wheels and the admin kit all live here, by sha256:
 - ``root/partial/<key>``: downloads in progress, so an interrupted build resumes;
 - ``root/locks/<key>``: one writer per key (flock: threads and processes alike);
 - ``root/index/<algorithm>/<hex>``: the sha256 of a file known by another checksum (rpm-md
-  may pin sha1 or sha512) or by another key (the admin kit by a digest of its inputs).
+  may pin sha1 or sha512) or by another key (the admin kit by a digest of its inputs; the
+  manifest an image tag named last, by the sha256 of the image's name).
 
 The key of a sha256 digest is its hex, of any other ``algorithm:hex`` ``algorithm-hex``:
 every writer of one digest, whatever downloads it, takes the same lock and resumes the same

@@ -23,12 +23,13 @@ REQUEST_LINE = re.compile(rb"(?:^|\r\n)(GET|HEAD|POST|PUT|PATCH|DELETE) /\S* HTT
 class DelayProxy:
     """``with DelayProxy(5000, rtt_ms=50) as proxy: ... proxy.url ...``"""
 
-    def __init__(self, upstream_port: int, rtt_ms: float, upstream_host: str = "127.0.0.1") -> None:
+    def __init__(self, upstream_port: int, rtt_ms: float, upstream_host: str = "127.0.0.1",
+                 port: int = 0) -> None:
         self.upstream = (upstream_host, upstream_port)
         self.delay = rtt_ms / 2000.0
         self.connections = 0
         self.requests = 0
-        self.port = 0
+        self.port = port
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._server: Any = None
@@ -55,21 +56,27 @@ class DelayProxy:
         self._loop.close()
 
     async def _start(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _stop(self) -> None:
         self._server.close()
         await self._server.wait_closed()
-        for task in list(self._tasks):
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # each closes its sockets
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        handler = asyncio.current_task()
+        if handler is not None:
+            self._tasks.add(handler)
         try:
             upstream_reader, upstream_writer = await asyncio.wait_for(
                 asyncio.open_connection(*self.upstream), timeout=10)
         except (OSError, asyncio.TimeoutError):
+            self._tasks.discard(handler)  # type: ignore[arg-type]
             client_writer.close()
             return
         pumps = [asyncio.ensure_future(self._pump(client_reader, upstream_writer, count=True)),
@@ -78,7 +85,9 @@ class DelayProxy:
         try:
             await asyncio.gather(*pumps, return_exceptions=True)
         finally:
-            self._tasks.difference_update(pumps)
+            self._tasks.difference_update([*pumps, handler])
+            for pump in pumps:
+                pump.cancel()
             for writer in (client_writer, upstream_writer):
                 writer.close()
 
@@ -113,4 +122,6 @@ class DelayProxy:
                     break
             await sender
         except (ConnectionError, OSError):
+            pass
+        finally:
             sender.cancel()

@@ -4,7 +4,8 @@ The registry client (``kubeferry.oci.client``), the package and file fetcher
 (``bundler.fetch``, which also serves the package index lookups of ``bundler.pyindex``) and
 Harbor's API client (``installer.harbor_api``) all make their sessions with ``session()``:
 
-- connection pools sized for the client's parallel jobs, so ``--jobs`` connections stay open;
+- connection pools sized for the client's parallel jobs and its round-trip lane
+  (``ROUND_TRIP_LANE``), so every connection in use stays open for the next request;
 - trust: the machine's roots as requests finds them (``REQUESTS_CA_BUNDLE``,
   ``CURL_CA_BUNDLE``, else certifi) plus any CA file given (a registry's or Harbor's CA,
   pip's ``cert``), in one bundle, since requests takes one path and a redirect target or
@@ -48,6 +49,10 @@ from kubeferry.errors import InputError, OperationError
 from kubeferry.outputs import os_error
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# --jobs bounds the transfers that move bulk; requests that only wait on a round trip
+# (manifests, HEADs, tokens, mounts, small blobs) may run this many times as many at once
+ROUND_TRIP_LANE = 4
+SMALL_BODY = 1 << 20  # a blob below this is a round trip's wait more than a transfer
 RETRIES = 5
 BACKOFF = 0.5
 MAX_BACKOFF = 30.0
@@ -153,7 +158,8 @@ def session(*, jobs: int = 4, ca_files: tuple[str | None, ...] = (), retries: in
         backoff_factor=backoff, backoff_max=MAX_BACKOFF, raise_on_status=False,
         respect_retry_after_header=True, sleep=made.backoff_sleep,
     )
-    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(1, jobs), max_retries=policy)
+    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(1, jobs) * (1 + ROUND_TRIP_LANE),
+                          max_retries=policy)
     made.mount("http://", adapter)
     made.mount("https://", adapter)
     made.headers["User-Agent"] = USER_AGENT

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import queue
 import tarfile
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,12 +57,16 @@ def write_bundle(
     metadata[SELF_CHECK] = metadata_self_check(metadata)
     with output_file(target, "bundle file") as handle:
         output = _HashingWriter(handle, file_hash) if file_hash is not None else handle
-        with tarfile.open(fileobj=output, mode="w", format=tarfile.PAX_FORMAT,
-                          copybufsize=CHUNK) as tar:
-            raw = encode_metadata(metadata)
-            tar.addfile(_info(METADATA_NAME, len(raw), mtime), io.BytesIO(raw))
-            for member in members:
-                _add_member(tar, member, mtime, progress)
+        try:
+            with tarfile.open(fileobj=output, mode="w", format=tarfile.PAX_FORMAT,
+                              copybufsize=CHUNK) as tar:
+                raw = encode_metadata(metadata)
+                tar.addfile(_info(METADATA_NAME, len(raw), mtime), io.BytesIO(raw))
+                for member in members:
+                    _add_member(tar, member, mtime, progress)
+        finally:
+            if isinstance(output, _HashingWriter):
+                output.finish()
     return metadata
 
 
@@ -73,18 +79,32 @@ def _info(name: str, size: int, mtime: int) -> tarfile.TarInfo:
 
 
 class _HashingWriter:
-    """A file being written, hashing what passes."""
+    """A file being written, hashing what passes on a thread of its own: each member's bytes
+    are hashed twice (the member's sha256, the file's), and hashlib lets go of the GIL, so
+    the second hash runs on another core while the next chunk is read and hashed."""
 
     def __init__(self, handle, digest) -> None:
         self._handle = handle
         self._digest = digest
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._thread = threading.Thread(target=self._hash, name="bundle-file-sha256", daemon=True)
+        self._thread.start()
+
+    def _hash(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._digest.update(chunk)
 
     def write(self, data: bytes) -> int:
-        self._digest.update(data)
+        self._chunks.put(bytes(data))
         return self._handle.write(data)
 
     def tell(self) -> int:
         return self._handle.tell()
+
+    def finish(self) -> None:
+        """Wait until every byte written is hashed (before the digest is read)."""
+        self._chunks.put(None)
+        self._thread.join()
 
 
 class _HashingReader:

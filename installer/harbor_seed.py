@@ -1,11 +1,12 @@
 """Seed Harbor from a bundle: projects first, then every image, blobs straight from the file.
 
-Order of work, each step in parallel (bounded by ``workers``):
+Order of work, each step in parallel: uploads ``workers`` at once, the requests that only
+wait on a round trip (HEADs, mounts, manifests) ``transport.ROUND_TRIP_LANE`` times as many:
 
 1. reach Harbor (systeminfo), check the login, create missing projects (public: nodes pull
    without credentials);
-2. survey with HEAD only: which manifests each name already has, which blobs each
-   repository already has;
+2. one token for every repository (learned while the API answered), then a survey with
+   HEAD only: which manifests each name already has, which blobs each repository has;
 3. blobs: each missing digest is uploaded once (read in place from the bundle, verified),
    then mounted into every other repository that needs it; a digest some repository of the
    project already holds is mounted, never sent;
@@ -22,6 +23,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, NoReturn, TypeVar
 
+from kubeferry import transport
 from kubeferry.bundle_images import BundleBlobs, BundleImage
 from kubeferry.bundle_reader import Bundle
 from kubeferry.console import human_bytes
@@ -128,7 +130,8 @@ class Seeder:
                  retries: int = 5) -> None:
         self.bundle = bundle
         self.settings = settings
-        self.workers = max(1, workers)
+        self.workers = max(1, workers)  # uploads at once
+        self.round_trips = self.workers * transport.ROUND_TRIP_LANE  # HEADs, mounts, manifests
         self.blobs = BundleBlobs(bundle)
         self.api = HarborAPI(settings.url, settings.username, password, settings.ca_file, timeout,
                              retries=retries)
@@ -175,7 +178,7 @@ class Seeder:
         known = [t for t in targets if t.project in present]
         manifests: dict[ImageReference, str | None] = {t.ref: None for t in targets}
         for ref, digest in _parallel(lambda t: (t.ref, self.client.manifest_digest(t.ref)),
-                                     known, self.workers):
+                                     known, self.round_trips):
             manifests[ref] = digest
         has_blob = {(t.ref.repository, blob.digest): False for t in targets for blob in t.image.blobs}
         # A registry takes a manifest only once every blob it names is in that repository:
@@ -191,7 +194,7 @@ class Seeder:
             (_, digest), ref = item
             return item[0], self.client.blob_exists(ref, digest)
 
-        for key, found in _parallel(head, list(asks.items()), self.workers):
+        for key, found in _parallel(head, list(asks.items()), self.round_trips):
             has_blob[key] = found
         return _Survey(manifests, has_blob)
 
@@ -260,7 +263,8 @@ class Seeder:
 
         def upload(item: tuple[Descriptor, list[str]]) -> tuple[int, int]:
             blob, repositories = item
-            sent = self.client.push_blob(self._repo_ref(repositories[0]), blob, self.blobs)
+            sent = self.client.push_blob(self._repo_ref(repositories[0]), blob, self.blobs,
+                                         check=False)  # the survey found it missing
             if progress is not None and sent:
                 progress(sent)
             mounted, sent_again = self._mount(blob, repositories[1:], repositories[0])
@@ -273,12 +277,12 @@ class Seeder:
 
         for sent, mounted in _parallel(upload, uploads, self.workers):
             count(sent, mounted)
-        for mounted, sent in _parallel(lambda item: self._mount(*item), mounts, self.workers):
+        for mounted, sent in _parallel(lambda item: self._mount(*item), mounts, self.round_trips):
             count(sent, mounted)
         to_push = [t for t in targets if survey.manifests[t.ref] != t.image.manifest_digest]
         for _ in _parallel(lambda t: self.client.push_manifest(t.ref, t.image.manifest,
                                                                t.image.media_type),
-                           to_push, self.workers):
+                           to_push, self.round_trips):
             result.manifests_pushed += 1
 
     def _repo_ref(self, repository: str) -> ImageReference:
@@ -295,7 +299,7 @@ class Seeder:
             if self.client.mount_blob(ref, blob.digest, source):
                 mounted += 1
             else:
-                sent += self.client.push_blob(ref, blob, self.blobs)
+                sent += self.client.push_blob(ref, blob, self.blobs, check=False)
         return mounted, sent
 
 

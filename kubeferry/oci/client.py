@@ -707,14 +707,16 @@ class RegistryClient:
             return False
         raise self._fail(response, f"mount of blob {digest} into {ref.name}", ref.registry)
 
-    def push_blob(self, ref: ImageReference, descriptor: Descriptor, store: BlobSource) -> int:
+    def push_blob(self, ref: ImageReference, descriptor: Descriptor, store: BlobSource,
+                  check: bool = True) -> int:
         """Upload one blob (skipped when the registry has it); returns bytes sent.
 
         ``store`` is anything with ``size(digest)`` and ``open(digest)``: the blob store, or
-        a bundle read in place (``kubeferry.bundle_images.BundleBlobs``).
+        a bundle read in place (``kubeferry.bundle_images.BundleBlobs``). ``check=False``
+        skips the HEAD for a caller that knows the blob is missing (a seed surveyed first).
         """
         digest = descriptor.digest
-        if self.blob_exists(ref, digest):
+        if check and self.blob_exists(ref, digest):
             return 0
         what = f"upload of blob {digest} to {ref.name}"
         start = self._request(

@@ -113,13 +113,14 @@ class HarborAPI:
             return False
         raise self._fail(response, f"check whether project {name} exists")
 
-    def get_project(self, name: str) -> dict | None:
+    def get_project(self, name: str, exists: bool = False) -> dict | None:
         """``GET /projects/NAME``; None when it does not exist.
 
         Harbor 2.6 answers 403 for a name that does not exist, even to the admin
-        (goharbor/harbor#17586), so the existence is checked with HEAD first.
+        (goharbor/harbor#17586), so the existence is checked with HEAD first, unless the
+        caller has just seen it (``exists``: one round trip less).
         """
-        if not self.project_exists(name):
+        if not exists and not self.project_exists(name):
             return None
         response = self._call("GET", f"/projects/{quote(name, safe='')}",
                               headers={"X-Is-Resource-Name": "true"})

@@ -224,7 +224,7 @@ class Seeder:
                 if self.api.create_project(name, public=True):
                     result.projects_created.append(name)
             for name in existing:
-                project = self.api.get_project(name) or {}
+                project = self.api.get_project(name, exists=True) or {}
                 if (project.get("metadata") or {}).get("public") != "true":
                     result.warnings.append(
                         f"Harbor project {name} is private: the nodes pull without credentials;"

@@ -159,17 +159,19 @@ class Seeder:
         Meanwhile the registry is asked, anonymously, how it authenticates (one round trip
         less later)."""
         with ThreadPoolExecutor(max_workers=1) as side:
-            challenge = side.submit(self.client.challenge, self.settings.host)
+            challenge = side.submit(self.client.challenge, self.settings.host) if targets else None
             self.api.systeminfo(anonymous=True)  # reachable, trusted, Harbor's API: no password needed
             names = sorted({target.project for target in targets})
             existing = [name for name in names if self.api.project_exists(name)]
             with contextlib.suppress(KubeferryError):  # a registry fault shows again where it matters
-                challenge.result()
+                if challenge is not None:
+                    challenge.result()
         return existing, [name for name in names if name not in existing]
 
     def authorize(self, targets: list[Target]) -> None:
         """Tokens for every repository at once, not one token request per repository."""
-        self.client.authorize(self.settings.host, [target.ref.repository for target in targets])
+        if targets:
+            self.client.authorize(self.settings.host, [target.ref.repository for target in targets])
 
     def survey(self, targets: list[Target], existing: Iterable[str]) -> _Survey:
         """HEAD every manifest of targets in existing projects, and the blobs of those whose

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.bundler.build import BuildRequest, build
 from kubeferry.console import human_bytes
 from kubeferry.lab.registry import Registry

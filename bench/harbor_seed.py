@@ -34,7 +34,7 @@ from typing import Callable
 
 import requests
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.bundler.build import BuildRequest, build
 from kubeferry.bundler.images import pull_images
 from kubeferry.installer.harbor_names import harbor_references

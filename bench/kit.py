@@ -29,7 +29,7 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
-from kubeferry.bundle_format import KIT_MEMBER
+from kubeferry.bundle.format import KIT_MEMBER
 from kubeferry.bundler.build import BuildRequest, build, default_cache_dir
 from kubeferry.bundler.content import Member
 from kubeferry.bundler.writer import write_bundle

@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kubeferry.bundler.fetch import Fetcher  # noqa: E402
-from kubeferry.bundler.packages import _load, _pins, _universe, installed_set  # noqa: E402
+from kubeferry.bundler.packages import installed_set, kubernetes_pins, load_repositories, universe_of  # noqa: E402
 from kubeferry.bundler.repositories import LoadedRepo, RepoSpec, os_spec  # noqa: E402
 from kubeferry.bundler.resolver import Resolver  # noqa: E402
 from kubeferry.bundler.rpmmd import parse_primary  # noqa: E402
@@ -49,17 +49,17 @@ def _median_seconds(function, runs: int = RUNS):
 
 
 def _measure(name: str, spec, repos, kubernetes: str, parse_seconds: float) -> dict:
-    universe = _universe(spec, repos)
+    universe = universe_of(spec, repos)
     base_seconds, (installed, warnings) = _median_seconds(
         lambda: installed_set(spec, universe, repos), runs=3)
     def resolve():
         return Resolver(universe, installed=installed,
-                        pins=_pins(spec, kubernetes)).resolve(spec.packages)
+                        pins=kubernetes_pins(spec, kubernetes)).resolve(spec.packages)
 
     cold_seconds, _ = _median_seconds(resolve, runs=1)  # parses the Depends it looks at
     resolve_seconds, ours = _median_seconds(resolve)
     _, empty = _median_seconds(
-        lambda: Resolver(universe, pins=_pins(spec, kubernetes)).resolve(spec.packages), runs=1)
+        lambda: Resolver(universe, pins=kubernetes_pins(spec, kubernetes)).resolve(spec.packages), runs=1)
     return {
         "name": name, "packages": len(universe.packages), "parse": parse_seconds,
         "base": base_seconds, "installed": len(installed), "resolve": resolve_seconds,
@@ -72,12 +72,13 @@ def _measure(name: str, spec, repos, kubernetes: str, parse_seconds: float) -> d
 
 # ---- debian12: real archive + stand-in Kubernetes repository ----------------------------
 def debian12(cache: Path, work: Path) -> dict:
-    from tests.packages.httpserver import StaticServer
-    from tests.packages.standin_deb import build_kubernetes_debs, make_flat_repo
+    from kubeferry.lab.static_http import StaticServer
+    from kubeferry.lab.upstream_packages import flat_apt_repo
+    from tests.packages.standin_deb import build_kubernetes_debs
 
     repo = work / "kubernetes"
     debs = build_kubernetes_debs(repo / "amd64")
-    make_flat_repo(repo, debs, key=None)
+    flat_apt_repo(repo, debs, key=None)
     spec = os_spec("debian12")
     with StaticServer(work) as server:
         sources = Sources(repositories={
@@ -87,9 +88,9 @@ def debian12(cache: Path, work: Path) -> dict:
         specs = [RepoSpec(r.name, r.source, r.base, (), r.arches, r.suite, r.components, r.flat)
                  for r in spec.repositories_for("amd64")]  # keys: checked by the tests
         fetcher = Fetcher(cache)
-        _load(specs, spec, "amd64", sources, fetcher, {})  # warm the cache
+        load_repositories(specs, spec, "amd64", sources, fetcher, {})  # warm the cache
         parse_seconds, repos = _median_seconds(
-            lambda: _load(specs, spec, "amd64", sources, fetcher, {}), runs=3)
+            lambda: load_repositories(specs, spec, "amd64", sources, fetcher, {}), runs=3)
     return _measure("debian12 (real bookworm metadata)", spec, repos, "1.25.0", parse_seconds)
 
 

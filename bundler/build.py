@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kubeferry import __version__, manifests
-from kubeferry.bundle_format import bundle_filename
+from kubeferry.bundle.format import bundle_filename
+from kubeferry.bundle.metadata import RecordedImages
 from kubeferry.bundler.content import Content, build_time
 from kubeferry.bundler.images import layout_content, pull_images
 from kubeferry.bundler.sources import Sources, apply_overrides, default_sources
@@ -139,7 +140,7 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
                                   progress=(lambda n: progress("kubeferry", n, 0)) if progress else None))
     downloaded = cached = 0
     if "images" in request.include:
-        with _image_source(request, sources) as source:  # closing removes its temp CA bundle
+        with image_source(request, sources) as source:  # closing removes its temp CA bundle
             pulled = pull_images(
                 images.images, source, store, request.arch, request.workers,
                 progress=(lambda n, total: progress("pull", n, total)) if progress else None,
@@ -161,7 +162,7 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
                                     progress=(lambda n: progress("files", n, 0)) if progress else None))
     downloaded += stats.get("downloaded", 0)
     cached += stats.get("cached", 0)
-    metadata = _metadata(request, images, sources, contents)
+    metadata = bundle_metadata(request, images, sources, contents)
     members = [member for content in contents for member in content.members]
     total = sum(member.size for member in members)
     file_hash = hashlib.sha256()
@@ -177,7 +178,8 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
     )
 
 
-def _image_source(request: BuildRequest, sources: Sources):
+def image_source(request: BuildRequest, sources: Sources):
+    """Where ``request`` pulls images from: the registries of ``sources``, or a Docker Engine."""
     if request.image_source == "docker":
         from kubeferry.oci.docker_source import DockerSource
 
@@ -194,8 +196,10 @@ def _image_source(request: BuildRequest, sources: Sources):
     )
 
 
-def _metadata(request: BuildRequest, images: ImageSet, sources: Sources,
-              contents: list[Content]) -> dict[str, Any]:
+def bundle_metadata(request: BuildRequest, images: ImageSet, sources: Sources,
+                    contents: list[Content]) -> dict[str, Any]:
+    """The metadata of a bundle of ``request`` holding ``contents``; with ``write_bundle``
+    the seam that assembles a bundle from contents made elsewhere."""
     metadata: dict[str, Any] = {
         "kubernetes": request.kubernetes,
         "os": request.os,
@@ -204,17 +208,7 @@ def _metadata(request: BuildRequest, images: ImageSet, sources: Sources,
         "kubeferryVersion": __version__,
         "include": list(request.include),
         "sources": sources.to_dict(),
-        "imageSet": {
-            "kubeadmRepository": images.kubeadm_repository,
-            "pause": images.pause,
-            "pauseImage": images.pause_image,
-            "etcd": images.etcd,
-            "coredns": images.coredns,
-            "calico": images.calico,
-            "kubeadmImages": list(images.kubeadm_images),
-            "calicoImages": list(images.calico_images),
-            "checkImages": list(images.check_images),
-        },
+        "imageSet": RecordedImages.of_release(images).to_dict(),
         "images": [],
     }
     for content in contents:

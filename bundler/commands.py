@@ -12,8 +12,11 @@ from typing import IO, Callable, Iterator
 import click
 
 from kubeferry import signing
-from kubeferry.bundle_format import bundle_digest, encode_metadata, parse_digest
-from kubeferry.bundle_reader import Bundle, CorruptBundle
+from kubeferry.bundle import delta
+from kubeferry.bundle.errors import CorruptBundle
+from kubeferry.bundle.format import bundle_digest, encode_metadata, parse_digest
+from kubeferry.bundle.parts import base_name, parse_size, split
+from kubeferry.bundle.reader import Bundle
 from kubeferry.bundler.build import (
     BuildRequest,
     build,
@@ -24,7 +27,7 @@ from kubeferry.bundler.build import (
 )
 from kubeferry.console import human_bytes, progress_bars
 from kubeferry.errors import InputError
-from kubeferry.outputs import kind_of, output_file
+from kubeferry.outputs import kind_of, output_file, probe_directory
 from kubeferry.timeouts import timeout_options
 from kubeferry.versions import image_set
 
@@ -73,13 +76,17 @@ def bundle() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars; print only the bundle path.")
 @click.option("--send-password-over-plain-http", "plain_http", is_flag=True,
               help="Allow --registry-auth passwords to an http:// mirror off this machine (in clear).")
+@click.option("--delta-from", "delta_from", type=click.Path(path_type=Path, dir_okay=False),
+              metavar="OLD", help="Also write a delta: only the members OLD (a bundle, its first part,"
+                                  " or its 'bundle inspect --json') lacks; 'bundle patch' rebuilds.")
 @timeout_options
 def build_command(kubernetes: str, os_name: str, arch: str, include: str | None,
                   packages_extra: str, kernel_version: str | None, mirrors: tuple[str, ...],
                   sources_file: Path | None, cache_dir: Path | None, output_dir: Path,
                   image_source: str, registry_auth: Path | None, registry_ca: Path | None,
-                  workers: int, quiet: bool, plain_http: bool) -> None:
+                  workers: int, quiet: bool, plain_http: bool, delta_from: Path | None) -> None:
     """Write one verifiable bundle file for a Kubernetes release."""
+    base = delta.base_of(delta_from) if delta_from is not None else None  # refused before the build
     request = BuildRequest(
         kubernetes=kubernetes, os=os_name, arch=arch, include=parse_include(include, os_name),
         packages_extra=tuple(p.strip() for p in packages_extra.split(",") if p.strip()),
@@ -90,8 +97,13 @@ def build_command(kubernetes: str, os_name: str, arch: str, include: str | None,
     )
     with progress_bars(quiet) as progress:
         result = build(request, progress)
+    written = None
+    if base is not None:
+        written = delta.write_delta(Bundle.open(result.path), result.sha256, base, output_dir)
     if quiet:
         click.echo(str(result.path))
+        if written is not None:
+            click.echo(str(written[0]))
         return
     click.echo(f"bundle     {result.path}")
     click.echo(f"sha256     {result.sha256}  (sha256sum of the file, to check on the admin host)")
@@ -99,6 +111,11 @@ def build_command(kubernetes: str, os_name: str, arch: str, include: str | None,
     click.echo(f"images     {result.images}")
     click.echo(f"downloaded {human_bytes(result.downloaded)}, from cache {human_bytes(result.cached)}")
     click.echo(f"size       {human_bytes(result.size)} in {result.seconds:.1f} s")
+    if written is not None:
+        path, carried = written
+        click.echo(f"delta      {path}: {carried} of {len(result.metadata['members'])} members,"
+                   f" {human_bytes(path.stat().st_size)} (from {base.name} {base.digest[:19]}...;"
+                   " 'bundle patch OLD DELTA' rebuilds this bundle)")
     click.echo(f"digest     {bundle_digest(encode_metadata(result.metadata))}"
                "   (write it on the transfer form; check with 'bundle verify --digest')")
 
@@ -244,6 +261,44 @@ def sign_command(bundle_path: Path, key: Path, output: Path | None) -> None:
     opened = Bundle.open(bundle_path)
     written = signing.sign(opened.raw_metadata, key, output or signing.signature_path(bundle_path))
     click.echo(f"{written}: signature of {bundle_path} (digest {opened.bundle_digest})")
+
+
+@bundle.command("split")
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--size", default="4095M", show_default=True, metavar="SIZE",
+              help="Part size: bytes, or 700M, 3.9G (binary units); the default fits FAT32.")
+@click.option("--output", type=click.Path(path_type=Path, file_okay=False),
+              help="Folder for the parts [default: beside BUNDLE].")
+def split_command(bundle_path: Path, size: str, output: Path | None) -> None:
+    """Cut BUNDLE into parts NAME.001, NAME.002, ... for removable media.
+
+    Every command that takes a bundle accepts the first part and reads across the parts in
+    place; cat of the parts is the bundle byte for byte."""
+    part_size = parse_size(size)
+    opened = Bundle.open(bundle_path)  # a bundle (or the first part of one), its metadata checked
+    assert opened.source is not None
+    base = base_name(bundle_path)
+    folder = output if output is not None else bundle_path.parent
+    probe_directory(folder, "--output")
+    written = split(opened.source, base, part_size, folder)
+    for part in written:
+        click.echo(f"{part}  {human_bytes(part.stat().st_size)}")
+    click.echo(f"{len(written)} parts of {bundle_path.name}; on the other side give the first part"
+               f" to any command: kubeferry bundle verify {written[0].name} --digest {opened.bundle_digest}")
+
+
+@bundle.command("patch")
+@click.argument("old", metavar="OLD", type=click.Path(path_type=Path, dir_okay=False))
+@click.argument("delta_path", metavar="DELTA", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--output", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Folder for the new bundle.")
+def patch_command(old: Path, delta_path: Path, output: Path) -> None:
+    """Rebuild the new bundle from OLD (the bundle the delta was made against, or its first
+    part) and DELTA, byte for byte, checked against its digest."""
+    probe_directory(output, "--output")
+    written, digest = delta.patch(old, delta_path, output)
+    click.echo(f"bundle     {written}")
+    click.echo(f"digest     {digest}   (the build's; 'bundle verify' reads it again)")
 
 
 @bundle.command("images")

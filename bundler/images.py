@@ -11,21 +11,18 @@ already in the cache is not fetched at all.
 
 from __future__ import annotations
 
-import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
 from kubeferry import transport
-from kubeferry.bundle_format import CONTAINERD_NAME, IMAGES_PREFIX, OCI_REF_NAME
+from kubeferry.bundle import layout
 from kubeferry.bundler.content import Content, Member
 from kubeferry.oci import mediatypes
 from kubeferry.oci.convert import docker_to_oci
 from kubeferry.oci.reference import ImageReference
 from kubeferry.oci.store import BlobStore, Descriptor
-
-OCI_LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 
 
 class ImageSource(Protocol):
@@ -125,19 +122,6 @@ def bundled_image(ref: ImageReference, image: Any, store: BlobStore) -> BundledI
     )
 
 
-def _index_entry(image: BundledImage) -> dict[str, Any]:
-    """An index.json entry that ``ctr images import`` names after the full upstream name."""
-    entry: dict[str, Any] = {
-        "mediaType": mediatypes.OCI_MANIFEST,
-        "digest": image.digest,
-        "size": len(image.manifest),
-        "annotations": {CONTAINERD_NAME: image.name, OCI_REF_NAME: image.name},
-    }
-    if image.platform:
-        entry["platform"] = image.platform
-    return entry
-
-
 def layout_content(pulled: PulledImages, store: BlobStore) -> Content:
     """The images as one OCI image layout under ``images/``: members and metadata.
 
@@ -145,18 +129,18 @@ def layout_content(pulled: PulledImages, store: BlobStore) -> Content:
     exactly the platform the bundle was built for, under the upstream names.
     """
     images = [bundled_image(ref, image, store) for ref, image in pulled.images]
-    index = json.dumps({"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX,
-                        "manifests": [_index_entry(image) for image in images]}, indent=1).encode()
+    index = layout.index_json(layout.index_entry(image.name, image.digest, len(image.manifest),
+                                                 image.platform) for image in images)
     members = [
-        _store_member(store, IMAGES_PREFIX + "oci-layout", store.put_bytes(OCI_LAYOUT)),
-        _store_member(store, IMAGES_PREFIX + "index.json", store.put_bytes(index)),
+        _store_member(store, layout.LAYOUT_MEMBER, store.put_bytes(layout.OCI_LAYOUT)),
+        _store_member(store, layout.INDEX_MEMBER, store.put_bytes(index)),
     ]
     seen: set[str] = set()
     for image in images:
         for digest in [image.digest] + [blob.digest for blob in image.blobs]:
             if digest not in seen:
                 seen.add(digest)
-                members.append(_store_member(store, _blob_path(digest), digest))
+                members.append(_store_member(store, layout.blob_path(digest), digest))
     return Content(kind="images", members=members,
                    metadata={"images": [_image_metadata(image) for image in images]})
 
@@ -171,11 +155,6 @@ def _image_metadata(image: BundledImage) -> dict[str, Any]:
         "size": len(image.manifest) + sum(blob.size for blob in image.blobs),
         "layers": len(image.blobs) - 1,
     }
-
-
-def _blob_path(digest: str) -> str:
-    algorithm, _, hex_digest = digest.partition(":")
-    return f"{IMAGES_PREFIX}blobs/{algorithm}/{hex_digest}"
 
 
 def _store_member(store: BlobStore, path: str, digest: str) -> Member:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from kubeferry import __version__, manifests
-from kubeferry.bundle_format import KIT_MEMBER
+from kubeferry.bundle.format import KIT_MEMBER
 from kubeferry.bundler.content import Content, Member, sha256_file
 from kubeferry.bundler.fetch import Fetcher
 from kubeferry.bundler.pyindex import WheelSource, pip_cert

@@ -41,14 +41,20 @@ from kubeferry.bundler.resolver import Pin, Resolution, Resolver, Universe
 from kubeferry.bundler.sources import Sources
 from kubeferry.errors import InputError
 
-__all__ = ["build_packages", "supported_oses", "inspect_lines", "os_spec"]
+__all__ = ["build_packages", "inspect_lines", "installed_set", "kubernetes_pins",
+           "load_repositories", "os_spec", "supported_oses", "universe_of"]
 
 Progress = Callable[[int], None]  # bytes just downloaded
 DOWNLOAD_WORKERS = 4
 
 
-def _load(specs: list[RepoSpec], spec: OsSpec, arch: str, sources: Sources,
-          fetcher: Fetcher, keys: dict[str, Key]) -> list[LoadedRepo]:
+def load_repositories(specs: list[RepoSpec], spec: OsSpec, arch: str, sources: Sources,
+                      fetcher: Fetcher, keys: dict[str, Key]) -> list[LoadedRepo]:
+    """Each repository's metadata, checked against its keys (fetched into ``keys`` once).
+
+    With ``universe_of``, ``installed_set`` and ``kubernetes_pins`` this is the resolve-only
+    seam: what a build would bundle, without downloading a package.
+    """
     loaded = []
     for repo in specs:
         url = source_url(sources, repo.source, f"repository {repo.name}")
@@ -63,7 +69,7 @@ def _load(specs: list[RepoSpec], spec: OsSpec, arch: str, sources: Sources,
     return loaded
 
 
-def _universe(spec: OsSpec, repos: list[LoadedRepo]) -> Universe:
+def universe_of(spec: OsSpec, repos: list[LoadedRepo]) -> Universe:
     """Every package a stock node's package manager would see (modular filtering applied)."""
     modules = None
     for repo in repos:
@@ -112,7 +118,8 @@ def installed_set(spec: OsSpec, universe: Universe, repos: list[LoadedRepo]
     return resolution.packages, missing + resolution.unsatisfied
 
 
-def _pins(spec: OsSpec, kubernetes: str) -> dict[str, Pin]:
+def kubernetes_pins(spec: OsSpec, kubernetes: str) -> dict[str, Pin]:
+    """The OS's pinned packages (kubeadm, kubelet, kubectl) held at ``kubernetes``."""
     pin = Pin(lambda p: p.upstream_version() == kubernetes, f"= {kubernetes}")
     return {name: pin for name in spec.pinned}
 
@@ -236,14 +243,14 @@ def build_packages(kubernetes: str, os_name: str, arch: str, sources: Sources, c
         raise InputError(f"--include kernel: kernel-ml is bundled for el7 only, not {os_name}")
     fetcher = Fetcher(cache_dir, progress=progress)
     keys: dict[str, Key] = {}
-    repos = _load(spec.repositories_for(arch), spec, arch, sources, fetcher, keys)
-    universe = _universe(spec, repos)
+    repos = load_repositories(spec.repositories_for(arch), spec, arch, sources, fetcher, keys)
+    universe = universe_of(spec, repos)
     installed, warnings = installed_set(spec, universe, repos)
     admin_names = spec.admin if admin else ()
     requested = list(dict.fromkeys([*(spec.packages if packages is None else packages), *extra,
                                     *admin_names]))
     resolution = Resolver(universe, installed=installed,
-                          pins=_pins(spec, kubernetes)).resolve(requested)
+                          pins=kubernetes_pins(spec, kubernetes)).resolve(requested)
     bundled = _download(resolution, repos, fetcher)
     prefix = f"packages/{os_name}"
     used = {item.package.repo for item in bundled}
@@ -279,9 +286,9 @@ def _kernel_content(spec: OsSpec, arch: str, sources: Sources, fetcher: Fetcher,
                     packages: Resolution, version: str) -> Content:
     """kernel-ml and what it needs beyond the base set and the packages repository."""
     assert spec.kernel is not None
-    kernel_repo = _load([spec.kernel.repository], spec, arch, sources, fetcher, keys)[0]
+    kernel_repo = load_repositories([spec.kernel.repository], spec, arch, sources, fetcher, keys)[0]
     everything = [*repos, kernel_repo]
-    universe = _universe(spec, everything)
+    universe = universe_of(spec, everything)
     already = installed + [p for p in packages.packages if p.name not in
                            {i.name for i in installed}]
     resolution = Resolver(universe, installed=already,

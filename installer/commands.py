@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import defaultdict
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.console import progress_bars
 from kubeferry.errors import InputError, OperationError
 from kubeferry.installer import inventory as inventory_module
@@ -33,6 +34,8 @@ def _names(value: str | None) -> tuple[str, ...]:
 @click.option("--only", help="Run only these phases (comma-separated).")
 @click.option("--skip", help="Skip these phases (comma-separated).")
 @click.option("--plan", is_flag=True, help="Print what each phase would change per host; change nothing.")
+@click.option("--json", "as_json", is_flag=True,
+              help="With --plan: print the plan as one JSON document on stdout (tables go to stderr).")
 @click.option("--forks", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Hosts worked on in parallel.")
 @click.option("--accept-new-host-keys", is_flag=True,
@@ -46,9 +49,11 @@ def _names(value: str | None) -> tuple[str, ...]:
 @verify_key_option
 @timeout_options
 def install_command(bundle_path: Path, inventory_path: Path, only: str | None, skip: str | None,
-                    plan: bool, forks: int, accept_new_host_keys: bool, yes: bool,
+                    plan: bool, as_json: bool, forks: int, accept_new_host_keys: bool, yes: bool,
                     run_dir: Path | None, relay: str, verify_key: Path | None) -> None:
     """Turn a bundle and an inventory into a running cluster over SSH."""
+    if as_json and not plan:
+        raise click.UsageError("--json goes with --plan (a run reports on the terminal and in its logs)")
     inventory = inventory_module.load(inventory_path)
     inventory_module.check_secrets(inventory)
     phases = select(all_phases(), _names(only), _names(skip))
@@ -72,12 +77,15 @@ def install_command(bundle_path: Path, inventory_path: Path, only: str | None, s
     with progress_bars(quiet=plan) as bars:
         ctx = InstallContext(inventory=inventory, bundle=bundle, options=options,
                              progress_factory=lambda phase: lambda n: bars(phase, n, 0),
-                             echo=click.echo)
+                             echo=lambda text: click.echo(text, err=as_json))
         try:
-            results = run(ctx, phases, report=_report)
+            results = run(ctx, phases, report=(lambda result: None) if as_json else _report)
         finally:
             ctx.close()
-    _summary(results, run_dir)
+    if as_json:
+        click.echo(json.dumps(plan_document(bundle, inventory_path, results), indent=2))
+    else:
+        _summary(results, run_dir)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         first = failed[0]
@@ -85,6 +93,17 @@ def install_command(bundle_path: Path, inventory_path: Path, only: str | None, s
             f"{len(failed)} host(s) failed; first: {first.host} in phase {first.phase}:"
             f" {first.detail} (log: {run_dir / (first.host + '.log')}); fix it and run the"
             " same command again to resume")
+
+
+def plan_document(bundle: Bundle, inventory_path: Path, results: list[HostResult]) -> dict:
+    """``install --plan --json``: per phase and host, its status and the steps it would run."""
+    return {
+        "bundle": {"path": str(bundle.path), "digest": bundle.digest, "kubernetes": bundle.kubernetes,
+                   "os": bundle.os, "arch": bundle.arch},
+        "inventory": str(inventory_path),
+        "results": [{"phase": r.phase, "host": r.host, "status": r.status, "steps": r.plan,
+                     **({"detail": r.detail} if r.detail else {})} for r in results],
+    }
 
 
 def _report(result: HostResult) -> None:

@@ -10,12 +10,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Callable
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.installer.inventory import Host, Inventory, SecretRef
 from kubeferry.installer.ssh import Connection
 from kubeferry.outputs import check_target
+
+if TYPE_CHECKING:  # annotations only: the phases import this module
+    from kubeferry.installer.phases.preflight import NodeFacts, Verdict
+    from kubeferry.installer.roles import MemberPlan
 
 
 @dataclass
@@ -46,18 +50,46 @@ class HostLog:
 
 
 @dataclass
+class CertificateKey:
+    """The key kubeadm encrypted the uploaded control-plane certificates with, and when
+    (kubeadm deletes the upload after two hours)."""
+
+    key: str
+    uploaded: float  # epoch seconds
+
+
+@dataclass
+class JoinMaterial:
+    """What every ``kubeadm join`` of a run needs: made once, on first use."""
+
+    token: str
+    ca_hash: str
+
+
+@dataclass
+class RunState:
+    """What phases hand to later phases within one run; in memory only (it holds secrets)."""
+
+    facts: dict[str, NodeFacts] | None = None  # preflight's, read once before its hosts
+    verdicts: dict[str, Verdict] | None = None
+    member_plan: MemberPlan | None = None  # distribute: which member goes to which host
+    certificate_key: CertificateKey | None = None  # init, then join
+    join_material: JoinMaterial | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)  # for what hosts share
+
+
+@dataclass
 class InstallContext:
     inventory: Inventory
     bundle: Bundle
     options: InstallOptions
     stdin_reader: Callable[[], str] | None = None  # how a `stdin` secret is read (once)
-    state: dict[str, Any] = field(default_factory=dict)  # values phases hand to later phases
+    state: RunState = field(default_factory=RunState)
     _secrets: dict[str, str] = field(default_factory=dict)
     _connections: dict[str, Connection] = field(default_factory=dict)
     _logs: dict[str, HostLog] = field(default_factory=dict)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _secret_lock: threading.Lock = field(default_factory=threading.Lock)
-    state_lock: threading.Lock = field(default_factory=threading.Lock)
     progress_factory: Callable[[str], Callable[[int], None]] | None = None
     # the seam for tests: how a Connection to a host is made (default: SSH)
     connector: Callable[[Host], Connection] | None = None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.console import human_bytes, progress_bars
 from kubeferry.errors import InputError
 from kubeferry.installer.harbor_seed import seed

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, NoReturn, TypeVar
 
 from kubeferry import transport
-from kubeferry.bundle_images import BundleBlobs, BundleImage
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.images import BundleBlobs, BundleImage
+from kubeferry.bundle.reader import Bundle
 from kubeferry.console import human_bytes
 from kubeferry.errors import InputError, KubeferryError, OperationError
 from kubeferry.installer.harbor_api import DEFAULT_TIMEOUT, HarborAPI

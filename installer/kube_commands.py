@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import shlex
-from typing import Iterable
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -23,32 +22,10 @@ KUBELET_CONF = "/etc/kubernetes/kubelet.conf"
 CA_CERT = "/etc/kubernetes/pki/ca.crt"
 CONFIG_DIR = "/var/lib/kubeferry/kubeadm"  # kubeadm config files kubeferry wrote (0600)
 KUBECTL = f"kubectl --kubeconfig {ADMIN_CONF}"
-REDACTED = "<redacted>"
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text
-
-
-def run(conn: Connection, command: str, *, secrets: Iterable[str] = (), stdin: bytes | None = None,
-        timeout: float = 600) -> CommandResult:
-    """Run ``command``; OperationError (scrubbed of ``secrets``) naming its last error line."""
-    result = conn.run(command, stdin=stdin, timeout=timeout, check=False)
-    if not result.ok:
-        lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        detail = next((line for line in reversed(lines) if "stack trace" not in line), "no output")
-        raise OperationError(redact(f"{conn.host.name}: `{command}` exited {result.rc}: {detail.strip()}",
-                                    list(secrets)))
-    return result
-
-
 def kubectl(conn: Connection, args: str, *, stdin: bytes | None = None,
             timeout: float = 120) -> CommandResult:
     """kubectl with the cluster's admin kubeconfig (on a control plane)."""
-    return run(conn, f"{KUBECTL} {args}", stdin=stdin, timeout=timeout)
+    return operations.run(conn, f"{KUBECTL} {args}", stdin=stdin, timeout=timeout)
 
 
 def exists(conn: Connection, path: str) -> bool:

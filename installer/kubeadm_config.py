@@ -16,10 +16,11 @@ from typing import Any
 
 import yaml
 
+from kubeferry.bundle.metadata import RecordedImages
 from kubeferry.errors import OperationError
 from kubeferry.installer.image_names import site_image
 from kubeferry.installer.inventory import APISERVER_PORT, Host, Inventory, RegistrySettings
-from kubeferry.versions import UPSTREAM_REPOSITORY, ImageSet
+from kubeferry.versions import UPSTREAM_REPOSITORY
 
 KUBEADM_API = "kubeadm.k8s.io/v1beta3"
 KUBE_PROXY_API = "kubeproxy.config.k8s.io/v1alpha1"
@@ -54,18 +55,25 @@ def image_repository(registry: RegistrySettings | None) -> str:
     return registry.repository if registry is not None else UPSTREAM_REPOSITORY
 
 
-def kubeadm_dns_image(images: ImageSet, repository: str, dns_repository: str | None) -> str:
-    """The coredns image kubeadm asks for (cmd/kubeadm/app/images/images.go GetDNSImage).
+def kubeadm_image_names(images: RecordedImages, repository: str,
+                        dns_repository: str | None = None) -> list[str]:
+    """What kubeadm pulls with ``imageRepository: repository`` (and ``dns.imageRepository``).
 
-    kubeadm appends ``/coredns`` only when the repository in use is its own default.
+    kubeadm's rule (cmd/kubeadm/app/images/images.go): every image under the repository;
+    coredns under ``<repo>/coredns/coredns`` only when the repository in use is kubeadm's
+    own default (``kubeadm_repository``: k8s.gcr.io before 1.24.9), else ``<repo>/coredns``.
     """
-    repo = dns_repository or repository
-    if repo == images.kubeadm_repository:
-        repo = f"{repo}/coredns"
-    return f"{repo}/coredns:{images.coredns}"
+    repository = repository.rstrip("/")
+    names = [f"{repository}/{name}:{images.tag}" for name in
+             ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")]
+    names += [f"{repository}/pause:{images.pause}", f"{repository}/etcd:{images.etcd}"]
+    dns = (dns_repository or repository).rstrip("/")
+    if dns == images.kubeadm_repository:
+        dns = f"{dns}/coredns"
+    return [*names, f"{dns}/coredns:{images.coredns}"]
 
 
-def dns_image_repository(images: ImageSet, registry: RegistrySettings | None) -> str | None:
+def dns_image_repository(images: RecordedImages, registry: RegistrySettings | None) -> str | None:
     """ClusterConfiguration.dns.imageRepository, when kubeadm's rule alone would miss coredns.
 
     Harbor holds coredns flat (``<project>/coredns``: the rule finds it); upstream names keep
@@ -74,22 +82,17 @@ def dns_image_repository(images: ImageSet, registry: RegistrySettings | None) ->
     """
     wanted = site_image(f"{UPSTREAM_REPOSITORY}/coredns/coredns:{images.coredns}", registry)
     repository = image_repository(registry)
-    if kubeadm_dns_image(images, repository, None) == wanted:
+    if kubeadm_image_names(images, repository)[-1] == wanted:
         return None
     override = wanted.rsplit("/", 1)[0]
-    if kubeadm_dns_image(images, repository, override) != wanted:
+    if kubeadm_image_names(images, repository, override)[-1] != wanted:
         raise OperationError(f"internal error: no dns.imageRepository makes kubeadm ask for {wanted}")
     return override
 
 
-def kubeadm_images(images: ImageSet, registry: RegistrySettings | None) -> list[str]:
+def kubeadm_images(images: RecordedImages, registry: RegistrySettings | None) -> list[str]:
     """Every image ``kubeadm init`` will pull with the configuration kubeferry writes."""
-    repository = image_repository(registry)
-    names = [f"{repository}/{name}:{images.tag}" for name in
-             ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy")]
-    names += [f"{repository}/pause:{images.pause}", f"{repository}/etcd:{images.etcd}",
-              kubeadm_dns_image(images, repository, dns_image_repository(images, registry))]
-    return names
+    return kubeadm_image_names(images, image_repository(registry), dns_image_repository(images, registry))
 
 
 # -- documents ----------------------------------------------------------------------------------
@@ -112,7 +115,7 @@ def _cert_sans(inventory: Inventory) -> list[str]:
     return list(dict.fromkeys(name for name in names if name))
 
 
-def cluster_document(inventory: Inventory, images: ImageSet) -> dict[str, Any]:
+def cluster_document(inventory: Inventory, images: RecordedImages) -> dict[str, Any]:
     cluster = inventory.cluster
     doc: dict[str, Any] = {
         "apiVersion": KUBEADM_API,
@@ -133,7 +136,7 @@ def cluster_document(inventory: Inventory, images: ImageSet) -> dict[str, Any]:
     return doc
 
 
-def init_documents(inventory: Inventory, host: Host, images: ImageSet, *, token: str | None,
+def init_documents(inventory: Inventory, host: Host, images: RecordedImages, *, token: str | None,
                    certificate_key: str | None) -> list[dict[str, Any]]:
     """The documents of ``kubeadm init --config`` for the first control plane ``host``.
 

@@ -2,7 +2,11 @@
 from the facts, and nothing when the node is already there (pyinfra's model).
 
 A step is one sh command line, optionally with bytes on its stdin (file contents, secrets:
-never on the command line). ``apply`` runs them; ``--plan`` prints their descriptions.
+never on the command line), or Python work (``run``) for what is more than one command on
+one host: kubeadm with the configuration it reads written first and scrubbed after, a
+reboot and the wait for it, work on the admin host. A phase computes its steps once;
+``--plan`` prints their descriptions and a run applies the same list, so the two cannot
+drift apart.
 """
 
 from __future__ import annotations
@@ -10,28 +14,62 @@ from __future__ import annotations
 import hashlib
 import shlex
 from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
 
 from kubeferry.errors import OperationError
 from kubeferry.installer import facts
-from kubeferry.installer.ssh import Connection
+from kubeferry.installer.ssh import CommandFailed, CommandResult, Connection
 
 
 @dataclass(frozen=True)
 class Step:
+    """One change: ``command`` on the host, or ``run()`` (returns what changed, "" if nothing)."""
+
     describe: str
-    command: str
+    command: str = ""
     stdin: bytes | None = None
+    timeout: float = 600
+    secrets: tuple[str, ...] = ()  # scrubbed from the error if the command fails
+    failure: str = ""  # what the error says failed, instead of the command line
+    run: Callable[[], str] | None = None
 
 
-def apply(conn: Connection, steps: list[Step]) -> str:
-    """Run ``steps`` in order; return what changed, one description per line ("" if nothing)."""
+def run(conn: Connection, command: str, *, secrets: Iterable[str] = (), stdin: bytes | None = None,
+        timeout: float = 600, failure: str = "") -> CommandResult:
+    """Run ``command``; OperationError (scrubbed of ``secrets``) naming its last error line."""
+    result = conn.run(command, stdin=stdin, timeout=timeout, check=False)
+    if not result.ok:
+        raise CommandFailed(conn.host.name, result, secrets=tuple(secrets), what=failure)
+    return result
+
+
+def apply(conn: Connection | None, steps: Sequence[Step]) -> str:
+    """Run ``steps`` in order; what changed, one description each ("" if nothing did).
+
+    ``conn`` may be None for steps that are all Python work (the admin host's own).
+    """
+    done = []
     for step in steps:
-        conn.run(step.command, stdin=step.stdin)
-    return "; ".join(step.describe for step in steps)
+        if step.run is not None:
+            changed = step.run()
+            if changed:
+                done.append(changed)
+            continue
+        if conn is None:
+            raise OperationError(f"step {step.describe!r} is a command but no host was given")
+        run(conn, step.command, secrets=step.secrets, stdin=step.stdin, timeout=step.timeout,
+            failure=step.failure)
+        done.append(step.describe)
+    return "; ".join(done)
 
 
-def file(conn: Connection, path: str, content: str | bytes, mode: str = "0644") -> list[Step]:
-    """``path`` holds exactly ``content`` (written to a temp name, then renamed)."""
+def file(conn: Connection, path: str, content: str | bytes, mode: str = "0644",
+         check: str | None = None) -> list[Step]:
+    """``path`` holds exactly ``content`` (written to a temp name, then renamed).
+
+    ``check``: a command (``{}`` = the temp file) that must accept the new content before
+    it replaces the old (``haproxy -c -f {}``); if it refuses, nothing at ``path`` changes.
+    """
     data = content.encode() if isinstance(content, str) else content
     if facts.file_sha256(path).read(conn) == hashlib.sha256(data).hexdigest():
         return []
@@ -40,8 +78,13 @@ def file(conn: Connection, path: str, content: str | bytes, mode: str = "0644") 
     # the temp file is born 0600 (umask in a subshell): a secret is never readable by others,
     # not even between the write and the chmod
     command = (f"mkdir -p \"$(dirname {quoted})\" && rm -f {tmp} && (umask 077 && cat > {tmp})"
-               f" && chmod {mode} {tmp} && mv -f {tmp} {quoted}")
-    return [Step(f"write {path}", command, stdin=data)]
+               f" && chmod {mode} {tmp}")
+    if check:
+        command += f" && {{ {check.format(tmp)} || {{ rm -f {tmp}; exit 1; }}; }}"
+    describe = f"write {path}" + (f" (checked by {check.split()[0]})" if check else "")
+    failure = (f"{path} left unchanged: the new one does not pass `{check.format(path)}`"
+               " (or could not be written)") if check else ""
+    return [Step(describe, f"{command} && mv -f {tmp} {quoted}", stdin=data, failure=failure)]
 
 
 def sysctl(conn: Connection, values: dict[str, str], persist_file: str) -> list[Step]:

@@ -43,11 +43,27 @@ class CommandResult:
 
 
 class CommandFailed(OperationError):
-    def __init__(self, host: str, result: CommandResult) -> None:
-        detail = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        last = detail[-1] if detail else "no output"
-        super().__init__(f"{host}: `{_short(result.command)}` exited {result.rc}: {last}")
+    """A command exited non-zero: the host, the command, its last error line, never a secret."""
+
+    def __init__(self, host: str, result: CommandResult, secrets: tuple[str, ...] = (),
+                 what: str = "") -> None:
+        lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
+        last = next((line.strip() for line in reversed(lines) if "stack trace" not in line),
+                    "no output")
+        what = what or f"`{_short(result.command)}` exited {result.rc}"
+        super().__init__(redact(f"{host}: {what}: {last}", secrets))
         self.result = result
+
+
+REDACTED = "<redacted>"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every non-empty secret replaced by <redacted>."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
 
 
 def _short(command: str, limit: int = 80) -> str:

@@ -35,6 +35,12 @@ def allow_lines(server: Host, addresses: list[str], nodes: list[Host]) -> list[s
     return lines
 
 
+def site_inputs(ctx: InstallContext) -> list[str]:
+    """What of the inventory chrony's configuration follows: the server, every node's address."""
+    server = ctx.inventory.first_control_plane
+    return [f"{server.name} {server.address}", *sorted(host.address for host in ctx.inventory.hosts)]
+
+
 def config_text(ctx: InstallContext, host: Host) -> str:
     """The chrony configuration ``host`` gets (reads the server's addresses on the server)."""
     spec = platform(ctx.bundle.os).chrony

@@ -1,24 +1,35 @@
 """Ordered, named phases, each runnable alone and idempotent (kubeadm's workflow), fanned
 out over hosts (kubeadm runs on one node; kubeferry drives many).
 
-A phase is plain data: a name, a one-line description, which hosts it touches, and two
-functions per host: ``plan`` (read facts, say what would change) and ``apply`` (make it
-so, idempotently). A phase that completes on a host leaves a marker there
-(``/var/lib/kubeferry/phases/<name>``, holding the bundle digest), so a re-run repeats
-only what did not finish. A failed host does not stop the others in its phase; the run
-stops after that phase and the summary names host, phase and log file.
+A phase is plain data: a name, a one-line description, which hosts it touches, and one
+function per host, ``steps``: read the facts, return what the host still needs (nothing
+when it is there). ``--plan`` prints the steps' descriptions; a run applies the same
+steps (operations.Step), so a plan cannot promise what a run would not do. Work on the
+admin host is steps too: ``before`` the hosts (preflight's facts, the relay) and
+``after`` them (Harbor seeding, the admin kubeconfig, the VIP check).
+
+A phase that completes on a host leaves a marker there (``/var/lib/kubeferry/phases/<name>``,
+holding the bundle digest and a digest of the phase's ``inputs``: the part of the site it
+depends on, such as every node's name and address for /etc/hosts), so a re-run repeats
+only what did not finish, and what a changed inventory affects. A failed host
+does not stop the others in its phase; the run stops after that phase and the summary
+names host, phase and log file.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shlex
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from kubeferry.errors import InputError, KubeferryError
+from kubeferry.installer import operations
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.inventory import Host
+from kubeferry.installer.operations import Step
 
 MARKER_DIR = "/var/lib/kubeferry/phases"
 ADMIN = "admin-host"  # the name results use for work done on the admin host itself
@@ -41,42 +52,55 @@ class HostGroup:
     parallel: bool = True
 
 
+def _no_steps(ctx: InstallContext, host: Host) -> list[Step]:
+    return []
+
+
 @dataclass(frozen=True)
 class Phase:
     """One step of the install."""
 
     name: str
     short: str
-    apply: Callable[[InstallContext, Host], str]  # returns "" (no change) or what changed
+    # what ``host`` still needs, from its facts ([] when it is there); raises if it cannot work
+    steps: Callable[[InstallContext, Host], list[Step]] = _no_steps
     # the hosts it touches, at once; or ``groups``: ordered groups of them
     hosts: Callable[[InstallContext], Sequence[Host]] = lambda ctx: ()
-    plan: Callable[[InstallContext, Host], list[str]] | None = None  # what would change
     parallel: bool = True
     marker: bool = True
-    admin: Callable[[InstallContext], str] | None = None  # work on the admin host, after hosts
-    admin_plan: Callable[[InstallContext], list[str]] | None = None
     # ordered groups instead of ``hosts`` at once (kubeadm join: control planes, then workers)
     groups: Callable[[InstallContext], Sequence[HostGroup]] | None = None
-    # False for checks (verify): what apply returns is a report, not a change ("ok" + detail)
+    # False for checks (verify): what a run returns is a report, not a change ("ok" + detail)
     changes: bool = True
-    # work on the admin host once before the hosts (the relay of distribute); not in --plan
-    before: Callable[[InstallContext], str] | None = None
+    # the admin host's own steps, once: before the hosts (preflight's facts, the relay) and
+    # after them, when every host succeeded (Harbor seeding, the admin kubeconfig)
+    before: Callable[[InstallContext], list[Step]] | None = None
+    after: Callable[[InstallContext], list[Step]] | None = None
+    # what of the site (inventory, not facts) the result on ``host`` depends on: JSON data;
+    # when it differs from what the marker recorded, the phase runs again there
+    inputs: Callable[[InstallContext, Host], object] = lambda ctx, host: None
 
 
 def _marker(name: str) -> str:
     return f"{MARKER_DIR}/{name}"
 
 
+def marker_text(ctx: InstallContext, host: Host, phase: Phase) -> str:
+    """``<bundle digest> <inputs digest>``: what a finished phase leaves on the host."""
+    inputs = json.dumps(phase.inputs(ctx, host), sort_keys=True, default=str).encode()
+    return f"{ctx.bundle.digest} sha256:{hashlib.sha256(inputs).hexdigest()}"
+
+
 def has_marker(ctx: InstallContext, host: Host, phase: Phase) -> bool:
     result = ctx.conn(host).run(f"cat {shlex.quote(_marker(phase.name))} 2>/dev/null", check=False)
-    return result.ok and result.stdout.strip() == ctx.bundle.digest
+    return result.ok and result.stdout.strip() == marker_text(ctx, host, phase)
 
 
 def write_marker(ctx: InstallContext, host: Host, phase: Phase) -> None:
     path = _marker(phase.name)
     ctx.conn(host).run(
-        f"mkdir -p {MARKER_DIR} && printf '%s\\n' {shlex.quote(ctx.bundle.digest)} > {shlex.quote(path)}.tmp"
-        f" && mv {shlex.quote(path)}.tmp {shlex.quote(path)}")
+        f"mkdir -p {MARKER_DIR} && printf '%s\\n' {shlex.quote(marker_text(ctx, host, phase))}"
+        f" > {shlex.quote(path)}.tmp && mv {shlex.quote(path)}.tmp {shlex.quote(path)}")
 
 
 def select(phases: Sequence[Phase], only: Sequence[str] = (), skip: Sequence[str] = ()) -> list[Phase]:
@@ -96,11 +120,12 @@ def _run_host(ctx: InstallContext, phase: Phase, host: Host) -> HostResult:
     try:
         if phase.marker and has_marker(ctx, host, phase):
             return HostResult(host.name, phase.name, "done", "finished in an earlier run")
+        steps = phase.steps(ctx, host)
         if ctx.options.plan:
-            planned = phase.plan(ctx, host) if phase.plan else [f"run {phase.name}"]
+            planned = [step.describe for step in steps]
             return HostResult(host.name, phase.name, "changed" if planned else "ok", plan=planned)
         log(f"== phase {phase.name}")
-        changed = phase.apply(ctx, host)
+        changed = operations.apply(ctx.conn(host), steps)
         if phase.marker:
             write_marker(ctx, host, phase)
         status = "changed" if changed and phase.changes else "ok"
@@ -123,38 +148,36 @@ def _run_hosts(ctx: InstallContext, phase: Phase, hosts: Sequence[Host], paralle
 
 
 def run_phase(ctx: InstallContext, phase: Phase) -> list[HostResult]:
-    before: list[HostResult] = []
-    if phase.before is not None and not ctx.options.plan:
+    """One phase: its ``before`` steps, its hosts (or groups in order), its ``after`` steps."""
+    results: list[HostResult] = []
+    if phase.before is not None:
         result = _run_admin(ctx, phase, phase.before)
         if result.status == "failed":
             return [result]
-        before = [result] if result.detail else []  # nothing done: no line for it
-    return before + _run_phase_hosts(ctx, phase)
-
-
-def _run_phase_hosts(ctx: InstallContext, phase: Phase) -> list[HostResult]:
+        results += [result] if result.detail or result.plan else []  # nothing done: no line
     if phase.groups is not None:
-        results: list[HostResult] = []
         for group in phase.groups(ctx):
             results += _run_hosts(ctx, phase, list(group.hosts), group.parallel)
             if any(r.status == "failed" for r in results):
                 break
     else:
-        results = _run_hosts(ctx, phase, list(phase.hosts(ctx)), phase.parallel)
-    if phase.admin is not None and not any(r.status == "failed" for r in results):
-        results.append(_run_admin(ctx, phase, phase.admin))
+        results += _run_hosts(ctx, phase, list(phase.hosts(ctx)), phase.parallel)
+    if phase.after is not None and not any(r.status == "failed" for r in results):
+        results.append(_run_admin(ctx, phase, phase.after))
     return results
 
 
-def _run_admin(ctx: InstallContext, phase: Phase, work: Callable[[InstallContext], str]) -> HostResult:
+def _run_admin(ctx: InstallContext, phase: Phase,
+               steps_of: Callable[[InstallContext], list[Step]]) -> HostResult:
     log = ctx.log(ADMIN)
     try:
+        steps = steps_of(ctx)
         if ctx.options.plan:
-            planned = phase.admin_plan(ctx) if phase.admin_plan else [f"run {phase.name}"]
+            planned = [step.describe for step in steps]
             return HostResult(ADMIN, phase.name, "changed" if planned else "ok", plan=planned)
         log(f"== phase {phase.name}")
-        changed = work(ctx)
-        return HostResult(ADMIN, phase.name, "changed" if changed else "ok", changed)
+        changed = operations.apply(None, steps)
+        return HostResult(ADMIN, phase.name, "changed" if changed and phase.changes else "ok", changed)
     except KubeferryError as error:
         log(f"FAILED {phase.name}: {error}")
         return HostResult(ADMIN, phase.name, "failed", str(error))

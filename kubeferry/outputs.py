@@ -11,6 +11,7 @@ process that owns them is still alive.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -142,12 +143,23 @@ def output_file(path: Path | str, what: str = "--output", fsync: bool = True,
             fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_EXCL, mode)
         except OSError as error:
             raise os_error(error, what, target) from None
-        with os.fdopen(fd, "wb") as handle:
-            guarded = _Guarded(handle, what, target)
+        handle = os.fdopen(fd, "wb")
+        guarded = _Guarded(handle, what, target)
+        try:
             yield guarded  # type: ignore[misc]
             guarded.flush()
             if fsync:
                 guarded.fsync()
+        except BaseException:
+            # close() flushes again what a full disk refused: that second failure must not
+            # replace the line that names the output
+            with contextlib.suppress(OSError):
+                handle.close()
+            raise
+        try:
+            handle.close()
+        except OSError as error:
+            raise os_error(error, what, target) from None
         if kind_of(target) not in ("missing", "regular"):
             check_target(target, what)  # it changed under us: refuse, as above
         try:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import click
 
+from kubeferry.bundle.parts import base_name
 from kubeferry.errors import InputError, OperationError
 
 NAMESPACE = "kubeferry-bundle"
@@ -30,8 +31,9 @@ TIMEOUT = 120
 
 
 def signature_path(bundle: Path) -> Path:
-    """Where a bundle's signature lives: beside it, ``<bundle>.sig``."""
-    return bundle.with_name(bundle.name + SUFFIX)
+    """Where a bundle's signature lives: beside it, ``<bundle>.sig`` (for a split bundle,
+    beside its parts under the bundle's own name)."""
+    return bundle.with_name(base_name(bundle) + SUFFIX)
 
 
 def _ssh_keygen() -> str:

@@ -40,7 +40,8 @@ def release_in(text: str) -> str | None:
     return ".".join(match.groups()) if match else None
 
 
-def _key(version: str) -> tuple[int, int, int]:
+def release_key(version: str) -> tuple[int, int, int]:
+    """(1, 25, 3) for ``1.25.3``: releases sort and compare by this."""
     match = _VERSION.match(version)
     if not match:
         raise ValueError(version)
@@ -53,7 +54,7 @@ def _releases() -> dict[str, Any]:
 
 def supported_versions() -> list[str]:
     """Every patch release kubeferry has an image set for, oldest first."""
-    return sorted(_releases(), key=_key)
+    return sorted(_releases(), key=release_key)
 
 
 def supported_range() -> str:
@@ -64,7 +65,7 @@ def supported_range() -> str:
 
 def minor_of(version: str) -> str:
     """``1.25`` for ``1.25.3`` or ``v1.25.3``."""
-    major, minor, _ = _key(version)
+    major, minor, _ = release_key(version)
     return f"{major}.{minor}"
 
 
@@ -144,26 +145,6 @@ class ImageSet:
             self.pause_image,
             f"{repo}/etcd:{self.etcd}",
             f"{repo}/coredns/coredns:{self.coredns}",
-        )
-
-    def kubeadm_images_for(self, repository: str | None = None) -> tuple[str, ...]:
-        """The names this release's kubeadm asks for with ``imageRepository: repository``.
-
-        ``None`` means kubeadm's own default (``kubeadm_repository``: k8s.gcr.io before
-        1.24.9). kubeadm puts coredns under ``<repo>/coredns/coredns`` only when the
-        repository is its default; any other repository gets the flat ``<repo>/coredns``
-        (images.go GetDNSImage), so a Harbor project must hold coredns at that path.
-        """
-        repo = (repository or self.kubeadm_repository).rstrip("/")
-        dns = "coredns/coredns" if repo == self.kubeadm_repository else "coredns"
-        return (
-            f"{repo}/kube-apiserver:{self.tag}",
-            f"{repo}/kube-controller-manager:{self.tag}",
-            f"{repo}/kube-scheduler:{self.tag}",
-            f"{repo}/kube-proxy:{self.tag}",
-            f"{repo}/pause:{self.pause}",
-            f"{repo}/etcd:{self.etcd}",
-            f"{repo}/{dns}:{self.coredns}",
         )
 
     @property

@@ -20,24 +20,23 @@ DISABLED_PLUGINS = [
 
 
 class Containerd:
-    """containerd with its own root, state and socket; nothing shared with the host's."""
+    """containerd with its own root, state and socket; nothing shared with the host's.
 
-    def __init__(self) -> None:
+    By default all of it lives in a fresh temp directory (removed by ``stop``). A test
+    node passes ``config`` (its own /etc/containerd/config.toml, written by the caller
+    before ``start``) and the ``socket`` that config names; ``workdir`` is then kept.
+    """
+
+    def __init__(self, workdir: Path | None = None, config: Path | None = None,
+                 socket: Path | None = None) -> None:
+        self._own_workdir = workdir is None
         # short path: the socket path must stay under the 108-byte sun_path limit
-        self.workdir = Path(tempfile.mkdtemp(prefix="kf-ctrd-"))
-        self.socket = self.workdir / "containerd.sock"
-        config = self.workdir / "config.toml"
-        plugins = ", ".join(f'"{name}"' for name in DISABLED_PLUGINS)
-        config.write_text(
-            "version = 2\n"
-            f'root = "{self.workdir}/root"\n'
-            f'state = "{self.workdir}/state"\n'
-            f"disabled_plugins = [{plugins}]\n"
-            f'[grpc]\n  address = "{self.socket}"\n'
-            f'[ttrpc]\n  address = "{self.socket}.ttrpc"\n'
-            '[metrics]\n  address = ""\n'
-            f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{self.workdir}/opt"\n'
-        )
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="kf-ctrd-"))
+        self.socket = socket or self.workdir / "containerd.sock"
+        if config is None:
+            config = self.workdir / "config.toml"
+            config.write_text(default_config(self.workdir, self.socket))
+        self.config = config
         self.daemon = Daemon("containerd", ["containerd", "--config", str(config)],
                              self.workdir / "containerd.log", ready=self._answers)
 
@@ -73,15 +72,29 @@ class Containerd:
 
     def stop(self) -> None:
         self.daemon.stop()
-        for mount_point in reversed(_mounts_under(self.workdir)):
-            subprocess.run(["umount", "-l", mount_point], capture_output=True, timeout=30)
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._own_workdir:
+            for mount_point in reversed(_mounts_under(self.workdir)):
+                subprocess.run(["umount", "-l", mount_point], capture_output=True, timeout=30)
+            shutil.rmtree(self.workdir, ignore_errors=True)
 
     def __enter__(self) -> Containerd:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def default_config(workdir: Path, socket: Path) -> str:
+    """A config.toml keeping root, state, socket and opt under ``workdir`` (no CRI)."""
+    plugins = ", ".join(f'"{name}"' for name in DISABLED_PLUGINS)
+    return ("version = 2\n"
+            f'root = "{workdir}/root"\n'
+            f'state = "{workdir}/state"\n'
+            f"disabled_plugins = [{plugins}]\n"
+            f'[grpc]\n  address = "{socket}"\n'
+            f'[ttrpc]\n  address = "{socket}.ttrpc"\n'
+            '[metrics]\n  address = ""\n'
+            f'[plugins."io.containerd.internal.v1.opt"]\n  path = "{workdir}/opt"\n')
 
 
 def _mounts_under(directory: Path) -> list[str]:

@@ -11,6 +11,7 @@ inventory names, ``kubeferry.pyz`` is extracted from the bundle with tar, and th
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -43,8 +44,9 @@ class Scenario:
     inventory: Path  # a copy on the internet side, to read; the admin host has its own
     work: Path
     admin: AdminHost
-    admin_bundle: str  # the bundle's path on the admin host
+    admin_bundle: str  # the bundle's path on the admin host (its first part, if split)
     admin_inventory: str
+    split: bool = False  # carried as parts (``bundle split``), read in place from the parts
 
     def install(self, *args: str, run_dir: str = "run") -> subprocess.CompletedProcess[str]:
         """``python3 kubeferry.pyz install`` on the admin host (Harbor password via env)."""
@@ -59,8 +61,13 @@ class Scenario:
         kit = f"{ADMIN_HOME}/{KIT}"
         if self.admin.run(["test", "-f", kit]).returncode == 0:
             return kit
-        extracted = self.admin.run(["tar", "-xf", self.admin_bundle, "-C", ADMIN_HOME,
-                                    "--occurrence", KIT], timeout=300)
+        if self.split:  # tar reads the parts as one stream: cat NAME.001 NAME.002 ... | tar
+            base = self.admin_bundle[:-len(".001")]
+            extract = ["sh", "-c", f"cat {shlex.quote(base)}.[0-9][0-9][0-9] | tar -xf - -C {ADMIN_HOME}"
+                       f" --occurrence {KIT}"]
+        else:
+            extract = ["tar", "-xf", self.admin_bundle, "-C", ADMIN_HOME, "--occurrence", KIT]
+        extracted = self.admin.run(extract, timeout=300)
         if extracted.returncode != 0:
             raise OperationError(
                 f"bundle {self.bundle.name} has no {KIT} (tar: "
@@ -90,11 +97,12 @@ def site_up(name: str, nodes: int, log: Callable[[str], None] = lambda line: Non
 
 def prepare(site: Site, work: Path, kubernetes: str = "1.25.0", ha: bool = False,
             log: Callable[[str], None] = lambda line: None, harbor: bool = True,
-            lb_host: bool = False) -> Scenario:
+            lb_host: bool = False, split: str | None = None) -> Scenario:
     """Upstream stand-in, a debian12 bundle built against it, Harbor on .2 (or, with
     ``harbor=False``, ``registry: none``), an inventory: node1 control plane, the rest
     workers; ``ha``: node1-3 control planes behind the VIP on port 8443; ``lb_host``: node1
-    holds the VIP (haproxy + keepalived only), node2 is the control plane."""
+    holds the VIP (haproxy + keepalived only), node2 is the control plane; ``split``: the
+    bundle crosses as parts of that size (``bundle split --size``)."""
     work.mkdir(parents=True, exist_ok=True)
     upstream = upstream_service.up(site, kubernetes, "debian12", log=log)
     log("building the bundle (Debian packages from deb.debian.org, cached)")
@@ -115,16 +123,23 @@ def prepare(site: Site, work: Path, kubernetes: str = "1.25.0", ha: bool = False
                              controlPlaneEndpoint=f"{site.vip}:{port}", vip=site.vip)
     else:
         data = lab_inventory(site, registry=registry)
-    return _onto_admin_host(site, standin, bundle, data, work, log)
+    return _onto_admin_host(site, standin, bundle, data, work, log, split)
 
 
 def _onto_admin_host(site: Site, harbor: HarborStandIn | None, bundle: Path,
-                     data: dict, work: Path, log: Callable[[str], None]) -> Scenario:
-    """The admin host up, the bundle and the inventory's files carried onto it, and the
-    inventory rewritten with their paths there."""
+                     data: dict, work: Path, log: Callable[[str], None],
+                     split: str | None = None) -> Scenario:
+    """The admin host up, the bundle (or its parts) and the inventory's files carried onto
+    it, and the inventory rewritten with their paths there."""
     admin = AdminHost.up(site)
-    log(f"carrying {bundle.name} onto the air-gapped admin host ({admin.address})")
-    admin_bundle = admin.put(bundle, f"{ADMIN_HOME}/{bundle.name}")
+    carried = [bundle]
+    if split is not None:
+        subprocess.run([sys.executable, "-m", "kubeferry.cli", "bundle", "split", str(bundle),
+                        "--size", split, "--output", str(work / "parts")],
+                       check=True, timeout=600, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+        carried = sorted((work / "parts").glob(bundle.name + ".[0-9][0-9][0-9]"))
+    log(f"carrying {', '.join(p.name for p in carried)} onto the air-gapped admin host ({admin.address})")
+    admin_bundle = [admin.put(part, f"{ADMIN_HOME}/{part.name}") for part in carried][0]
     data["ssh"]["keyFile"] = admin.put(site.ssh_key, f"{ADMIN_SITE}/id_ed25519", mode=0o600)
     data["ssh"]["knownHosts"] = admin.put(site.known_hosts_file, f"{ADMIN_SITE}/known_hosts")
     if harbor is not None:
@@ -132,7 +147,8 @@ def _onto_admin_host(site: Site, harbor: HarborStandIn | None, bundle: Path,
     inventory = write_inventory(work / "cluster.yaml", data)
     admin_inventory = admin.put(inventory, f"{ADMIN_SITE}/cluster.yaml")
     return Scenario(site=site, harbor=harbor, bundle=bundle, inventory=inventory, work=work,
-                    admin=admin, admin_bundle=admin_bundle, admin_inventory=admin_inventory)
+                    admin=admin, admin_bundle=admin_bundle, admin_inventory=admin_inventory,
+                    split=split is not None)
 
 
 def _harbor(site: Site, work: Path) -> tuple[HarborStandIn, dict[str, str]]:

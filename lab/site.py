@@ -146,7 +146,7 @@ class Site:
             raise InputError(f"--nodes must be between 1 and {MAX_NODES}, not {nodes}")
         requested = _parse_subnet(subnet) if subnet is not None else None
         _require_root()
-        with _site_lock(name):
+        with SiteLock(name):
             existing = cls.load(name)
             if existing is not None:
                 same = (len(existing.nodes) == nodes and requested in (None, existing.subnet)
@@ -180,7 +180,7 @@ class Site:
         """
         for member in self.nodes:
             member.close()
-        with _site_lock(self.name):
+        with SiteLock(self.name):
             current = Site.load(self.name)
             if current is not None:
                 current._teardown()
@@ -189,7 +189,7 @@ class Site:
     def down_named(cls, name: str = DEFAULT_NAME) -> bool:
         """Remove site ``name`` if it exists (False when there was nothing to remove)."""
         _require_root()
-        with _site_lock(name):
+        with SiteLock(name):
             site = cls.load(name)
             if site is None:
                 return False
@@ -501,7 +501,7 @@ def _check_overlay_capable(directory: Path) -> None:
         )
 
 
-class _site_lock:
+class SiteLock:
     """One ``up``/``down`` at a time on this machine: an flock on the run directory itself
     (no lock file to leave behind), waited for at most LOCK_TIMEOUT seconds."""
 

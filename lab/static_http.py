@@ -9,6 +9,9 @@ As a process of its own that outlives the command that started it (``kubeferry-l
 upstream up``): ``python -m kubeferry.lab.static_http ROOT --port-file F`` binds a free
 loopback port, writes it to F (atomically) and serves until SIGTERM; ``port_from_file``
 waits for it (bounded). GET and HEAD only, Range honoured, nothing outside ROOT served.
+
+Tests see the paths asked for (``server.requests``) and inject faults for chosen paths
+(``server.fault(path, 503, cut(100))``: the next requests get a status, or a cut-off body).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import threading
 import time
 from pathlib import Path
 from types import FrameType
+from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 from kubeferry.lab.serving import ServerThread
@@ -42,6 +46,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _target(self) -> Path | None:
         path = unquote(urlsplit(self.path).path)
+        self.server.requests.append(path)
+        self._rewrite = None
+        actions = self.server.faults.get(path)
+        if actions:
+            action = actions.pop(0)
+            if not actions:
+                del self.server.faults[path]
+            if isinstance(action, int):
+                self.send_error(action)
+                return None
+            self._rewrite = action
         target = (self.server.root / path.lstrip("/")).resolve()
         if target != self.server.root and self.server.root not in target.parents:
             self.send_error(403)
@@ -64,7 +79,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _send(self, target: Path, body: bool) -> None:
         size = target.stat().st_size
         start = 0
-        ranged = self.headers.get("Range", "")
+        ranged = self.headers.get("Range", "") if self.server.ranges else ""
         if ranged.startswith("bytes=") and ranged[6:].split("-")[0].isdigit():
             start = min(int(ranged[6:].split("-")[0]), size)
             self.send_response(206)
@@ -75,6 +90,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
         if not body:
+            return
+        if self._rewrite is not None:  # a fault: the body rewritten (Content-Length kept)
+            with open(target, "rb") as stream, contextlib.suppress(BrokenPipeError,
+                                                                    ConnectionResetError):
+                stream.seek(start)
+                self.wfile.write(self._rewrite(stream.read()))
+            self.close_connection = True
             return
         with open(target, "rb") as stream, contextlib.suppress(BrokenPipeError,
                                                                 ConnectionResetError):
@@ -87,26 +109,41 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     root: Path
     log: object | None
+    ranges: bool
+    requests: list[str]
+    faults: dict[str, list[int | Callable[[bytes], bytes]]]
 
 
-def _make_server(root: Path, addr: str, port: int, log=None) -> _Server:  # noqa: ANN001
+def _make_server(root: Path, addr: str, port: int, log=None, ranges: bool = True) -> _Server:  # noqa: ANN001
     server = _Server((addr, port), _Handler)
     server.root = Path(root).resolve()
     server.log = log
+    server.ranges = ranges
+    server.requests = []
+    server.faults = {}
     return server
 
 
 class StaticServer:
     """``root`` served on ``addr`` (loopback) from a thread of this process."""
 
-    def __init__(self, root: Path, addr: str = LOOPBACK, port: int = 0):
-        self._server = _make_server(root, addr, port)
+    def __init__(self, root: Path, addr: str = LOOPBACK, port: int = 0, ranges: bool = True):
+        self._server = _make_server(root, addr, port, ranges=ranges)
         self._thread: ServerThread | None = None
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host}:{port}"
+
+    @property
+    def requests(self) -> list[str]:
+        """The paths asked for, in order."""
+        return self._server.requests
+
+    def fault(self, path: str, *actions: int | Callable[[bytes], bytes]) -> None:
+        """The next requests of ``path`` get these: an HTTP status, or a body rewriter."""
+        self._server.faults[path] = list(actions)
 
     def start(self) -> StaticServer:
         self._thread = ServerThread(self._server, "kubeferry-lab-static-http")
@@ -121,6 +158,11 @@ class StaticServer:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+def cut(at: int) -> Callable[[bytes], bytes]:
+    """A body rewriter sending only the first ``at`` bytes (Content-Length stays full)."""
+    return lambda body: body[:at]
 
 
 def port_from_file(path: Path, timeout: float, alive=lambda: True) -> int:  # noqa: ANN001

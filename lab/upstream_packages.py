@@ -84,8 +84,9 @@ def reference_dir() -> Path:
 
 
 def make_tree(root: Path, kubernetes: str | Iterable[str],
-              families: Iterable[str] = FAMILIES) -> Path:
-    """Write the stand-in package repositories, pinned files and keys for ``kubernetes``
+              families: Iterable[str] = FAMILIES, files: bool = True) -> Path:
+    """Write the stand-in package repositories, pinned files (unless ``files`` is False: the
+    lab keeps reference copies of some calico releases only) and keys for ``kubernetes``
     (one release or several; one repository per minor, as pkgs.k8s.io) under ``root``."""
     versions = [kubernetes] if isinstance(kubernetes, str) else list(kubernetes)
     families = tuple(families)
@@ -104,7 +105,7 @@ def make_tree(root: Path, kubernetes: str | Iterable[str],
                 _apt_repo(root, minor_versions, key)
             if "rpm" in families:
                 _yum_repo(root, minor_versions, key)
-    for version in versions:
+    for version in versions if files else ():
         _pinned_files(root, version)
     _debian_keyring(root)
     return root
@@ -143,26 +144,35 @@ def _deb_stanza(deb: Path, relative: str) -> str:
     ])
 
 
+def flat_apt_repo(repo: Path, debs: Iterable[Path], key: SigningKey | None,
+                  label: str = "kubeferry lab stand-in of pkgs.k8s.io") -> None:
+    """A flat apt repository of ``debs`` (files under ``repo``) as pkgs.k8s.io lays one out:
+    ``Packages``, ``Packages.gz``, ``Release`` and, signed with ``key``, ``InRelease``,
+    ``Release.gpg`` and ``Release.key``."""
+    stanzas = [_deb_stanza(d, d.relative_to(repo).as_posix()) for d in sorted(set(debs))]
+    packages = ("\n\n".join(stanzas) + "\n").encode()
+    indexes = {"Packages": packages, "Packages.gz": gzip.compress(packages, mtime=0)}
+    release = ["Origin: obs://build.opensuse.org/isv:kubernetes (kubeferry lab stand-in)",
+               f"Label: {label}", "Architectures: amd64",
+               "Date: Sat, 01 Jan 2022 00:00:00 UTC", "MD5Sum:"]
+    for name, data in indexes.items():
+        (repo / name).write_bytes(data)
+        release.append(f" {hashlib.md5(data).hexdigest()} {len(data)} {name}")  # noqa: S324
+    release.append("SHA256:")
+    release += [f" {hashlib.sha256(d).hexdigest()} {len(d)} {n}" for n, d in indexes.items()]
+    (repo / "Release").write_text("\n".join(release) + "\n")
+    if key is not None:
+        key.clearsign(repo / "Release", repo / "InRelease")
+        key.detach_sign(repo / "Release", repo / "Release.gpg")
+        (repo / "Release.key").write_bytes(key.public)
+
+
 def _apt_repo(root: Path, versions: list[str], key: SigningKey) -> None:
     def fill(repo: Path) -> None:
         debs: set[Path] = set()
         for version in versions:
             debs.update(build_debs(version, repo / "amd64"))
-        stanzas = [_deb_stanza(d, f"amd64/{d.name}") for d in sorted(debs)]
-        packages = ("\n\n".join(stanzas) + "\n").encode()
-        indexes = {"Packages": packages, "Packages.gz": gzip.compress(packages, mtime=0)}
-        release = ["Origin: obs://build.opensuse.org/isv:kubernetes (kubeferry lab stand-in)",
-                   "Label: kubeferry lab stand-in of pkgs.k8s.io", "Architectures: amd64",
-                   "Date: Sat, 01 Jan 2022 00:00:00 UTC", "MD5Sum:"]
-        for name, data in indexes.items():
-            (repo / name).write_bytes(data)
-            release.append(f" {hashlib.md5(data).hexdigest()} {len(data)} {name}")  # noqa: S324
-        release.append("SHA256:")
-        release += [f" {hashlib.sha256(d).hexdigest()} {len(d)} {n}" for n, d in indexes.items()]
-        (repo / "Release").write_text("\n".join(release) + "\n")
-        key.clearsign(repo / "Release", repo / "InRelease")
-        key.detach_sign(repo / "Release", repo / "Release.gpg")
-        (repo / "Release.key").write_bytes(key.public)
+        flat_apt_repo(repo, debs, key)
 
     _replace_dir(root / kubernetes_path(versions[0], "deb"), fill)
 

@@ -104,7 +104,7 @@ def up(site: Site, kubernetes: str, os_name: str = "debian12", profile: str = "t
     os_spec(os_name)  # InputError naming the supported OSes
     if profile not in PROFILES:
         raise InputError(f"--profile {profile!r}: choose one of {', '.join(PROFILES)}")
-    with lab_site._site_lock(site.name):  # one up/down at a time, as for the site itself
+    with lab_site.SiteLock(site.name):  # one up/down at a time, as for the site itself
         return _up(site, kubernetes, os_name, profile, log)
 
 
@@ -129,7 +129,7 @@ def _up(site: Site, kubernetes: str, os_name: str, profile: str, log: Log) -> Up
 
 def down(site: Site) -> bool:
     """Stop the site's upstream processes and remove its files; False if there was none."""
-    with lab_site._site_lock(site.name):
+    with lab_site.SiteLock(site.name):
         return _down(site)
 
 

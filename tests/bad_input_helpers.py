@@ -9,14 +9,14 @@ import tarfile
 from pathlib import Path
 from typing import Any, Callable
 
-from kubeferry.bundle_format import METADATA_NAME
+from kubeferry.bundle import layout
+from kubeferry.bundle.format import METADATA_NAME
 from kubeferry.bundler.content import Member
 from kubeferry.bundler.writer import write_bundle
 
 SECRET = "S3cret-kf-7731-do-not-print"
 
 CALICO = b"# calico stand-in\nkind: List\n"
-OCI_LAYOUT = b'{"imageLayoutVersion": "1.0.0"}'
 INDEX = b'{"schemaVersion": 2, "manifests": []}'
 
 
@@ -24,7 +24,7 @@ def small_bundle(directory: Path, name: str = "kubeferry-k8s-1.25.0-el7-amd64.ta
     """A real (tiny) bundle: an empty image layout and one file, written by the build's writer."""
     directory.mkdir(parents=True, exist_ok=True)
     members = []
-    for path, data in (("images/oci-layout", OCI_LAYOUT), ("images/index.json", INDEX),
+    for path, data in ((layout.LAYOUT_MEMBER, layout.OCI_LAYOUT), (layout.INDEX_MEMBER, INDEX),
                        ("files/calico.yaml", CALICO)):
         source = directory / ("src-" + path.replace("/", "-"))
         source.write_bytes(data)

@@ -201,6 +201,12 @@ CASES = [
          files={**_inv(), "afile": "x"}),
     Case("images-full-disk", ("bundle", "images", "{bundle}", "-o", "{t}/full/x.tar"), 1,
          ("--output", "No space left"), setup=lambda t, b: _full_dir(t)),
+    Case("split-full-disk", ("bundle", "split", "{bundle}", "--size", "1000", "--output", "{t}/full"), 1,
+         ("--output", "No space left"), setup=lambda t, b: _full_dir(t)),
+    Case("split-read-only", ("bundle", "split", "{bundle}", "--output", "{t}/ro/parts"), 2,
+         ("--output", "Read-only"), setup=_readonly_dir),
+    Case("patch-read-only", ("bundle", "patch", "{bundle}", "{bundle}", "--output", "{t}/ro/new"), 2,
+         ("--output", "Read-only"), setup=_readonly_dir),
     # -- 9: one line, always ---------------------------------------------------------------
     Case("sources-yaml-syntax", SRC, 2, ("--sources", "YAML at line"),
          files={"s.yaml": "registries:\n  docker.io: [unclosed\n"}),
@@ -242,12 +248,18 @@ CASES = [
          ("/dev/stdin", "regular file")),
     Case("verify-empty-stdin", ("bundle", "verify", "-"), 2, ("-", "not a tar")),
     Case("verify-directory", ("bundle", "verify", "{t}"), 2, ("directory",)),
+    Case("split-from-stdin", ("bundle", "split", "-"), 2, ("regular file", "bundle verify")),
+    Case("split-size-unit", ("bundle", "split", "{bundle}", "--size", "3.9X"), 2, ("--size", "not a size")),
+    Case("patch-not-a-delta", ("bundle", "patch", "{bundle}", "{bundle}", "--output", "{t}/new"), 2,
+         ("not a kubeferry delta",)),
+    Case("delta-from-missing", (*BUILD, "--delta-from", "{t}/no-such.tar"), 2,
+         ("--delta-from", "no-such.tar")),
 ]
 
 
 def _resign(key: str, value: object) -> Callable[[dict], None]:
     """An edit that also fixes the self-check: what a careful attacker or another writer does."""
-    from kubeferry.bundle_format import SELF_CHECK, metadata_self_check
+    from kubeferry.bundle.format import SELF_CHECK, metadata_self_check
 
     def edit(meta: dict) -> None:
         meta[key] = value
@@ -299,7 +311,7 @@ def test_bad_input(case: Case, bundle: Path, tmp_path: Path) -> None:
 
 
 def test_good_bundle_verifies_and_prints_its_digest(bundle: Path) -> None:
-    from kubeferry.bundle_reader import Bundle
+    from kubeferry.bundle.reader import Bundle
 
     digest = Bundle.open(bundle).bundle_digest
     result = run(["bundle", "verify", str(bundle), "--digest", digest])
@@ -445,7 +457,7 @@ def test_registry_passwords_never_go_over_plain_http(origin: str, challenge: str
 
 
 def test_verify_reads_a_stream_once(bundle: Path, tmp_path: Path) -> None:
-    from kubeferry.bundle_reader import Bundle
+    from kubeferry.bundle.reader import Bundle
 
     digest = Bundle.open(bundle).bundle_digest
     data = bundle.read_bytes()

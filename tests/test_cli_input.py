@@ -91,7 +91,7 @@ def _hostile_bundle(path: Path, member: str) -> Path:
     """A bundle whose metadata is consistent but whose member escapes the target."""
     import hashlib
 
-    from kubeferry.bundle_format import members_digest
+    from kubeferry.bundle.format import members_digest
 
     data = b"owned\n"
     listed = [{"path": member, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}]

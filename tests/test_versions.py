@@ -82,7 +82,7 @@ def test_later_patch_changes_upstream_made():
 
 def test_kubeadm_default_repository_switches_at_1_24_9():
     for version in versions.supported_versions():
-        expected = "k8s.gcr.io" if versions._key(version) < (1, 24, 9) else "registry.k8s.io"
+        expected = "k8s.gcr.io" if versions.release_key(version) < (1, 24, 9) else "registry.k8s.io"
         assert _row(version)["repository"] == expected, version
 
 
@@ -142,24 +142,6 @@ def test_image_set_carries_the_calico_manifest_and_accepts_a_v_prefix():
     assert images.calico_manifest_url.endswith("/v3.30.7/manifests/calico.yaml")
     assert images.calico_manifest_sha256 == (
         "ed105288f27c7ba4cae143bcaa3f6425f02d84fa94a4786cc8e3d371412c1a36")
-
-
-def test_what_kubeadm_asks_for_under_its_default_and_a_custom_repository():
-    old = versions.image_set("1.24.0")
-    assert old.kubeadm_images_for() == (
-        "k8s.gcr.io/kube-apiserver:v1.24.0",
-        "k8s.gcr.io/kube-controller-manager:v1.24.0",
-        "k8s.gcr.io/kube-scheduler:v1.24.0",
-        "k8s.gcr.io/kube-proxy:v1.24.0",
-        "k8s.gcr.io/pause:3.7",
-        "k8s.gcr.io/etcd:3.5.3-0",
-        "k8s.gcr.io/coredns/coredns:v1.8.6",
-    )
-    # The bundle still names what upstream serves today.
-    assert old.kubeadm_images[-1] == "registry.k8s.io/coredns/coredns:v1.8.6"
-    harbor = versions.image_set("1.25.0").kubeadm_images_for("harbor.local/google_containers/")
-    assert harbor[-1] == "harbor.local/google_containers/coredns:v1.9.3"
-    assert harbor[4] == "harbor.local/google_containers/pause:3.8"
 
 
 @pytest.mark.parametrize("version", ["1.23.17", "1.32.0", "abc", "1.25", "", "1.31.15"])

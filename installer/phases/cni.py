@@ -7,14 +7,13 @@ against its sha256), rewritten by ``calico.rewrite`` (images -> site names, the 
 
 from __future__ import annotations
 
-import hashlib
-
-from kubeferry.errors import InputError, OperationError
+from kubeferry.errors import InputError
 from kubeferry.installer import calico
 from kubeferry.installer import kube_commands as kube
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.image_names import site_image
 from kubeferry.installer.inventory import Host
+from kubeferry.installer.operations import Step
 from kubeferry.installer.workflow import Phase
 
 CALICO_FILE = "calico.yaml"
@@ -32,11 +31,7 @@ def calico_member(ctx: InstallContext) -> dict:
 
 def site_manifest(ctx: InstallContext) -> str:
     """calico.yaml as this site applies it (verified bytes from the bundle, rewritten)."""
-    member = calico_member(ctx)
-    with ctx.bundle.open_member(member["path"]) as handle:
-        data = handle.read(member["size"])
-    if len(data) != member["size"] or hashlib.sha256(data).hexdigest() != member["sha256"]:
-        raise OperationError(f"{ctx.bundle.path}: member {member['path']} is damaged (sha256 differs)")
+    data = ctx.bundle.read_member(calico_member(ctx)["path"])
     registry = ctx.inventory.registry
     return calico.rewrite(data.decode(), ctx.inventory.cluster.pod_subnet,
                           lambda name: site_image(name, registry))
@@ -46,15 +41,15 @@ def _hosts(ctx: InstallContext) -> list[Host]:
     return [ctx.inventory.first_control_plane]
 
 
-def plan(ctx: InstallContext, host: Host) -> list[str]:
+def steps(ctx: InstallContext, host: Host) -> list[Step]:
+    """``kubectl apply`` of the site's calico.yaml: kubectl itself finds what is unchanged."""
     manifest = site_manifest(ctx)
     images = sorted(set(calico.images(manifest)))
-    return [f"kubectl apply calico ({len(images)} images: {', '.join(images)};"
-            f" pool {ctx.inventory.cluster.pod_subnet})"]
+    return [Step(f"kubectl apply calico ({len(images)} images: {', '.join(images)};"
+                 f" pool {ctx.inventory.cluster.pod_subnet})", run=lambda: _apply(ctx, host, manifest))]
 
 
-def apply(ctx: InstallContext, host: Host) -> str:
-    manifest = site_manifest(ctx)
+def _apply(ctx: InstallContext, host: Host, manifest: str) -> str:
     result = kube.kubectl(ctx.conn(host), "apply -f -", stdin=manifest.encode(), timeout=300)
     lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
     changed = [line for line in lines if not line.endswith(" unchanged")]
@@ -67,7 +62,8 @@ PHASE = Phase(
     name="cni",
     short="calico from the bundle, images from the site registry, pool = podSubnet",
     hosts=_hosts,
-    apply=apply,
-    plan=plan,
+    steps=steps,
     parallel=False,
+    inputs=lambda ctx, host: [ctx.inventory.cluster.pod_subnet,
+                              ctx.inventory.registry.repository if ctx.inventory.registry else None],
 )

@@ -11,6 +11,7 @@ the pause image keeps its upstream name (the images phase imports it under that 
 
 from __future__ import annotations
 
+import hashlib
 import json
 from importlib import resources
 from pathlib import Path
@@ -28,7 +29,7 @@ from kubeferry.installer.workflow import Phase
 
 def sandbox_image(ctx: InstallContext) -> str:
     """The pause image kubeadm uses, named as this site holds it."""
-    pause = ctx.bundle.metadata.get("imageSet", {}).get("pauseImage")
+    pause = ctx.bundle.image_set.pause_image
     if not pause:
         raise InputError(f"{ctx.bundle.path}: the bundle metadata names no pause image (imageSet.pauseImage)")
     registry = ctx.inventory.registry
@@ -84,12 +85,6 @@ def _registry_steps(ctx: InstallContext, conn) -> list[Step]:
     return steps
 
 
-def _ready_command() -> str:
-    timeout = int(data()["containerd"]["ready_timeout"])
-    return (f"i=0; until ctr version >/dev/null 2>&1; do i=$((i+1));"
-            f" [ $i -ge {timeout} ] && exit 1; sleep 1; done")
-
-
 def steps(ctx: InstallContext, host: Host) -> list[Step]:
     conn = ctx.conn(host)
     settings = data()["containerd"]
@@ -97,28 +92,42 @@ def steps(ctx: InstallContext, host: Host) -> list[Step]:
     planned = config + _registry_steps(ctx, conn)
     planned += operations.file(conn, settings["crictl_config"], crictl_yaml())
     planned += operations.service(conn, "containerd", enabled=True, running=True, restart=bool(config))
+    if planned:
+        planned.append(_ready_step(ctx, host))
     return planned
 
 
-def plan(ctx: InstallContext, host: Host) -> list[str]:
-    return [step.describe for step in steps(ctx, host)]
+def _ready_step(ctx: InstallContext, host: Host) -> Step:
+    """Wait (bounded) until containerd answers ``ctr version`` again."""
+    settings = data()["containerd"]
+    timeout = int(settings["ready_timeout"])
+    command = (f"i=0; until ctr version >/dev/null 2>&1; do i=$((i+1));"
+               f" [ $i -ge {timeout} ] && exit 1; sleep 1; done")
+
+    def wait() -> str:
+        if not ctx.conn(host).run(command, check=False, timeout=timeout + 30).ok:
+            raise OperationError(f"{host.name}: containerd does not answer `ctr version` after"
+                                 f" {timeout} s: see journalctl -u containerd on the node"
+                                 f" ({settings['config']} may be wrong)")
+        return ""
+
+    return Step(f"check that containerd answers (up to {timeout} s)", run=wait)
 
 
-def apply(ctx: InstallContext, host: Host) -> str:
-    conn = ctx.conn(host)
-    changed = operations.apply(conn, steps(ctx, host))
-    result = conn.run(_ready_command(), check=False, timeout=int(data()["containerd"]["ready_timeout"]) + 30)
-    if not result.ok:
-        raise OperationError(f"{host.name}: containerd does not answer `ctr version` after"
-                             f" {data()['containerd']['ready_timeout']} s: see journalctl -u containerd"
-                             f" on the node ({data()['containerd']['config']} may be wrong)")
-    return changed
+def inputs(ctx: InstallContext, host: Host) -> object:
+    """config.toml, and the registry with its CA (hosts.toml)."""
+    registry = ctx.inventory.registry
+    if registry is None:
+        return [config_toml(ctx)]
+    ca = Path(registry.ca_file).expanduser() if registry.ca_file else None
+    ca_digest = hashlib.sha256(ca.read_bytes()).hexdigest() if ca and ca.is_file() else ""
+    return [config_toml(ctx), registry.url, ca_digest]
 
 
 PHASE = Phase(
     name="containerd",
     short="containerd config (SystemdCgroup, sandbox_image, certs.d/hosts.toml), crictl.yaml, restart",
     hosts=lambda ctx: ctx.inventory.kubernetes_nodes,
-    apply=apply,
-    plan=plan,
+    steps=steps,
+    inputs=inputs,
 )

@@ -21,15 +21,16 @@ from kubeferry.errors import OperationError
 from kubeferry.installer import relay
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.inventory import Host
+from kubeferry.installer.operations import Step
 from kubeferry.installer.roles import NODE_BUNDLE_DIR, MemberPlan
 from kubeferry.installer.workflow import ADMIN, Phase, has_marker
 
 
 def _member_plan(ctx: InstallContext) -> MemberPlan:
-    with ctx.state_lock:
-        if "member_plan" not in ctx.state:
-            ctx.state["member_plan"] = MemberPlan(ctx.bundle)
-        return ctx.state["member_plan"]
+    with ctx.state.lock:
+        if ctx.state.member_plan is None:
+            ctx.state.member_plan = MemberPlan(ctx.bundle)
+        return ctx.state.member_plan
 
 
 def wanted(ctx: InstallContext, host: Host) -> list[dict]:
@@ -80,13 +81,15 @@ def _todo(ctx: InstallContext, host: Host) -> list[tuple[dict, int]]:
     return todo
 
 
-def plan(ctx: InstallContext, host: Host) -> list[str]:
+def steps(ctx: InstallContext, host: Host) -> list[Step]:
+    """One step: send what the node lacks (resuming parts), each file checked on arrival."""
     todo = _todo(ctx, host)
     if not todo:
         return []
     remaining = sum(m["size"] - max(0, done) for m, done in todo)
     resumed = sum(1 for _, done in todo if done > 0)
-    return [f"send {len(todo)} files ({remaining} bytes)" + (f", resuming {resumed}" if resumed else "")]
+    describe = f"send {len(todo)} files ({remaining} bytes)" + (f", resuming {resumed}" if resumed else "")
+    return [Step(describe, run=lambda: _send(ctx, host, todo))]
 
 
 # Reads "<sha256> <part>" lines: renames each part whose sha256 matches and records it in
@@ -101,19 +104,22 @@ _SETTLE = (
 )
 
 
-def relay_first(ctx: InstallContext) -> str:
+def relay_first(ctx: InstallContext) -> list[Step]:
     """Before the hosts: relay what the nodes lack, when it pays. A failure is a notice:
-    the direct sends of ``apply`` complete whatever the relay did not deliver."""
+    the hosts' own steps then send whatever the relay did not deliver."""
     if ctx.options.relay == "off":
-        return ""
+        return []
     hops = relay.chain(list(ctx.inventory.hosts), _lacking(ctx))
     if not relay.worth_it(ctx.options.relay, hops):
-        return ""
-    sent = _relay(ctx, hops)  # each node checked and renamed what it kept on arrival
-    if not sent:
-        return ""
+        return []
     path = " -> ".join(["admin", *(hop.host.name for hop in hops)])
-    return f"relayed {sent} bytes once through {path}"
+    return [Step(f"relay the nodes' files through {path} (each byte leaves the admin host once)",
+                 run=lambda: _relayed(ctx, hops, path))]
+
+
+def _relayed(ctx: InstallContext, hops: list[relay.Hop], path: str) -> str:
+    sent = _relay(ctx, hops)  # each node checked and renamed what it kept on arrival
+    return f"relayed {sent} bytes once through {path}" if sent else ""
 
 
 def _lacking(ctx: InstallContext) -> dict[str, list[dict]]:
@@ -121,7 +127,8 @@ def _lacking(ctx: InstallContext) -> dict[str, list[dict]]:
     def survey(host: Host) -> list[dict]:
         if has_marker(ctx, host, PHASE):
             return []
-        relay.sweep(ctx, host)  # what a killed run may have left
+        if not ctx.options.plan:
+            relay.sweep(ctx, host)  # what a killed run may have left
         return [member for member, _ in _todo(ctx, host)]
 
     hosts = list(ctx.inventory.hosts)
@@ -156,13 +163,10 @@ def _settle(conn, members: list[dict]) -> list[str]:
     return conn.run(_SETTLE, stdin=listing.encode()).stdout.split()
 
 
-def apply(ctx: InstallContext, host: Host) -> str:
+def _send(ctx: InstallContext, host: Host, todo: list[tuple[dict, int]]) -> str:
     """Prepare in one round trip, then one upload per file; each file is checked on the node
     (on a second SSH channel) while the next one is on the wire."""
     conn = ctx.conn(host)
-    todo = _todo(ctx, host)
-    if not todo:
-        return ""
     fresh = [f"{NODE_BUNDLE_DIR}/{m['path']}.part" for m, done in todo if done <= 0]
     if fresh:  # new parts start empty (a part longer than its member is not ours to resume)
         directories = sorted({part.rsplit("/", 1)[0] for part in fresh})
@@ -189,7 +193,7 @@ PHASE = Phase(
     name="distribute",
     short="send each node what its roles need from the bundle, verified by sha256",
     hosts=lambda ctx: ctx.inventory.hosts,
-    apply=apply,
-    plan=plan,
+    steps=steps,
     before=relay_first,
+    inputs=lambda ctx, host: [member["path"] for member in wanted(ctx, host)],  # by its roles
 )

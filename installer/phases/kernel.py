@@ -86,18 +86,6 @@ def install_steps(ctx: InstallContext, host: Host) -> tuple[list[Step], str]:
     return steps, target_release
 
 
-def plan(ctx: InstallContext, host: Host) -> list[str]:
-    why = _applies(ctx, host)
-    if why:
-        ctx.log(host)(f"kernel: {why}")
-        return []
-    steps, target_release = install_steps(ctx, host)
-    timeout = data()["kernel"]["reboot_timeout"]
-    return [step.describe for step in steps] + [
-        f"reboot ({REBOOT}), wait up to {timeout} s for SSH with a new boot id,"
-        f" then check uname -r >= {target_release}"]
-
-
 def wait_for_reboot(ctx: InstallContext, host: Host, old_boot: str, timeout: float,
                     poll: float) -> str:
     """Wait until the node answers over SSH with another boot id; returns the new one."""
@@ -118,15 +106,21 @@ def wait_for_reboot(ctx: InstallContext, host: Host, old_boot: str, timeout: flo
                          f" ({last}); check its console, then run the install again")
 
 
-def apply(ctx: InstallContext, host: Host) -> str:
+def steps(ctx: InstallContext, host: Host) -> list[Step]:
+    """kernel-ml installed and the default entry; then the reboot, the wait and the check."""
     why = _applies(ctx, host)
     if why:
         ctx.log(host)(f"kernel: {why}")
-        return ""
+        return []
+    install, target_release = install_steps(ctx, host)
+    timeout = data()["kernel"]["reboot_timeout"]
+    return [*install, Step(f"reboot ({REBOOT}), wait up to {timeout} s for SSH with a new boot id,"
+                           f" then check uname -r >= {target_release}",
+                           run=lambda: _reboot(ctx, host, target_release))]
+
+
+def _reboot(ctx: InstallContext, host: Host, target_release: str) -> str:
     conn = ctx.conn(host)
-    steps, target_release = install_steps(ctx, host)
-    for step in steps:
-        conn.run(step.command, stdin=step.stdin)
     settings = data()["kernel"]
     old_boot = facts.BOOT_ID.read(conn)
     conn.run(REBOOT)
@@ -136,13 +130,12 @@ def apply(ctx: InstallContext, host: Host) -> str:
     if not new_enough(running, target_release.split("-", 1)[0]):
         raise OperationError(f"{host.name}: booted {running}, not {target_release}: check the"
                              " boot loader's default entry (grubby --default-kernel)")
-    return "; ".join([*(step.describe for step in steps), f"rebooted into {running}"])
+    return f"rebooted into {running}"
 
 
 PHASE = Phase(
     name="kernel",
     short="EL7: kernel-ml from the bundle as the default boot entry, reboot, check uname -r",
     hosts=lambda ctx: ctx.inventory.hosts,
-    apply=apply,
-    plan=plan,
+    steps=steps,
 )

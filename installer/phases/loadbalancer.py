@@ -12,7 +12,6 @@ the VIP is up on exactly one lb host.
 
 from __future__ import annotations
 
-import shlex
 import time
 
 from kubeferry import manifests
@@ -24,7 +23,6 @@ from kubeferry.installer.operations import Step
 from kubeferry.installer.ssh import Connection
 from kubeferry.installer.workflow import ADMIN, Phase
 
-STAGE_DIR = "/var/lib/kubeferry/loadbalancer"  # configs are validated here before use
 PROGRAMS = ("haproxy", "keepalived")
 
 
@@ -55,17 +53,6 @@ def _os_family(ctx: InstallContext) -> str:
     return manifests.load("platforms")["oses"][ctx.bundle.os]["family"]
 
 
-def _check_staged(conn: Connection, path: str, content: str, check: str) -> None:
-    """OperationError unless ``check`` (``{}`` = a staged copy of ``content``) passes."""
-    stage = f"{STAGE_DIR}/{path.rsplit('/', 1)[-1]}"
-    operations.apply(conn, operations.file(conn, stage, content))
-    result = conn.run(check.format(shlex.quote(stage)), check=False)
-    if not result.ok:
-        lines = (result.stderr.strip() or result.stdout.strip()).splitlines()
-        raise OperationError(f"{conn.host.name}: the {path} kubeferry made does not pass"
-                             f" `{check.format(stage)}`: {lines[-1] if lines else 'no output'}")
-
-
 def _files(ctx: InstallContext, host: Host) -> dict[str, tuple[str, str, str]]:
     """What goes where: role -> (path, content, mode)."""
     conn, inventory, data = ctx.conn(host), ctx.inventory, lb_config.settings()
@@ -79,50 +66,38 @@ def _files(ctx: InstallContext, host: Host) -> dict[str, tuple[str, str, str]]:
     }
 
 
-def _require_programs(conn: Connection, host: Host) -> None:
+def steps(ctx: InstallContext, host: Host) -> list[Step]:
+    """Each file written only after the program itself accepted it (``-c``/``-t`` on the
+    temp copy), then each service restarted only if its files changed."""
+    conn = ctx.conn(host)
     missing = _missing_programs(conn)
     if missing:
         raise OperationError(f"{host.name}: {' and '.join(missing)} not installed; the packages phase"
                              " installs haproxy and keepalived from the bundle on lb hosts (run it first)")
-
-
-def plan(ctx: InstallContext, host: Host) -> list[str]:
-    conn = ctx.conn(host)
-    missing = _missing_programs(conn)
-    if missing:  # a whole-install plan: the packages phase would install them first
-        return [f"configure haproxy + keepalived for {ctx.inventory.cluster.vip} (once the packages"
-                f" phase installed {' and '.join(missing)})"]
     files = _files(ctx, host)
-    steps = {role: operations.file(conn, *entry) for role, entry in files.items()}
-    keepalived = steps["check"] + steps["defaults"] + steps["keepalived"]
-    services = operations.service(conn, "haproxy", restart=bool(steps["haproxy"]))
-    services += operations.service(conn, "keepalived", restart=bool(keepalived))
-    return [step.describe for step in steps["haproxy"] + keepalived + services]
-
-
-def apply(ctx: InstallContext, host: Host) -> str:
-    conn = ctx.conn(host)
-    _require_programs(conn, host)
-    files = _files(ctx, host)
-    done: list[Step] = []
 
     def put(role: str, check: str | None = None) -> list[Step]:
         path, content, mode = files[role]
-        steps = operations.file(conn, path, content, mode)
-        if steps and check:
-            _check_staged(conn, path, content, check)
-        operations.apply(conn, steps)
-        done.extend(steps)
-        return steps
+        return operations.file(conn, path, content, mode, check=check)
 
     haproxy = put("haproxy", "haproxy -c -q -f {}")
     keepalived = put("check") + put("defaults")  # the config test wants the check script there
     keepalived += put("keepalived", "keepalived -t -f {}")
-    for unit, changed in (("haproxy", haproxy), ("keepalived", keepalived)):
-        steps = operations.service(conn, unit, restart=bool(changed))
-        operations.apply(conn, steps)
-        done.extend(steps)
-    return "; ".join(step.describe for step in done)
+    return [*haproxy, *keepalived,
+            *operations.service(conn, "haproxy", restart=bool(haproxy)),
+            *operations.service(conn, "keepalived", restart=bool(keepalived))]
+
+
+def _planned_steps(ctx: InstallContext, host: Host) -> list[Step]:
+    """``steps``; in a plan made before the packages phase installed haproxy and keepalived,
+    what it will do with them once they are there."""
+    if ctx.options.plan:
+        missing = _missing_programs(ctx.conn(host))
+        if missing:
+            return [Step(f"configure haproxy + keepalived for {ctx.inventory.cluster.vip} (once the"
+                         f" packages phase installed {' and '.join(missing)})",
+                         run=lambda: "")]
+    return steps(ctx, host)
 
 
 def vip_holders(ctx: InstallContext) -> list[str]:
@@ -131,10 +106,16 @@ def vip_holders(ctx: InstallContext) -> list[str]:
     return [host.name for host in ctx.inventory.lb_hosts if vip in addresses(ctx.conn(host))]
 
 
+def vip_steps(ctx: InstallContext) -> list[Step]:
+    """After the lb hosts: the admin host waits (bounded) for the VIP on exactly one."""
+    if not ctx.inventory.lb_hosts:
+        return []
+    return [Step(f"wait for VIP {ctx.inventory.cluster.vip} on exactly one lb host",
+                 run=lambda: check_vip(ctx))]
+
+
 def check_vip(ctx: InstallContext) -> str:
     """Wait (bounded) until the VIP is on exactly one lb host and haproxy listens on each."""
-    if not ctx.inventory.lb_hosts:
-        return ""
     port = ctx.inventory.cluster.endpoint_port
     deaf = [host.name for host in ctx.inventory.lb_hosts
             if port not in facts.LISTENING_PORTS.read(ctx.conn(host))]
@@ -156,18 +137,18 @@ def check_vip(ctx: InstallContext) -> str:
     return ""
 
 
-def _admin_plan(ctx: InstallContext) -> list[str]:
-    if not ctx.inventory.lb_hosts:
-        return []
-    return [f"wait for VIP {ctx.inventory.cluster.vip} on exactly one lb host"]
+def inputs(ctx: InstallContext, host: Host) -> object:
+    """The backends (every control plane), the VIP and its peers (every lb host)."""
+    inventory = ctx.inventory
+    return [lb_config.haproxy_cfg(inventory), inventory.cluster.vip,
+            [f"{h.name} {h.address}" for h in inventory.lb_hosts]]
 
 
 PHASE = Phase(
     name="loadbalancer",
     short="haproxy + keepalived on the lb hosts: the API endpoint on the VIP (HA only)",
     hosts=lambda ctx: ctx.inventory.lb_hosts,
-    apply=apply,
-    plan=plan,
-    admin=check_vip,
-    admin_plan=_admin_plan,
+    steps=_planned_steps,
+    after=vip_steps,
+    inputs=inputs,
 )

@@ -125,18 +125,15 @@ def steps(ctx: InstallContext, host: Host) -> list[Step]:
     return planned
 
 
-def plan(ctx: InstallContext, host: Host) -> list[str]:
-    return [step.describe for step in steps(ctx, host)]
-
-
-def apply(ctx: InstallContext, host: Host) -> str:
-    return operations.apply(ctx.conn(host), steps(ctx, host))
+def inputs(ctx: InstallContext, host: Host) -> object:
+    """The site data this phase writes from: /etc/hosts, modules, chrony's peers."""
+    return [hosts_lines(ctx), module_names(ctx), host.is_kubernetes_node, timesync.site_inputs(ctx)]
 
 
 PHASE = Phase(
     name="os",
     short="swap off, SELinux permissive, firewalld off, modules, sysctl, /etc/hosts, chrony",
     hosts=lambda ctx: ctx.inventory.hosts,
-    apply=apply,
-    plan=plan,
+    steps=steps,
+    inputs=inputs,
 )

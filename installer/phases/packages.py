@@ -19,7 +19,6 @@ from typing import Any
 from kubeferry.bundler.versioncmp import debian_compare, evr_compare, parse_evr
 from kubeferry.errors import InputError, OperationError
 from kubeferry.installer import facts, operations, timesync
-from kubeferry.installer.bundle_members import read_member
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.gpgkeys import rpm_key_ids
 from kubeferry.installer.inventory import Host
@@ -59,7 +58,7 @@ def rpm_repo_steps(ctx: InstallContext, conn: Connection, repo_id: str, repo_fil
     steps = operations.file(conn, repo_file, rpm_repo_text(repo_id, part))
     imported = facts.RPM_GPG_KEYS.read(conn)
     for key in part.get("keys", []):
-        ids = rpm_key_ids(read_member(ctx.bundle, key["path"]))
+        ids = rpm_key_ids(ctx.bundle.read_member(key["path"]))
         if not ids or not set(ids) <= imported:
             path = f"{NODE_BUNDLE_DIR}/{key['path']}"
             steps.append(Step(f"rpm --import {path}", f"rpm --import {shlex.quote(path)}"))
@@ -189,29 +188,35 @@ def enable_steps(conn: Connection, host: Host) -> list[Step]:
     return steps
 
 
-def plan(ctx: InstallContext, host: Host) -> list[str]:
+def steps(ctx: InstallContext, host: Host) -> list[Step]:
+    """The install, then chrony and the units to enable. When the install has work, what
+    comes after it depends on what it installed (chrony's unit, its config), so those steps
+    are computed again once it ran: the plan shows them as they read now."""
     conn = ctx.conn(host)
-    planned = [step.describe for step in install_steps(ctx, host)]
-    planned += [step.describe for step in timesync.chrony_steps(ctx, host)]
-    planned += [step.describe for step in enable_steps(conn, host)]
-    return planned
+    install = install_steps(ctx, host)
+    after = _after_install(ctx, host)
+    if not install:
+        return after
+    return [*install, Step("; ".join(step.describe for step in after) or "check chronyd",
+                           run=lambda: operations.apply(conn, _after_install(ctx, host, installed=True)))]
 
 
-def apply(ctx: InstallContext, host: Host) -> str:
-    conn = ctx.conn(host)
-    done = [operations.apply(conn, install_steps(ctx, host))]
-    if not timesync.installed(ctx, host):
+def _after_install(ctx: InstallContext, host: Host, installed: bool = False) -> list[Step]:
+    if installed and not timesync.installed(ctx, host):
         raise OperationError(f"{host.name}: chronyd is still missing after the install: add chrony"
                              " to the bundle's packages")
-    done.append(operations.apply(conn, timesync.chrony_steps(ctx, host)))
-    done.append(operations.apply(conn, enable_steps(conn, host)))
-    return "; ".join(part for part in done if part)
+    return [*timesync.chrony_steps(ctx, host), *enable_steps(ctx.conn(host), host)]
+
+
+def inputs(ctx: InstallContext, host: Host) -> object:
+    """The package set of the host's roles, and chrony's peers."""
+    return [[row["name"] for row in requested_rows(section(ctx), host)], timesync.site_inputs(ctx)]
 
 
 PHASE = Phase(
     name="packages",
     short="install the bundle's packages from its own repository (no network), enable kubelet",
     hosts=lambda ctx: ctx.inventory.hosts,
-    apply=apply,
-    plan=plan,
+    steps=steps,
+    inputs=inputs,
 )

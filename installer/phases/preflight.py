@@ -2,8 +2,8 @@
 before anything changes.
 
 Cross-node checks (duplicate hostname / MAC / product_uuid, clock skew) need every
-node's facts, so the first host thread gathers all of them at once (in parallel) and
-each host's result is then decided from the whole picture. Errors stop the install;
+node's facts, so the phase's ``before`` reads all of them at once (in parallel) on the
+admin host and each host's result is then decided from the whole picture. Errors stop the install;
 warnings name what a later phase fixes (swap, SELinux, firewalld: the ``os`` phase).
 No marker: it runs every time.
 """
@@ -11,7 +11,6 @@ No marker: it runs every time.
 from __future__ import annotations
 
 import ipaddress
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from kubeferry.errors import KubeferryError, OperationError
 from kubeferry.installer import facts
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.inventory import Host
+from kubeferry.installer.operations import Step
 from kubeferry.installer.phases import distribute
 from kubeferry.installer.platform import Platform, data, describe, platform
 from kubeferry.installer.roles import NODE_BUNDLE_DIR, images_for
@@ -112,21 +112,16 @@ def _read(ctx: InstallContext, host: Host) -> NodeFacts:
     return node
 
 
-def gather(ctx: InstallContext) -> dict[str, NodeFacts]:
-    """Every host's facts, read in parallel once per run (the first caller reads)."""
-    with ctx.state_lock:  # not held while gathering: phases' helpers take it too
-        lock = ctx.state.setdefault("preflight_lock", threading.Lock())
-    with lock:
-        if "preflight" in ctx.state:
-            return ctx.state["preflight"]
-        hosts = list(ctx.inventory.hosts)
-        with ThreadPoolExecutor(max_workers=max(1, min(ctx.options.forks, len(hosts)))) as pool:
-            found = dict(zip([h.name for h in hosts], pool.map(lambda h: _read(ctx, h), hosts)))
-        verdicts = judge(ctx, found)
-        ctx.state["preflight"] = found
-        ctx.state["preflight_verdicts"] = verdicts
-        ctx.echo(table(ctx, found, verdicts))
-        return found
+def gather(ctx: InstallContext) -> list[Step]:
+    """Every host's facts, read in parallel, judged together and printed as one table: the
+    phase's ``before`` (no change, so no step)."""
+    hosts = list(ctx.inventory.hosts)
+    with ThreadPoolExecutor(max_workers=max(1, min(ctx.options.forks, len(hosts)))) as pool:
+        found = dict(zip([h.name for h in hosts], pool.map(lambda h: _read(ctx, h), hosts)))
+    verdicts = judge(ctx, found)
+    ctx.state.facts, ctx.state.verdicts = found, verdicts
+    ctx.echo(table(ctx, found, verdicts))
+    return []
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:
@@ -138,7 +133,7 @@ def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def _duplicates(found: dict[str, NodeFacts], values) -> dict[str, dict[str, list[str]]]:
+def shared_values(found: dict[str, NodeFacts], values) -> dict[str, dict[str, list[str]]]:
     """host -> {value: [other hosts sharing it]} for the values ``values(node)`` lists."""
     owners: dict[str, list[str]] = {}
     for name, node in found.items():
@@ -171,11 +166,11 @@ def judge(ctx: InstallContext, found: dict[str, NodeFacts]) -> dict[str, Verdict
     for kind, values in (("hostname", lambda n: [n.hostname]),
                          ("product_uuid", lambda n: [n.product_uuid]),
                          ("MAC", lambda n: n.macs)):
-        for name, shared in _duplicates(readable, values).items():
+        for name, shared in shared_values(readable, values).items():
             for value, others in shared.items():
                 verdicts[name].errors.append(f"duplicate {kind} {value} (also on {', '.join(others)})"
                                              + ("; clone VMs with a fresh one" if kind != "hostname" else ""))
-    for name, shared in _duplicates(readable, lambda n: [n.machine_id]).items():
+    for name, shared in shared_values(readable, lambda n: [n.machine_id]).items():
         verdicts[name].warnings.append(f"same /etc/machine-id as {', '.join(next(iter(shared.values())))}")
     offsets = [node.offset for node in readable.values()]
     skew = max(offsets) - min(offsets) if offsets else 0.0
@@ -296,9 +291,11 @@ def table(ctx: InstallContext, found: dict[str, NodeFacts], verdicts: dict[str, 
     return "\n".join(lines)
 
 
-def _decide(ctx: InstallContext, host: Host) -> list[str]:
-    gather(ctx)
-    verdict: Verdict = ctx.state["preflight_verdicts"][host.name]
+def decide(ctx: InstallContext, host: Host) -> list[Step]:
+    """Nothing to change; OperationError with every error preflight found on ``host``."""
+    verdict = (ctx.state.verdicts or {}).get(host.name)
+    if verdict is None:
+        raise OperationError(f"{host.name}: preflight has no facts of this host")
     log = ctx.log(host)
     for warning in verdict.warnings:
         log(f"preflight warning: {warning}")
@@ -307,16 +304,11 @@ def _decide(ctx: InstallContext, host: Host) -> list[str]:
     return []
 
 
-def apply(ctx: InstallContext, host: Host) -> str:
-    _decide(ctx, host)
-    return ""
-
-
 PHASE = Phase(
     name="preflight",
     short="check every node (OS, arch, resources, duplicates, ports, disk) before changing anything",
     hosts=lambda ctx: ctx.inventory.hosts,
-    apply=apply,
-    plan=_decide,
+    before=gather,
+    steps=decide,
     marker=False,
 )

@@ -14,6 +14,7 @@ from kubeferry.errors import InputError
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.harbor_seed import plan_seed, seed
 from kubeferry.installer.inventory import RegistrySettings
+from kubeferry.installer.operations import Step
 from kubeferry.installer.workflow import ADMIN, Phase
 
 WORKERS = 4  # parallel uploads: Harbor, not the admin host, is usually the limit
@@ -27,10 +28,22 @@ def _password(ctx: InstallContext, settings: RegistrySettings) -> str:
     return password
 
 
-def admin(ctx: InstallContext) -> str:
+def seed_steps(ctx: InstallContext) -> list[Step]:
+    """One step, the seeding. A plan asks Harbor what it would send (projects, manifests,
+    blobs: HEAD requests only); a run does not ask twice: seeding skips what is there."""
     settings = ctx.inventory.registry
     if settings is None:
-        return ""
+        return []
+    describe = f"push the bundle's images to {settings.url} (what is there is skipped)"
+    if ctx.options.plan:
+        planned = plan_seed(ctx.bundle, settings, _password(ctx, settings), workers=WORKERS).lines()
+        if not planned:
+            return []
+        describe = "; ".join(planned)
+    return [Step(describe, run=lambda: _seed(ctx, settings))]
+
+
+def _seed(ctx: InstallContext, settings: RegistrySettings) -> str:
     result = seed(ctx.bundle, settings, _password(ctx, settings), workers=WORKERS,
                   progress=ctx.progress("registry"))
     log = ctx.log(ADMIN)
@@ -40,19 +53,9 @@ def admin(ctx: InstallContext) -> str:
     return result.summary() if result.changed else ""
 
 
-def admin_plan(ctx: InstallContext) -> list[str]:
-    settings = ctx.inventory.registry
-    if settings is None:
-        return []
-    return plan_seed(ctx.bundle, settings, _password(ctx, settings), workers=WORKERS).lines()
-
-
 PHASE = Phase(
     name="registry",
     short="seed Harbor: create the project, push every bundle image (existing blobs skipped)",
-    hosts=lambda ctx: (),
-    apply=lambda ctx, host: "",  # no per-host work: everything happens in ``admin``
-    marker=False,
-    admin=admin,
-    admin_plan=admin_plan,
+    marker=False,  # no per-host work: everything happens on the admin host
+    after=seed_steps,
 )

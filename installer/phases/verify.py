@@ -21,6 +21,7 @@ from kubeferry.installer import kube_commands as kube
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.image_names import site_image
 from kubeferry.installer.inventory import Host, RegistrySettings
+from kubeferry.installer.operations import Step
 from kubeferry.installer.workflow import Phase
 
 CERTS_DIR = "/etc/containerd/certs.d"
@@ -174,11 +175,13 @@ def _hosts(ctx: InstallContext) -> list[Host]:
     return [ctx.inventory.first_control_plane]
 
 
-def plan(ctx: InstallContext, host: Host) -> list[str]:
-    return ["check: nodes Ready, kube-system pods Running, DNS, every image from the site"]
+def steps(ctx: InstallContext, host: Host) -> list[Step]:
+    """The checks, read-only, each bounded; a run's result is their report, not a change."""
+    return [Step("check: nodes Ready, kube-system pods Running, DNS, every image from the site",
+                 run=lambda: _check(ctx, host))]
 
 
-def apply(ctx: InstallContext, host: Host) -> str:
+def _check(ctx: InstallContext, host: Host) -> str:
     nodes = _nodes_ready(ctx, host)
     pods = _system_pods_running(ctx, host)
     dns = _dns(ctx, host)
@@ -192,8 +195,7 @@ PHASE = Phase(
     name="verify",
     short="nodes Ready, kube-system Running, DNS resolving, no image from outside the site",
     hosts=_hosts,
-    apply=apply,
-    plan=plan,
+    steps=steps,
     parallel=False,
     marker=False,
     changes=False,

@@ -712,7 +712,7 @@ class RegistryClient:
         """Upload one blob (skipped when the registry has it); returns bytes sent.
 
         ``store`` is anything with ``size(digest)`` and ``open(digest)``: the blob store, or
-        a bundle read in place (``kubeferry.bundle_images.BundleBlobs``). ``check=False``
+        a bundle read in place (``kubeferry.bundle.images.BundleBlobs``). ``check=False``
         skips the HEAD for a caller that knows the blob is missing (a seed surveyed first).
         """
         digest = descriptor.digest

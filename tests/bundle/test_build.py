@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.layout import BLOBS_PREFIX, blob_path
+from kubeferry.bundle.reader import Bundle
 from kubeferry.bundler.build import BuildRequest, build
 from kubeferry.lab.containerd import Containerd
 from kubeferry.lab.registry import Registry
@@ -53,7 +54,7 @@ def test_bundle_holds_every_image_once_under_upstream_names(built: tuple[Path, P
     assert meta["sources"]["registries"]["registry.k8s.io"].startswith("http://127.0.0.1:")
     paths = [member["path"] for member in meta["members"]]
     assert len(paths) == len(set(paths))
-    blobs = [p for p in paths if p.startswith("images/blobs/")]
+    blobs = [p for p in paths if p.startswith(BLOBS_PREFIX)]
     # the shared bases (distroless, calico base) are stored once
     layers = {layer for image in meta["images"] for layer in _layers(bundle_path, image)}
     per_image = sum(len(_layers(bundle_path, image)) for image in meta["images"])
@@ -65,15 +66,14 @@ def test_bundle_holds_every_image_once_under_upstream_names(built: tuple[Path, P
 
 
 def _layers(bundle_path: Path, image: dict) -> list[str]:
-    manifest = Bundle.open(bundle_path).read_member("images/blobs/sha256/" + image["digest"][7:])
+    manifest = Bundle.open(bundle_path).read_member(blob_path(image["digest"]))
     return [layer["digest"] for layer in json.loads(manifest)["layers"]]
 
 
 def _unique_blob_bytes(bundle_path: Path, images: list[dict]) -> int:
     sizes = {}
     for image in images:
-        member = f"images/blobs/sha256/{image['digest'][7:]}"
-        manifest = json.loads(Bundle.open(bundle_path).read_member(member))
+        manifest = json.loads(Bundle.open(bundle_path).read_member(blob_path(image["digest"])))
         for blob in [manifest["config"], *manifest["layers"]]:
             sizes[blob["digest"]] = blob["size"]
     return sum(sizes.values())

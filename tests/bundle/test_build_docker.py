@@ -10,7 +10,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.lab.containerd import Containerd
 from kubeferry.lab.dockerd import DockerDaemon
 from kubeferry.lab.standin_images import docker_archive

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kubeferry.bundle_format import METADATA_NAME, members_digest
-from kubeferry.bundle_reader import Bundle, CorruptBundle, NotABundle
+from kubeferry.bundle.errors import CorruptBundle, NotABundle
+from kubeferry.bundle.format import METADATA_NAME, members_digest
+from kubeferry.bundle.reader import Bundle
 from kubeferry.bundler.content import Member, sha256_file
 from kubeferry.bundler.writer import write_bundle
 

@@ -20,7 +20,7 @@ from packaging.tags import compatible_tags, cpython_tags
 from packaging.utils import parse_wheel_filename
 
 from kubeferry import __version__, manifests
-from kubeferry.bundle_format import KIT_MEMBER, METADATA_NAME
+from kubeferry.bundle.format import KIT_MEMBER, METADATA_NAME
 from kubeferry.bundler.build import BuildRequest, build
 from kubeferry.lab.scenario import BUNDLE_CACHE
 

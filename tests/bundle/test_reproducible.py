@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.lab.registry import Registry
 from kubeferry.lab.upstream import mirrors
 

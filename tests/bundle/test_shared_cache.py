@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.bundler.fetch import Fetcher
 from kubeferry.bundler.files import pinned_files
 from kubeferry.lab.proxy import Exchange, Proxy

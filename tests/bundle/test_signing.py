@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kubeferry.bundle_format import METADATA_NAME
+from kubeferry.bundle.format import METADATA_NAME
 from kubeferry.bundler.content import Member
 from kubeferry.bundler.writer import write_bundle
 

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.lab import scenario
 from kubeferry.lab.double_state import ClusterRecord
 from kubeferry.lab.site import Site
@@ -114,9 +114,11 @@ def test_ha_three_control_planes_vip_one_worker(tmp_path: Path) -> None:
 
 
 def test_registry_none_images_only_by_ctr_import(tmp_path: Path) -> None:
-    """No Harbor: kubeadm, kubelet and calico find every image imported on the node."""
+    """No Harbor: kubeadm, kubelet and calico find every image imported on the node. The
+    bundle crosses as parts of an odd size (bundle split), read in place on the admin host."""
     with _site("n", 2) as site:
-        sc = scenario.prepare(site, tmp_path, harbor=False)
+        sc = scenario.prepare(site, tmp_path, harbor=False, split="7777777")
+        assert sc.admin_bundle.endswith(".tar.001") and sc.split
         _check_install(sc, ["node1"], ["node2"])
         # with nothing to pull from, an image that was not imported never starts
         pod = ('{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},'

@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 from harbor_swagger import SPEC_NAME, SPEC_SHA256, Spec
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.bundler.build import BuildRequest, build
 from kubeferry.lab.harbor import HarborStandIn
 from kubeferry.lab.registry import Registry

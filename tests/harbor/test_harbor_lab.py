@@ -11,7 +11,7 @@ from typing import Callable
 import pytest
 from harbor_helpers import settings_for
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.installer.harbor_names import harbor_name
 from kubeferry.installer.harbor_seed import seed
 from kubeferry.lab.harbor import HarborStandIn

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from kubeferry.bundle.metadata import RecordedImages
 from kubeferry.errors import InputError
 from kubeferry.installer.harbor_names import harbor_name, harbor_names
 from kubeferry.installer.inventory import RegistrySettings
+from kubeferry.installer.kubeadm_config import kubeadm_image_names
 from kubeferry.versions import image_set
 
 SITE = RegistrySettings(url="https://harbor.example.local", project="google_containers")
@@ -45,7 +47,7 @@ def test_every_name_kubeadm_asks_for_is_seeded(version: str) -> None:
     """kubeadm with imageRepository = settings.repository asks only for names seeding pushes."""
     images = image_set(version)
     seeded = {name for upstream in images.images for name in harbor_names(upstream, SITE)}
-    assert set(images.kubeadm_images_for(SITE.repository)) <= seeded
+    assert set(kubeadm_image_names(RecordedImages.of_release(images), SITE.repository)) <= seeded
     # and with dns.imageRepository pointing at <repository>/coredns: the nested path
     assert f"{SITE.repository}/coredns/coredns:{images.coredns}" in seeded
     assert harbor_name(images.pause_image, SITE) == f"{SITE.repository}/pause:{images.pause}"

@@ -14,11 +14,14 @@ from pathlib import Path
 import pytest
 from harbor_helpers import admin, call, cert_dir, settings_for, skopeo
 
-from kubeferry.bundle_images import BundleBlobs
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.images import BundleBlobs
+from kubeferry.bundle.layout import blob_path
+from kubeferry.bundle.metadata import RecordedImages
+from kubeferry.bundle.reader import Bundle
 from kubeferry.errors import OperationError
 from kubeferry.installer.harbor_names import harbor_names
 from kubeferry.installer.harbor_seed import plan_seed, seed
+from kubeferry.installer.kubeadm_config import kubeadm_image_names
 from kubeferry.lab.harbor import HarborStandIn
 from kubeferry.lab.pki import make_ca
 from kubeferry.oci.auth import Credentials
@@ -72,7 +75,7 @@ def test_seed_cli_then_every_name_resolves_and_a_reseed_sends_nothing(
             assert json.loads(inspected.stdout)["Digest"] == image["digest"], name
     # what kubeadm (imageRepository = the project) and calico.yaml ask for is all there
     images = image_set("1.25.0")
-    wanted = [*images.kubeadm_images_for(settings.repository),
+    wanted = [*kubeadm_image_names(RecordedImages.of_release(images), settings.repository),
               *(harbor_names(name, settings)[0] for name in images.calico_images)]
     with RegistryClient({harbor.host: harbor.url}, Credentials(), harbor.ca_file) as anonymous:
         for name in wanted:
@@ -139,13 +142,13 @@ def test_a_tampered_bundle_blob_is_refused_before_harbor_stores_it(
     bundle = Bundle.open(tampered)
     blobs = BundleBlobs(bundle)
     layer = max((blob for image in blobs.images() for blob in image.layers), key=lambda b: b.size)
-    offset = bundle.offsets()[blobs.member_path(layer.digest)] + layer.size // 2
+    offset = bundle.offsets()[blob_path(layer.digest)] + layer.size // 2
     with open(tampered, "r+b") as handle:
         handle.seek(offset)
         byte = handle.read(1)
         handle.seek(offset)
         handle.write(bytes([byte[0] ^ 0xFF]))
-    with pytest.raises(OperationError, match=f"blob {layer.digest} does not match its digest"):
+    with pytest.raises(OperationError, match=f"blob {layer.digest} does not match its sha256"):
         seed(Bundle.open(tampered), settings_for(harbor), harbor.admin_password, retries=0)
     assert harbor.registry is not None
     assert not harbor.registry.blob_path(layer.digest).exists()
@@ -215,7 +218,7 @@ def test_an_edited_image_list_is_refused(harbor: HarborStandIn, bundle_file: Pat
                 first, second = metadata["images"][0], metadata["images"][1]
                 first["name"], second["name"] = second["name"], first["name"]
                 # re-signed, as a careful attacker would: the index check must still refuse it
-                from kubeferry.bundle_format import SELF_CHECK, metadata_self_check
+                from kubeferry.bundle.format import SELF_CHECK, metadata_self_check
 
                 metadata[SELF_CHECK] = metadata_self_check(metadata)
                 data = json.dumps(metadata).encode()
@@ -233,3 +236,18 @@ def test_a_user_who_may_not_push_is_told_so(harbor: HarborStandIn, bundle: Bundl
     settings = replace(settings_for(harbor), username="dev")
     with pytest.raises(OperationError, match="refused a push by user 'dev' into project google_containers"):
         seed(bundle, settings, "dev-pass-1", retries=0)
+
+
+def test_seed_from_the_parts_of_a_split_bundle(harbor: HarborStandIn, bundle_file: Path,
+                                               tmp_path: Path) -> None:
+    """``harbor seed`` takes the first part and reads every blob across the parts in place."""
+    split = subprocess.run([*KUBEFERRY, "bundle", "split", str(bundle_file), "--size", "99991",
+                            "--output", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert split.returncode == 0, split.stderr
+    first = tmp_path / f"{bundle_file.name}.001"
+    assert (tmp_path / f"{bundle_file.name}.002").is_file()
+    seeded = kubeferry_seed(harbor, first, password=harbor.admin_password)
+    assert seeded.returncode == 0, seeded.stderr
+    assert len(uploads(harbor)) > 0
+    again = kubeferry_seed(harbor, first, password=harbor.admin_password)
+    assert again.returncode == 0 and "0 pushed, 0 blobs sent (0 B)" in again.stdout, again.stdout

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.installer import inventory as inventory_module
 from kubeferry.installer.context import InstallContext, InstallOptions
 from kubeferry.installer.phases import all_phases, registry
@@ -36,7 +36,7 @@ def section(harbor: HarborStandIn, **extra: object) -> dict:
 def test_registry_runs_after_distribute() -> None:
     names = [phase.name for phase in all_phases()]
     assert names.index("registry") > names.index("distribute")
-    assert registry.PHASE.marker is False and registry.PHASE.admin is not None
+    assert registry.PHASE.marker is False and registry.PHASE.after is not None
 
 
 def test_plan_seed_and_rerun(harbor: HarborStandIn, bundle: Bundle, tmp_path: Path,
@@ -45,8 +45,9 @@ def test_plan_seed_and_rerun(harbor: HarborStandIn, bundle: Bundle, tmp_path: Pa
     [planned] = run_phase(context(tmp_path, bundle, section(harbor), plan=True, name="plan"),
                           registry.PHASE)
     assert (planned.host, planned.status) == (ADMIN, "changed")
-    assert planned.plan[0] == "create Harbor project google_containers (public)"
-    assert planned.plan[1].startswith(f"push 12 of 12 images to {harbor.url}: upload ")
+    created, pushed = planned.plan[0].split("; ")
+    assert created == "create Harbor project google_containers (public)"
+    assert pushed.startswith(f"push 12 of 12 images to {harbor.url}: upload ")
     assert harbor.model.project("google_containers") is None
 
     [done] = run_phase(context(tmp_path, bundle, section(harbor)), registry.PHASE)

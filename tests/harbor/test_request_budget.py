@@ -9,7 +9,7 @@ from pathlib import Path
 
 from harbor_helpers import settings_for
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.bundler.build import BuildRequest, build
 from kubeferry.installer.harbor_seed import seed
 from kubeferry.lab.harbor import HarborStandIn

@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 from kubeferry import __version__
-from kubeferry.bundle_format import bundle_filename
+from kubeferry.bundle.format import bundle_filename
 from kubeferry.bundler.content import Member
 from kubeferry.bundler.writer import write_bundle
 from kubeferry.installer.harbor_names import harbor_name

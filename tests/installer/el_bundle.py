@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from kubeferry.bundle.layout import blob_path
 from kubeferry.bundler.content import Member
 from kubeferry.bundler.writer import write_bundle
 
@@ -85,7 +86,7 @@ def write_el_bundle(work: Path, os_name: str = "el7",
                  "registry.k8s.io/kube-proxy:v1.25.0"):
         manifest = _manifest(name)
         digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
-        add(f"images/blobs/sha256/{digest[7:]}", manifest)
+        add(blob_path(digest), manifest)
         images.append({"name": name, "digest": digest, "platform": {"architecture": "amd64", "os": "linux"},
                        "size": 5000, "layers": 0})
     prefix = f"packages/{os_name}"

@@ -12,23 +12,22 @@ Downloads are cached under /var/cache/kubeferry-test (KUBEFERRY_TEST_CACHE).
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
-from kubeferry.bundler.build import BuildRequest, _image_source, _metadata, effective_sources
+from kubeferry.bundler.build import BuildRequest, bundle_metadata, effective_sources, image_source
 from kubeferry.bundler.content import Content, Member
 from kubeferry.bundler.images import layout_content, pull_images
 from kubeferry.bundler.packages import build_packages
 from kubeferry.bundler.sources import Sources
 from kubeferry.bundler.writer import write_bundle
 from kubeferry.lab.registry import Registry
+from kubeferry.lab.signing import SigningKey
 from kubeferry.lab.standin_packages import build_debs
 from kubeferry.lab.static_http import StaticServer
 from kubeferry.lab.upstream import mirrors, seed_upstream
+from kubeferry.lab.upstream_packages import flat_apt_repo
 from kubeferry.oci.store import BlobStore
 from kubeferry.versions import image_set
 
@@ -43,53 +42,12 @@ def cache_root() -> Path:
     return path
 
 
-class _Gpg:
-    """A throwaway signing key in its own GNUPGHOME (its agent is stopped by ``close``)."""
-
-    def __init__(self, home: Path) -> None:
-        self.home = home
-        home.mkdir(mode=0o700, parents=True)
-        self.run("--quick-gen-key", "kubeferry nodeprep test <test@kubeferry.invalid>", "rsa2048",
-                 "sign", "never")
-
-    def run(self, *args: str) -> bytes:
-        return subprocess.run(["gpg", "--homedir", str(self.home), "--batch", "--pinentry-mode",
-                               "loopback", "--passphrase", "", *args],
-                              check=True, capture_output=True, timeout=120).stdout
-
-    def close(self) -> None:
-        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "all"],
-                       capture_output=True, timeout=30, check=False)
-
-
-def flat_repo(repo: Path, debs: list[Path], gpg: _Gpg) -> None:
-    """Packages, Release and a signed InRelease for ``debs`` (all inside ``repo``)."""
-    stanzas = []
-    for deb in sorted(debs):
-        control = subprocess.run(["dpkg-deb", "--field", str(deb)], check=True, capture_output=True,
-                                 text=True, timeout=60).stdout.strip()
-        data = deb.read_bytes()
-        stanzas.append(f"{control}\nFilename: ./{deb.relative_to(repo)}\nSize: {len(data)}\n"
-                       f"SHA256: {hashlib.sha256(data).hexdigest()}")
-    packages = ("\n\n".join(stanzas) + "\n").encode()
-    lines = ["Origin: kubeferry-test", "Label: stand-in pkgs.k8s.io", "Architectures: amd64", "SHA256:"]
-    for name, data in (("Packages", packages), ("Packages.gz", gzip.compress(packages, mtime=0))):
-        (repo / name).write_bytes(data)
-        lines.append(f" {hashlib.sha256(data).hexdigest()} {len(data)} {name}")
-    (repo / "Release").write_text("\n".join(lines) + "\n")
-    (repo / "InRelease").write_bytes(gpg.run("--clearsign", "--output", "-", str(repo / "Release")))
-    (repo / "Release.key").write_bytes(gpg.run("--armor", "--export"))
-
-
 def package_content(work: Path, packages: list[str] | None = None) -> list[Content]:
     """The debian12 ``packages`` content: bookworm + the stand-in Kubernetes repository."""
     www = work / "www"
     repo = www / "kubernetes"
-    gpg = _Gpg(work / "gnupg")
-    try:
-        flat_repo(repo, build_debs(KUBERNETES, repo / "pool"), gpg)
-    finally:
-        gpg.close()
+    with SigningKey("kubeferry nodeprep test", home=work / "gnupg") as key:
+        flat_apt_repo(repo, build_debs(KUBERNETES, repo / "pool"), key)
     (www / "keys").mkdir()
     shutil.copy(DEBIAN_KEYRING, www / "keys" / "debian.gpg")
     with StaticServer(www) as server:
@@ -110,7 +68,7 @@ def image_content(work: Path, request: BuildRequest) -> Content:
         seed_upstream(registry.url, KUBERNETES)
         request.mirrors = mirrors(registry.url)
         store = BlobStore(request.cache_dir)
-        pulled = pull_images(image_set(KUBERNETES).images, _image_source(request, effective_sources(request)),
+        pulled = pull_images(image_set(KUBERNETES).images, image_source(request, effective_sources(request)),
                              store, request.arch)
         return layout_content(pulled, store)
 
@@ -125,7 +83,7 @@ def build_bundle(work: Path, os_name: str = "debian12", packages: list[str] | No
     if with_packages:
         contents += package_content(work, packages)
         request.include = ("images", "packages")
-    metadata = _metadata(request, image_set(KUBERNETES), effective_sources(request), contents)
+    metadata = bundle_metadata(request, image_set(KUBERNETES), effective_sources(request), contents)
     members: list[Member] = [member for content in contents for member in content.members]
     target = work / "out" / f"kubeferry-k8s-{KUBERNETES}-{os_name}-amd64.tar"
     target.parent.mkdir(parents=True, exist_ok=True)

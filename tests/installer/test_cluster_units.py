@@ -15,8 +15,10 @@ from kubeferry.errors import InputError, OperationError
 from kubeferry.installer import inventory as inventory_module
 from kubeferry.installer import lb_config
 from kubeferry.installer.inventory import Host, SSHSettings
-from kubeferry.installer.kube_commands import ca_cert_hash, redact
+from kubeferry.installer.kube_commands import ca_cert_hash
+from kubeferry.installer.operations import Step
 from kubeferry.installer.phases.verify import foreign_images
+from kubeferry.installer.ssh import redact
 from kubeferry.installer.workflow import HostGroup, Phase, run_phase
 
 
@@ -99,11 +101,12 @@ def test_groups_run_in_order_serial_then_parallel_and_stop_at_a_failure() -> Non
             events.append(("end", host.name, time.monotonic()))
         return "did"
 
-    ctx = SimpleNamespace(options=SimpleNamespace(plan=False, forks=10), log=lambda host: lambda line: None)
+    ctx = SimpleNamespace(options=SimpleNamespace(plan=False, forks=10), log=lambda host: lambda line: None,
+                          conn=lambda host: None)
     groups = [HostGroup([_host("cp2"), _host("cp3")], parallel=False),
               HostGroup([_host("w1"), _host("w2"), _host("w3")], parallel=True)]
-    phase = Phase(name="join", short="", hosts=lambda c: [], apply=apply, marker=False,
-                  groups=lambda c: groups)
+    phase = Phase(name="join", short="", steps=lambda c, host: [Step("join", run=lambda: apply(c, host))],
+                  marker=False, groups=lambda c: groups)
     results = run_phase(ctx, phase)
     assert [r.status for r in results] == ["changed"] * 5
     starts = {name: t for kind, name, t in events if kind == "start"}

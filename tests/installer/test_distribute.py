@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.bundler.content import Member
 from kubeferry.bundler.writer import write_bundle
 from kubeferry.lab.inventory import lab_inventory, write_inventory

@@ -9,12 +9,19 @@ import pytest
 import yaml
 from cluster_schema import decode, doublelib
 
+from kubeferry.bundle.metadata import RecordedImages
 from kubeferry.errors import OperationError
 from kubeferry.installer import inventory as inventory_module
 from kubeferry.installer import kubeadm_config as kc
 from kubeferry.installer.harbor_names import harbor_name
 from kubeferry.installer.image_names import site_image
-from kubeferry.versions import image_set, supported_versions
+from kubeferry.versions import image_set as release_images
+from kubeferry.versions import supported_versions
+
+
+def image_set(version: str) -> RecordedImages:
+    """The image set as a bundle of ``version`` records it (what init and join read)."""
+    return RecordedImages.of_release(release_images(version))
 
 HARBOR = {"url": "https://harbor.example.local", "project": "google_containers"}
 
@@ -104,7 +111,7 @@ def test_kubeadm_asks_for_exactly_the_site_images(version: str, registry) -> Non
     assert sorted(asked) == sorted(site_image(name, settings) for name in images.kubeadm_images)
     cluster = kc.cluster_document(inventory, images)
     dns = (cluster.get("dns") or {}).get("imageRepository")
-    assert kc.kubeadm_dns_image(images, cluster["imageRepository"], dns) in asked
+    assert kc.kubeadm_image_names(images, cluster["imageRepository"], dns)[-1] in asked
 
 
 def test_coredns_override_only_where_kubeadms_default_differs() -> None:
@@ -131,3 +138,21 @@ def test_the_doubles_image_rule_agrees() -> None:
                                "version": images.kubernetes})()
         assert sorted(lib.kubeadm_images(env, cluster).values()) == \
             sorted(kc.kubeadm_images(images, inventory.registry))
+
+
+def test_what_kubeadm_asks_for_under_its_default_and_a_custom_repository() -> None:
+    old = image_set("1.24.0")
+    assert kc.kubeadm_image_names(old, old.kubeadm_repository) == [
+        "k8s.gcr.io/kube-apiserver:v1.24.0",
+        "k8s.gcr.io/kube-controller-manager:v1.24.0",
+        "k8s.gcr.io/kube-scheduler:v1.24.0",
+        "k8s.gcr.io/kube-proxy:v1.24.0",
+        "k8s.gcr.io/pause:3.7",
+        "k8s.gcr.io/etcd:3.5.3-0",
+        "k8s.gcr.io/coredns/coredns:v1.8.6",
+    ]
+    # The bundle still names what upstream serves today.
+    assert old.kubeadm_images[-1] == "registry.k8s.io/coredns/coredns:v1.8.6"
+    harbor = kc.kubeadm_image_names(image_set("1.25.0"), "harbor.local/google_containers/")
+    assert harbor[-1] == "harbor.local/google_containers/coredns:v1.9.3"
+    assert harbor[4] == "harbor.local/google_containers/pause:3.8"

@@ -5,6 +5,7 @@ stand-in Kubernetes packages. The site is this module's own: packages get instal
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from typing import Iterator
 import pytest
 from nodeprep_bundle import build_bundle
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.bundler.writer import write_bundle
 from kubeferry.installer.roles import images_for
 from kubeferry.lab.harbor import HarborStandIn
@@ -161,6 +162,27 @@ def test_rerun_changes_nothing(site: Site, bundle: Path, inventory: Path, tmp_pa
         assert changing not in ran, changing
 
 
+def test_a_membership_change_reruns_the_phases_it_affects(site: Site, bundle: Path, inventory: Path,
+                                                          tmp_path: Path) -> None:
+    """Markers record what of the site a phase followed: with node3 gone from the inventory,
+    os runs again on node1 and node2 (their /etc/hosts lose node3); with it back, again, while
+    node3, finished with the three-node site, stays done. containerd follows no membership."""
+    assert install(bundle, inventory, tmp_path / "three").returncode == 0
+    data = lab_inventory(site, controlPlaneEndpoint="k8s-api.lab:6443")
+    data["hosts"] = data["hosts"][:2]
+    two = install(bundle, write_inventory(tmp_path / "two.yaml", data), tmp_path / "two")
+    assert two.returncode == 0, two.stdout + two.stderr
+    for node in ("node1", "node2"):
+        assert f"[os] {node}: changed (write /etc/hosts)" in two.stdout, two.stdout
+        assert f"[containerd] {node}: done" in two.stdout
+        assert f"{site.node('node3').address} node3" not in sh(site, node, "cat /etc/hosts")
+    back = install(bundle, inventory, tmp_path / "back")
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert "[os] node1: changed (write /etc/hosts)" in back.stdout
+    assert "[os] node3: done" in back.stdout and "[containerd] node1: done" in back.stdout
+    assert f"{site.node('node3').address} node3" in sh(site, "node1", "cat /etc/hosts")
+
+
 def main_pid(site: Site, node: str) -> str:
     return sh(site, node, "systemctl show -p MainPID --value containerd").strip()
 
@@ -296,4 +318,10 @@ def test_plan_reads_only(site: Site, bundle: Path, inventory: Path, tmp_path: Pa
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[containerd] node2: would write /etc/containerd/config.toml" in result.stdout
     assert "[containerd] node2: would restart containerd" in result.stdout
+    as_json = install(bundle, inventory, tmp_path / "json", NODE_PREP, "--plan", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    document = json.loads(as_json.stdout)  # the preflight table went to stderr
+    assert "preflight:" in as_json.stderr and document["bundle"]["kubernetes"] == "1.25.0"
+    steps = {(r["phase"], r["host"]): r["steps"] for r in document["results"]}
+    assert "restart containerd" in steps[("containerd", "node2")]
     assert "# edited" in sh(site, "node2", "cat /etc/containerd/config.toml")

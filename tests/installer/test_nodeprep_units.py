@@ -15,6 +15,7 @@ from kubeferry.installer import facts, inventory, operations
 from kubeferry.installer.gpgkeys import rpm_key_ids
 from kubeferry.installer.phases import os_setup, preflight
 from kubeferry.installer.timesync import allow_lines
+from kubeferry.lab.signing import SigningKey
 
 
 def make_host(name: str, address: str, role: str = "worker") -> inventory.Host:
@@ -129,16 +130,8 @@ def test_modules_load_only_what_is_not_loaded() -> None:
 
 def test_rpm_key_ids_match_what_rpm_imports(tmp_path: Path) -> None:
     """A real key from gpg, imported by real rpm into a scratch database: same id."""
-    home = tmp_path / "gnupg"
-    home.mkdir(mode=0o700)
-    gpg = ["gpg", "--homedir", str(home), "--batch", "--pinentry-mode", "loopback", "--passphrase", ""]
-    try:
-        subprocess.run([*gpg, "--quick-gen-key", "t <t@kubeferry.invalid>", "rsa2048", "sign", "never"],
-                       check=True, capture_output=True, timeout=120)
-        key = subprocess.run([*gpg, "--armor", "--export"], check=True, capture_output=True,
-                             timeout=60).stdout
-    finally:
-        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], capture_output=True, timeout=30)
+    with SigningKey("t", home=tmp_path / "gnupg") as signing:
+        key = signing.public
     (tmp_path / "key.asc").write_bytes(key)
     rpm = ["rpm", "--dbpath", str(tmp_path / "rpmdb")]
     subprocess.run([*rpm, "--initdb"], check=True, capture_output=True, timeout=60)
@@ -161,9 +154,9 @@ def test_duplicates_name_the_other_hosts() -> None:
     hosts = [make_host(f"n{i}", f"10.0.0.{i}") for i in range(3)]
     found = {h.name: preflight.NodeFacts(h, product_uuid=uuid, macs=macs)
              for h, uuid, macs in zip(hosts, ["a", "a", "b"], [["m1"], ["m2"], ["m1", "m3"]])}
-    by_uuid = preflight._duplicates(found, lambda n: [n.product_uuid])
+    by_uuid = preflight.shared_values(found, lambda n: [n.product_uuid])
     assert by_uuid == {"n0": {"a": ["n1"]}, "n1": {"a": ["n0"]}}
-    assert preflight._duplicates(found, lambda n: n.macs) == {"n0": {"m1": ["n2"]}, "n2": {"m1": ["n0"]}}
+    assert preflight.shared_values(found, lambda n: n.macs) == {"n0": {"m1": ["n2"]}, "n2": {"m1": ["n0"]}}
 
 
 def test_chrony_server_allows_its_subnet_and_nodes_outside_it() -> None:

@@ -11,11 +11,11 @@ import pytest
 from el_bundle import write_el_bundle
 from fake_node import EL8_OS_RELEASE, FakeNode, el_answers
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.errors import OperationError
 from kubeferry.installer import inventory
 from kubeferry.installer.context import InstallContext, InstallOptions
-from kubeferry.installer.phases import containerd, images, kernel, os_setup, packages, preflight
+from kubeferry.installer.phases import containerd, images, init, kernel, os_setup, packages, preflight
 from kubeferry.installer.workflow import run
 
 NODE_PREP = [preflight.PHASE, os_setup.PHASE, packages.PHASE, kernel.PHASE, containerd.PHASE, images.PHASE]
@@ -59,6 +59,11 @@ def plans(results) -> dict[tuple[str, str], list[str]]:
     return {(r.phase, r.host): r.plan for r in results}
 
 
+def changes(lines: list[str]) -> list[str]:
+    """Plan lines with a step that covers several changes ("a; b") counted as each."""
+    return [part for line in lines for part in line.split("; ")]
+
+
 def test_el7_plan_names_every_command(tmp_path: Path) -> None:
     bundle, ids = write_el_bundle(tmp_path / "bundle", "el7")
     nodes = fake_nodes(site())
@@ -80,7 +85,7 @@ def test_el7_plan_names_every_command(tmp_path: Path) -> None:
     assert any(line.startswith("sysctl net.bridge.bridge-nf-call-iptables") for line in os_plan)
     assert {"write /etc/hosts", "write /etc/chrony.conf", "enable chronyd", "start chronyd"} <= set(os_plan)
 
-    package_plan = planned[("packages", "master1")]
+    package_plan = changes(planned[("packages", "master1")])
     assert package_plan[0] == "write /etc/yum.repos.d/kubeferry.repo"
     assert "rpm --import /var/lib/kubeferry/bundle/packages/el7/keys/el7-gpgkey.asc" in package_plan
     assert "rpm --import /var/lib/kubeferry/bundle/packages/el7/keys/kubernetes-gpgkey.asc" in package_plan
@@ -101,12 +106,13 @@ def test_el7_plan_names_every_command(tmp_path: Path) -> None:
 
     assert planned[("containerd", "master1")] == [
         "write /etc/containerd/config.toml", "write /etc/crictl.yaml", "enable containerd",
-        "start containerd"]
+        "start containerd", "check that containerd answers (up to 60 s)"]
     assert planned[("images", "master1")] == [
+        "check the images' blobs arrived (distribute)",
         "write /var/lib/kubeferry/import/oci-layout", "write /var/lib/kubeferry/import/index.json",
         "import 3 image(s) with ctr: registry.k8s.io/kube-apiserver:v1.25.0, registry.k8s.io/pause:3.8,"
-        " registry.k8s.io/kube-proxy:v1.25.0"]
-    assert planned[("images", "node1")][-1] == ("import 2 image(s) with ctr: registry.k8s.io/pause:3.8,"
+        " registry.k8s.io/kube-proxy:v1.25.0", "check containerd holds each at the bundle's digest"]
+    assert planned[("images", "node1")][-2] == ("import 2 image(s) with ctr: registry.k8s.io/pause:3.8,"
                                                 " registry.k8s.io/kube-proxy:v1.25.0")
     for node in nodes.values():
         changing = [command for command in node.commands if not READ_ONLY.match(command)]
@@ -130,7 +136,8 @@ def test_el7_plan_is_empty_where_nothing_differs(tmp_path: Path) -> None:
         node.answer(r"^systemctl is-enabled kubelet", "enabled\n\ninactive\n")
     ctx, _ = context(tmp_path, bundle, nodes)
     planned = plans(run(ctx, [packages.PHASE, kernel.PHASE]))
-    assert planned[("packages", "node1")] == ["write /etc/chrony.conf", "enable chronyd", "start chronyd"]
+    assert changes(planned[("packages", "node1")]) == ["write /etc/chrony.conf", "enable chronyd",
+                                                        "start chronyd"]
     assert planned[("kernel", "node1")] == []
 
 
@@ -302,3 +309,17 @@ def test_a_vip_on_none_of_the_holders_networks_fails_preflight(tmp_path: Path) -
     assert "cluster.vip 192.168.41.199 is on none of its networks (192.168.40.0/24)" in master.detail
     assert [r.status for r in run(context(tmp_path, bundle, fake_nodes(site()), plan=False)[0],
                                   [preflight.PHASE])] == ["ok", "ok"]
+
+
+def test_init_refuses_a_bundle_without_the_images_kubeadm_will_pull(tmp_path: Path) -> None:
+    """kubeadm's names come from the image set the bundle recorded; what the bundle does not
+    carry (this one holds 3 of the 7) stops init before kubeadm runs, naming each image."""
+    bundle, _ = write_el_bundle(tmp_path / "bundle", "el7")
+    nodes = fake_nodes(site())
+    nodes["master1"].answer(r"^test -e /etc/kubernetes/admin\.conf$", ("", 1))
+    ctx, _ = context(tmp_path, bundle, nodes)
+    [result] = run(ctx, [init.PHASE])
+    assert result.status == "failed"
+    assert ("kubeadm v1.25.0 would pull registry.k8s.io/coredns/coredns:, registry.k8s.io/etcd:,"
+            " registry.k8s.io/kube-controller-manager:v1.25.0, registry.k8s.io/kube-scheduler:v1.25.0,"
+            " which the bundle does not carry") in result.detail  # this bundle records no etcd, coredns

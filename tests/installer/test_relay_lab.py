@@ -14,7 +14,7 @@ from typing import Iterator
 
 import pytest
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.bundler.content import Member
 from kubeferry.bundler.writer import write_bundle
 from kubeferry.lab import scenario

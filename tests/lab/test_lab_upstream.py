@@ -16,7 +16,7 @@ import requests
 import yaml
 from lab_build_cache import download_cache as build_cache
 
-from kubeferry.bundle_reader import Bundle
+from kubeferry.bundle.reader import Bundle
 from kubeferry.lab import proc, upstream_service
 from kubeferry.lab.site import Site
 from kubeferry.lab.upstream_packages import reference_dir

@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from kubeferry.lab.containerd import Containerd as LabContainerd
 from kubeferry.lab.double_state import ClusterRecord
 
 VERSION = "1.25.0"
@@ -46,14 +47,13 @@ for ref in names:
 """
 
 
-class Containerd:
+class Containerd(LabContainerd):
     """A real containerd whose config file is the node's /etc/containerd/config.toml."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.socket = root / "run/containerd/containerd.sock"
-        self.config = root / "etc/containerd/config.toml"
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(workdir=root, config=root / "etc/containerd/config.toml",
+                         socket=root / "run/containerd/containerd.sock")
 
     def write_config(
         self,
@@ -81,46 +81,6 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.b
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
       SystemdCgroup = {"true" if systemd_cgroup else "false"}
 """)
-
-    def start(self) -> None:
-        log = open(self.root / "containerd.log", "ab")  # noqa: SIM115 - closed in stop()
-        self._log = log
-        self.process = subprocess.Popen(
-            ["containerd", "--config", str(self.config)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"containerd exited: {(self.root / 'containerd.log').read_text()[-2000:]}")
-            if self.socket.exists() and self.ctr("version").returncode == 0:
-                return
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("containerd not ready in time")
-
-    def ctr(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["ctr", "--address", str(self.socket), "-n", "k8s.io", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(timeout=15)
-        if getattr(self, "_log", None):
-            self._log.close()
 
 
 class Kubelet:

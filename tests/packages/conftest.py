@@ -15,10 +15,11 @@ import pytest
 
 from kubeferry.bundler.content import Content
 from kubeferry.bundler.sources import Sources
+from kubeferry.lab.signing import SigningKey
 from kubeferry.lab.standin_packages import build_rpms as lab_build_rpms
+from kubeferry.lab.static_http import StaticServer
 
-from .httpserver import StaticServer
-from .standin_rpm import RpmSpec, SigningKey, build_rpms, make_repo
+from .standin_rpm import RpmSpec, build_rpms, make_repo
 
 K8S_VERSIONS = ("1.24.17", "1.25.0", "1.25.1")
 
@@ -164,8 +165,7 @@ class StandinRepos:
 def el8_standin(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("el8-standin")
     work = tmp_path_factory.mktemp("rpmbuild")
-    key = SigningKey(tmp_path_factory.mktemp("gpg") / "home")
-    try:
+    with SigningKey("kubeferry test packages", home=tmp_path_factory.mktemp("gpg") / "home") as key:
         rpms = {}
         for name, specs in el8_standin_specs().items():
             rpms[name] = build_rpms(specs, root / name, work)
@@ -176,9 +176,7 @@ def el8_standin(tmp_path_factory: pytest.TempPathFactory):
             key.sign_rpms(rpms[name])
             make_repo(root / name, MODULES_YAML if name == "el8-appstream" else None)
         (root / "key.asc").write_bytes(key.public)
-    finally:
-        key.close()
-        shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)  # tmp_path's: left on a failure
     with StaticServer(root) as server:
         yield StandinRepos(root=root, url=server.url, key=key.public.decode(), rpms=rpms)
 

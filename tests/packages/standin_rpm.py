@@ -94,36 +94,6 @@ def build_rpms(specs: list[RpmSpec], out_dir: Path, work: Path) -> list[Path]:
         return list(pool.map(lambda s: build_rpm(s, out_dir, work), specs))
 
 
-class SigningKey:
-    """A throwaway OpenPGP signing key in its own GNUPGHOME; ``close()`` stops its agent."""
-
-    def __init__(self, home: Path, name: str = "kubeferry test packages"):
-        self.home = home
-        self.name = name
-        home.mkdir(mode=0o700, parents=True)
-        self._gpg("--quick-gen-key", f"{name} <test@kubeferry.invalid>", "rsa2048", "sign", "never")
-        self.public = self._gpg("--armor", "--export", name).stdout
-
-    def _gpg(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            ["gpg", "--homedir", str(self.home), "--batch", "--pinentry-mode", "loopback",
-             "--passphrase", "", *args],
-            check=True, capture_output=True, timeout=120,
-        )
-
-    def sign_rpms(self, rpms: list[Path]) -> None:
-        subprocess.run(
-            ["rpmsign", "--addsign", "--define", f"__gpg {shutil.which('gpg')}",
-             "--define", f"_gpg_path {self.home}",
-             "--define", f"_gpg_name {self.name}", *map(str, rpms)],
-            check=True, capture_output=True, timeout=300, stdin=subprocess.DEVNULL,
-        )
-
-    def close(self) -> None:
-        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "all"],
-                       capture_output=True, timeout=30, check=False)
-
-
 def make_repo(repo_dir: Path, modules_yaml: str | None = None) -> None:
     """rpm-md metadata for the packages under ``repo_dir`` (gzip, as EL7-era createrepo)."""
     subprocess.run(["createrepo_c", "--quiet", "--general-compress-type=gz", str(repo_dir)],

@@ -19,12 +19,13 @@ import requests
 from kubeferry.bundler.aptmeta import parse_release
 from kubeferry.bundler.packages import build_packages, inspect_lines
 from kubeferry.bundler.sources import Sources
+from kubeferry.lab.signing import SigningKey
+from kubeferry.lab.static_http import StaticServer
+from kubeferry.lab.upstream_packages import flat_apt_repo
 
 from .conftest import materialize
 from .debian_root import MIRROR, cache_root, extract, minbase_tarball
-from .httpserver import StaticServer
-from .standin_deb import build_kubernetes_debs, make_flat_repo
-from .standin_rpm import SigningKey
+from .standin_deb import build_kubernetes_debs
 
 DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 WANTED = ["kubeadm", "kubelet", "kubectl"]
@@ -35,13 +36,8 @@ def kubernetes_apt(tmp_path_factory):
     """The stand-in pkgs.k8s.io flat repository and Debian's keyring, served on loopback."""
     root = tmp_path_factory.mktemp("apt-www")
     repo = root / "kubernetes"
-    key = SigningKey(tmp_path_factory.mktemp("gpg") / "home", name="kubeferry test apt")
-    try:
-        debs = build_kubernetes_debs(repo / "amd64")
-        make_flat_repo(repo, debs, key)
-        (repo / "Release.key").write_bytes(key.public)
-    finally:
-        key.close()
+    with SigningKey("kubeferry test apt", home=tmp_path_factory.mktemp("gpg") / "home") as key:
+        flat_apt_repo(repo, build_kubernetes_debs(repo / "amd64"), key)
     (root / "keys").mkdir()
     shutil.copy(DEBIAN_KEYRING, root / "keys" / "debian-archive-keyring.gpg")
     with StaticServer(root) as server:
@@ -136,14 +132,14 @@ def test_installed_set_model_is_debootstrap_minbase(kubernetes_apt, tmp_path: Pa
     """The set a build assumes installed is exactly what debootstrap --variant=minbase
     installs (over-counting would leave a node without a package nobody bundled)."""
     from kubeferry.bundler.fetch import Fetcher
-    from kubeferry.bundler.packages import _load, _universe, installed_set
+    from kubeferry.bundler.packages import installed_set, load_repositories, universe_of
     from kubeferry.bundler.repositories import os_spec
 
     spec = os_spec("debian12")
     sources = _sources(kubernetes_apt.url)
-    repos = _load(spec.repositories_for("amd64"), spec, "amd64", sources,
+    repos = load_repositories(spec.repositories_for("amd64"), spec, "amd64", sources,
                   Fetcher(cache_root() / "build-cache"), {})
-    installed, warnings = installed_set(spec, _universe(spec, repos), repos)
+    installed, warnings = installed_set(spec, universe_of(spec, repos), repos)
     assert warnings == []
     release = parse_release(requests.get(f"{MIRROR}/dists/bookworm/InRelease",
                                          timeout=(15, 60)).text, "bookworm")

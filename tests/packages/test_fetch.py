@@ -9,8 +9,7 @@ import pytest
 
 from kubeferry.bundler.fetch import ChecksumMismatch, Fetcher
 from kubeferry.errors import OperationError
-
-from .httpserver import StaticServer, cut
+from kubeferry.lab.static_http import StaticServer, cut
 
 
 @pytest.fixture

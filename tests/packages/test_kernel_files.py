@@ -14,11 +14,12 @@ from kubeferry.bundler.files import build_files
 from kubeferry.bundler.packages import build_packages, inspect_lines
 from kubeferry.bundler.sources import Sources
 from kubeferry.errors import InputError, OperationError
+from kubeferry.lab.signing import SigningKey
+from kubeferry.lab.static_http import StaticServer
 from kubeferry.lab.upstream_packages import reference_dir
 
 from .conftest import materialize
-from .httpserver import StaticServer
-from .standin_rpm import RpmSpec, SigningKey, build_rpms, make_repo
+from .standin_rpm import RpmSpec, build_rpms, make_repo
 
 CALICO = reference_dir() / "calico-v3.24.5.yaml"
 CALICO_SHA256 = "1e8825b3bc56bd1b2a7565783630a97a09a4fd9f92767d013e4201cf8f88812c"
@@ -30,8 +31,7 @@ def elrepo(tmp_path_factory):
     """A stand-in ELRepo kernel archive and an EL7 extras repository, with their own key."""
     root = tmp_path_factory.mktemp("elrepo-www")
     work = tmp_path_factory.mktemp("elrepo-build")
-    key = SigningKey(tmp_path_factory.mktemp("gpg") / "home", name="stand-in elrepo")
-    try:
+    with SigningKey("stand-in elrepo", home=tmp_path_factory.mktemp("gpg") / "home") as key:
         kernels = build_rpms([
             RpmSpec("kernel-ml", "4.19.12", "1.el7.elrepo", requires=KERNEL_REQUIRES,
                     files=["/boot/vmlinuz-4.19.12-1.el7.elrepo.x86_64"]),
@@ -48,9 +48,7 @@ def elrepo(tmp_path_factory):
         make_repo(root / "elrepo-kernel")
         make_repo(root / "el7-extras")
         (root / "key.asc").write_bytes(key.public)
-    finally:
-        key.close()
-        shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)  # tmp_path's: left on a failure
     with StaticServer(root) as server:
         yield server
 

@@ -222,7 +222,7 @@ def test_corrupt_metadata_is_one_line(el8_standin, tmp_path: Path) -> None:
         '<repomd xmlns="http://linux.duke.edu/metadata/repo"><data type="primary">'
         f'<checksum type="sha256">{digest}</checksum><location href="repodata/p.xml.gz"/>'
         "</data></repomd>")
-    from .httpserver import StaticServer
+    from kubeferry.lab.static_http import StaticServer
 
     with StaticServer(tmp_path / "www") as server:
         sources = el8_standin.sources()

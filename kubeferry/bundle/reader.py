@@ -8,41 +8,28 @@ A bundle that fails any check is refused with one line naming the member.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator
 
-from kubeferry.bundle_format import (
-    CONTAINERD_NAME,
-    FORMAT,
-    FORMAT_VERSION,
+from kubeferry.bundle import layout
+from kubeferry.bundle.errors import CorruptBundle, NotABundle
+from kubeferry.bundle.format import (
     IMAGES_PREFIX,
     METADATA_NAME,
     SELF_CHECK,
     bundle_digest,
     encode_metadata,
-    members_digest,
-    metadata_self_check,
     unsafe_path_reason,
 )
-from kubeferry.errors import InputError, OperationError
-from kubeferry.versions import parse_release
+from kubeferry.bundle.metadata import MAX_METADATA_BYTES, ImageEntry, MemberEntry, RecordedImages
+from kubeferry.bundle.metadata import parse as parse_metadata
+from kubeferry.bundle.parts import BundleSource
+from kubeferry.errors import InputError
 
 CHUNK = 1 << 20
-IMAGES_INDEX = IMAGES_PREFIX + "index.json"
-MAX_METADATA_BYTES = 64 << 20
-
-
-class NotABundle(InputError):
-    """The file is unreadable or is not a kubeferry bundle (exit 2)."""
-
-
-class CorruptBundle(OperationError):
-    """The bundle is damaged or was tampered with (exit 1)."""
+MAX_SMALL_MEMBER = 4 << 20  # manifests, keys, calico.yaml: what a reader holds in memory
 
 
 @dataclass(frozen=True)
@@ -55,11 +42,13 @@ class VerifyResult:
 class Bundle:
     """An open bundle file. Cheap to open: only the metadata is read until you stream."""
 
-    def __init__(self, path: Path, metadata: dict[str, Any], raw: bytes | None = None) -> None:
+    def __init__(self, path: Path, metadata: dict[str, Any], raw: bytes | None = None,
+                 source: BundleSource | None = None) -> None:
         self.path = path
+        self.source = source  # None: read once from a stream
         self.metadata = metadata
         self.raw_metadata = raw if raw is not None else encode_metadata(metadata)  # as written
-        self.members: list[dict[str, Any]] = metadata["members"]
+        self.members: list[MemberEntry] = metadata["members"]
         self._by_path = {member["path"]: member for member in self.members}
         self._offsets: dict[str, int] | None = None
 
@@ -69,15 +58,19 @@ class Bundle:
     def open(cls, path: str | Path) -> Bundle:
         """Read and check the metadata of the bundle at ``path``."""
         path = Path(path)
+        if str(path) == "-":
+            raise NotABundle("-: this command seeks in the bundle, so it needs a regular file, not"
+                             " stdin ('bundle verify -' reads a stream); save the stream to a file first")
+        source = BundleSource.of(path)
         try:
-            with open(_regular_file(path), "rb") as handle, _tar_stream(handle, path) as tar:
+            with source.open() as handle, _tar_stream(handle, path) as tar:
                 info = _next_member(tar, path)
                 if info is None or info.name != METADATA_NAME:
                     raise NotABundle(f"{path}: not a kubeferry bundle (no {METADATA_NAME} first)")
                 metadata, raw = _read_metadata(tar, info, path)
         except OSError as error:
             raise NotABundle(f"{path}: cannot read it ({error.strerror or error})") from None
-        return cls(path, metadata, raw)
+        return cls(path, metadata, raw, source)
 
     # -- what it holds ---------------------------------------------------------------
 
@@ -109,10 +102,15 @@ class Bundle:
         return self.metadata["arch"]
 
     @property
-    def images(self) -> list[dict[str, Any]]:
+    def images(self) -> list[ImageEntry]:
         return self.metadata.get("images", [])
 
-    def member(self, path: str) -> dict[str, Any] | None:
+    @property
+    def image_set(self) -> RecordedImages:
+        """The image set recorded at build time."""
+        return RecordedImages.from_dict(self.metadata.get("imageSet"), self.kubernetes)
+
+    def member(self, path: str) -> MemberEntry | None:
         return self._by_path.get(path)
 
     # -- random access -------------------------------------------------------------------
@@ -127,28 +125,59 @@ class Bundle:
             seen: set[str] = set()
             offsets: dict[str, int] = {}
             try:
-                with tarfile.open(self.path, mode="r:") as tar:
+                with self._open() as handle, tarfile.open(fileobj=handle, mode="r:") as tar:
                     for info in tar:
                         if info.name == METADATA_NAME and not offsets and not seen:
                             seen.add(info.name)
                             continue
                         self._check_header(info, seen)
                         offsets[info.name] = info.offset_data
+                    end = tar.offset
             except tarfile.TarError as error:
                 raise CorruptBundle(f"{self.path}: damaged or truncated tar ({error})") from None
             except OSError as error:
                 raise NotABundle(f"{self.path}: cannot read it ({error.strerror or error})") from None
             missing = [m["path"] for m in self.members if m["path"] not in offsets]
             if missing:
-                raise CorruptBundle(_why_missing(self.path, missing[0], _end_offset(self.path)))
+                raise CorruptBundle(self._why_missing(missing[0], end))
+            self._refuse_parts_beyond(end)
             self._offsets = offsets
         return self._offsets
 
     def open_member(self, path: str, start: int = 0) -> IO[bytes]:
-        """A file positioned at byte ``start`` of member ``path`` (read at most its size)."""
-        handle = open(self.path, "rb")  # noqa: SIM115 - the caller closes it
-        handle.seek(self.offsets()[path] + start)
+        """A file positioned at byte ``start`` of member ``path`` (read at most its size).
+
+        Not verified: for bytes whose sha256 is checked where they land (a node). Readers
+        that use the bytes here take ``open_verified`` or ``read_member``."""
+        offset = self.offsets()[path] + start
+        handle = self._open()
+        handle.seek(offset)
         return handle
+
+    def where(self, path: str) -> str:
+        """`` (in part NAME.002)`` for a member of a split bundle: what an error names."""
+        if self.source is None or self._offsets is None or path not in self._offsets:
+            return ""
+        start = self._offsets[path]
+        return self.source.where(start, start + self._by_path[path]["size"])
+
+    def source_open(self) -> IO[bytes]:
+        """A reader of the whole bundle file (across its parts), from its first byte."""
+        return self._open()
+
+    def _open(self) -> IO[bytes]:
+        if self.source is None:
+            raise NotABundle(f"{self.path}: a stream is read once, front to back")
+        return self.source.open()
+
+    def _refuse_parts_beyond(self, end: int) -> None:
+        """``end`` is where the tar's end marker starts: two zero blocks, then zeros to a
+        whole record, which a last part may hold alone."""
+        trailer = end + 2 * tarfile.BLOCKSIZE
+        records = -(-trailer // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+        extra = self.source.beyond(records) if self.source is not None and end >= 0 else ""
+        if extra:
+            raise CorruptBundle(extra)
 
     # -- streaming ---------------------------------------------------------------------
 
@@ -162,7 +191,7 @@ class Bundle:
         treat its output as provisional until the walk finishes without CorruptBundle.
         """
         try:
-            with open(self.path, "rb") as handle, _tar_stream(handle, self.path) as tar:
+            with self._open() as handle, _tar_stream(handle, self.path) as tar:
                 _next_member(tar, self.path)  # the metadata, checked by open()
                 yield from self._walk(tar, want, seekable=True)
         except OSError as error:
@@ -186,14 +215,40 @@ class Bundle:
                     f"{self.path}: member {info.name} is out of order"
                     " (members must follow the metadata's list)"
                 )
-            chunks = _verified_chunks(tar, info, entry, self.path)
+            end = info.offset_data + info.size
+            where, ended = (self.source.where(info.offset_data, end), self.source.ended_early(end)) \
+                if self.source else ("", "")
+            chunks = _verified_chunks(tar, info, entry, self.path, where, ended)
             if want(info.name):
                 yield entry, chunks
             for _ in chunks:  # drain what the consumer did not read
                 pass
         missing = next(expected, None)
         if missing is not None:
-            raise CorruptBundle(_why_missing(self.path, missing["path"], stopped_at))
+            raise CorruptBundle(self._why_missing(missing["path"], stopped_at))
+        self._refuse_parts_beyond(stopped_at)
+
+    def _why_missing(self, member: str, offset: int) -> str:
+        """One line for a listed member the tar reader did not reach: damaged or truncated
+        (for a split bundle: which part is damaged, missing or cut).
+
+        Python's tar reader ends the archive quietly at an invalid header, so the block where
+        it stopped tells a damaged header (non-zero bytes) from a cut file (none, or zeros).
+        """
+        block = b""
+        if offset >= 0:
+            try:
+                with self._open() as handle:
+                    handle.seek(offset)
+                    block = handle.read(tarfile.BLOCKSIZE)
+            except OSError:
+                block = b""
+        if len(block) == tarfile.BLOCKSIZE and block.strip(b"\0"):
+            where = self.source.where(offset, offset + tarfile.BLOCKSIZE) if self.source else ""
+            return (f"{self.path}: damaged: the tar header at byte {offset}{where}, where member"
+                    f" {member} should start, is invalid (corrupt, tampered or a part out of order)")
+        ended = self.source.ended_early(offset) if self.source else ""
+        return f"{self.path}: truncated: member {member} is missing{ended}"
 
     def _check_header(self, info: tarfile.TarInfo, seen: set[str]) -> dict[str, Any]:
         name = info.name
@@ -239,7 +294,7 @@ class Bundle:
         total = 0
         index: bytes | None = None
         for entry, chunks in walk:
-            data = b"".join(chunks) if entry["path"] == IMAGES_INDEX else None
+            data = b"".join(chunks) if entry["path"] == layout.INDEX_MEMBER else None
             for _ in chunks:
                 pass
             index = data if data is not None else index
@@ -250,36 +305,41 @@ class Bundle:
     def verify_image_list(self) -> None:
         """Check the metadata's image names and digests against ``images/index.json`` (whose
         sha256 the member list pins), read at its offset."""
-        self._check_images_index(self.read_member(IMAGES_INDEX))
+        present = self.member(layout.INDEX_MEMBER) is not None
+        self._check_images_index(self.read_member(layout.INDEX_MEMBER) if present else None)
 
     def _check_images_index(self, index: bytes | None) -> None:
         """The metadata's image list must say what images/index.json says."""
         if index is None:
             if self.images:
-                raise CorruptBundle(f"{self.path}: lists images but has no {IMAGES_INDEX}")
+                raise CorruptBundle(f"{self.path}: lists images but has no {layout.INDEX_MEMBER}")
             return
-        from_index = sorted(
-            (m.get("annotations", {}).get(CONTAINERD_NAME, ""), m["digest"])
-            for m in json.loads(index)["manifests"]
-        )
         from_metadata = sorted((image["name"], image["digest"]) for image in self.images)
-        if from_index != from_metadata:
+        if layout.index_names(index) != from_metadata:
             raise CorruptBundle(
-                f"{self.path}: the image list in the metadata does not match {IMAGES_INDEX}"
+                f"{self.path}: the image list in the metadata does not match {layout.INDEX_MEMBER}"
             )
 
-    def read_member(self, path: str) -> bytes | None:
-        """The bytes of one small member, read at its offset and checked against its sha256;
-        None if the member is not listed."""
+    # -- verified members ----------------------------------------------------------------
+
+    def open_verified(self, path: str, what: str | None = None) -> VerifiedMember:
+        """A reader of member ``path`` at its offset that raises CorruptBundle, naming
+        ``what`` (default: the member), if its bytes do not match the listed sha256."""
         entry = self._by_path.get(path)
         if entry is None:
-            return None
-        with self.open_member(path) as handle:
-            data = handle.read(entry["size"])
-        if len(data) != entry["size"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise CorruptBundle(f"{self.path}: member {path} does not match its sha256"
-                                " (corrupt or tampered)")
-        return data
+            raise InputError(f"{self.path}: has no member {path}")
+        handle = self.open_member(path)
+        return VerifiedMember(handle, entry, str(self.path), (what or f"member {path}") + self.where(path))
+
+    def read_member(self, path: str, max_size: int = MAX_SMALL_MEMBER) -> bytes:
+        """The verified bytes of the small member ``path`` (InputError if it is absent or
+        larger than ``max_size``)."""
+        entry = self._by_path.get(path)
+        if entry is not None and entry["size"] > max_size:
+            raise CorruptBundle(f"{self.path}: member {path} has {entry['size']} bytes, more than a"
+                                f" member of its kind ever holds ({max_size}); corrupt or tampered")
+        with self.open_verified(path) as reader:
+            return reader.read()
 
     # -- images out ---------------------------------------------------------------------
 
@@ -288,16 +348,16 @@ class Bundle:
 
         Streams members from the bundle, verified as they pass; returns the image count.
         """
-        if self.member(IMAGES_INDEX) is None:
+        if self.member(layout.INDEX_MEMBER) is None:
             raise InputError(f"{self.path}: this bundle holds no images")
         self.verify_image_list()  # the names the count and ctr go by must be the index's
-        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as layout:
+        with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as images:
             for entry, chunks in self.stream(want=lambda p: p.startswith(IMAGES_PREFIX)):
                 info = tarfile.TarInfo(entry["path"][len(IMAGES_PREFIX):])
                 info.size = entry["size"]
                 info.mode = 0o644
                 info.mtime = 0
-                layout.addfile(info, _ChunkReader(chunks))
+                images.addfile(info, _ChunkReader(chunks))
         return len(self.images)
 
 
@@ -321,52 +381,48 @@ class _ChunkReader:
         return data
 
 
-def _regular_file(path: Path) -> Path:
-    """``path`` if it is a regular file: readers seek (metadata, then members at offsets)."""
-    if str(path) == "-":
-        raise NotABundle("-: this command seeks in the bundle, so it needs a regular file, not"
-                         " stdin ('bundle verify -' reads a stream); save the stream to a file first")
-    try:
-        mode = os.stat(path).st_mode
-    except OSError:
-        return path  # open() names the cause
-    if stat.S_ISDIR(mode):
-        raise NotABundle(f"{path}: is a directory, not a bundle file")
-    if not stat.S_ISREG(mode):
-        raise NotABundle(f"{path}: this command seeks in the bundle, so it needs a regular file,"
-                         " not a pipe or device ('bundle verify' reads a stream); save it to a file first")
-    return path
+class VerifiedMember:
+    """Reads exactly one member's bytes and checks them against its sha256 at the end, so
+    a consumer (an upload, a parser) never finishes on bytes the bundle does not vouch for."""
 
+    def __init__(self, handle: IO[bytes], entry: MemberEntry, bundle: str, what: str) -> None:
+        self._handle = handle
+        self._size = self._remaining = entry["size"]
+        self._expected = entry["sha256"]
+        self._bundle = bundle
+        self._what = what
+        self._hasher = hashlib.sha256()
 
-def _end_offset(path: Path) -> int:
-    """Where the tar reader stopped: the header after the last member it read."""
-    try:
-        with tarfile.open(path, mode="r:") as tar:
-            for _ in tar:
-                pass
-            return tar.offset
-    except (tarfile.TarError, OSError):
-        return -1
+    def __len__(self) -> int:  # lets requests send a Content-Length instead of chunks
+        return self._size
 
+    def read(self, amount: int = -1) -> bytes:
+        if self._remaining <= 0:
+            return b""
+        wanted = self._remaining if amount is None or amount < 0 else min(amount, self._remaining)
+        data = self._handle.read(wanted)
+        if not data:
+            raise CorruptBundle(f"{self._bundle}: truncated in {self._what}")
+        if amount is None or amount < 0:
+            while len(data) < wanted and (more := self._handle.read(wanted - len(data))):
+                data += more
+            if len(data) < wanted:
+                raise CorruptBundle(f"{self._bundle}: truncated in {self._what}")
+        self._remaining -= len(data)
+        self._hasher.update(data)
+        if self._remaining == 0 and self._hasher.hexdigest() != self._expected:
+            raise CorruptBundle(f"{self._bundle}: {self._what} does not match its sha256"
+                                " (corrupt or tampered)")
+        return data
 
-def _why_missing(path: Path, member: str, offset: int) -> str:
-    """One line for a listed member the tar reader did not reach: damaged or truncated.
+    def close(self) -> None:
+        self._handle.close()
 
-    Python's tar reader ends the archive quietly at an invalid header, so the block where
-    it stopped tells a damaged header (non-zero bytes) from a cut file (none, or zeros).
-    """
-    block = b""
-    if offset >= 0:
-        try:
-            with open(path, "rb") as handle:
-                handle.seek(offset)
-                block = handle.read(tarfile.BLOCKSIZE)
-        except OSError:
-            block = b""
-    if len(block) == tarfile.BLOCKSIZE and block.strip(b"\0"):
-        return (f"{path}: damaged: the tar header at byte {offset}, where member {member}"
-                " should start, is invalid (corrupt or tampered)")
-    return f"{path}: truncated: member {member} is missing"
+    def __enter__(self) -> VerifiedMember:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _tar_stream(handle: IO[bytes], path: Path) -> tarfile.TarFile:
@@ -390,69 +446,14 @@ def _read_metadata(tar: tarfile.TarFile, info: tarfile.TarInfo,
     handle = tar.extractfile(info)
     try:
         raw = handle.read() if handle else b""
-        metadata = json.loads(raw)
-    except (tarfile.TarError, OSError, ValueError):
+    except (tarfile.TarError, OSError):
         raise CorruptBundle(f"{path}: {METADATA_NAME} is damaged") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
-        raise NotABundle(f"{path}: not a kubeferry bundle ({METADATA_NAME} has no format)")
-    version = metadata.get("formatVersion")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise NotABundle(f"{path}: {METADATA_NAME} has formatVersion {version!r}, not a number"
-                         " (damaged, or not written by kubeferry)")
-    if version != FORMAT_VERSION:
-        raise NotABundle(
-            f"{path}: bundle format {version} is not readable by this"
-            f" kubeferry (reads {FORMAT_VERSION}); use a matching kubeferry"
-        )
-    recorded = metadata.get(SELF_CHECK)
-    if recorded is not None and recorded != metadata_self_check(metadata):
-        raise CorruptBundle(f"{path}: {METADATA_NAME} was changed after the build (its {SELF_CHECK}"
-                            " does not match; tampered or damaged)")
-    members = metadata.get("members")
-    if not isinstance(members, list) or not all(_plausible_member(m) for m in members):
-        raise CorruptBundle(f"{path}: {METADATA_NAME} has no valid member list")
-    if members_digest(members) != metadata.get("membersDigest"):
-        raise CorruptBundle(f"{path}: the member list does not match its digest (tampered?)")
-    _check_fields(metadata, path)
-    return metadata, raw
-
-
-def _check_fields(metadata: dict[str, Any], path: Path) -> None:
-    """The fields readers use must have their types, so no reader trips over them later."""
-    for key in ("os", "arch"):
-        if not isinstance(metadata.get(key), str) or not metadata[key]:
-            raise CorruptBundle(f"{path}: {METADATA_NAME} has no valid {key!r}")
-    try:
-        metadata["kubernetes"] = parse_release(metadata.get("kubernetes"), f"{METADATA_NAME} kubernetes")
-    except InputError as error:
-        raise CorruptBundle(f"{path}: {error}") from None
-    images = metadata.get("images", [])
-    if not isinstance(images, list) or not all(
-        isinstance(i, dict) and isinstance(i.get("name"), str) and isinstance(i.get("digest"), str)
-        and _count(i.get("size", 0)) for i in images
-    ):
-        raise CorruptBundle(f"{path}: {METADATA_NAME} has no valid image list")
-    include = metadata.get("include", [])
-    if not isinstance(include, list) or not all(isinstance(name, str) for name in include):
-        raise CorruptBundle(f"{path}: {METADATA_NAME} has no valid 'include' list")
-    for section in ("kubeferry", "packages", "kernel", "files", "sources", "imageSet"):
-        if metadata.get(section) is not None and not isinstance(metadata[section], dict):
-            raise CorruptBundle(f"{path}: {METADATA_NAME} has an invalid {section!r} section")
-
-
-def _count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
-def _plausible_member(member: object) -> bool:
-    """A member entry: a string path, a byte count, a sha256 in hex."""
-    return (isinstance(member, dict) and isinstance(member.get("path"), str)
-            and _count(member.get("size")) and isinstance(member.get("sha256"), str)
-            and len(member["sha256"]) == 64 and all(c in "0123456789abcdef" for c in member["sha256"]))
+    return parse_metadata(raw, path), raw
 
 
 def _verified_chunks(
-    tar: tarfile.TarFile, info: tarfile.TarInfo, entry: dict[str, Any], path: Path
+    tar: tarfile.TarFile, info: tarfile.TarInfo, entry: dict[str, Any], path: Path, where: str = "",
+    ended: str = "",
 ) -> Iterator[bytes]:
     """The member's bytes in chunks; CorruptBundle at the end if they do not match."""
     digest = hashlib.sha256()
@@ -468,8 +469,9 @@ def _verified_chunks(
             digest.update(chunk)
             yield chunk
     except (tarfile.TarError, OSError) as error:
-        raise CorruptBundle(f"{path}: truncated in member {info.name} ({error})") from None
+        raise CorruptBundle(f"{path}: truncated in member {info.name}{ended} ({error})") from None
     if remaining:
-        raise CorruptBundle(f"{path}: truncated in member {info.name}")
+        raise CorruptBundle(f"{path}: truncated in member {info.name}{ended}")
     if digest.hexdigest() != entry["sha256"]:
-        raise CorruptBundle(f"{path}: member {info.name} does not match its sha256 (corrupt or tampered)")
+        cause = "a damaged part, or parts out of order" if where else "corrupt or tampered"
+        raise CorruptBundle(f"{path}: member {info.name}{where} does not match its sha256 ({cause})")

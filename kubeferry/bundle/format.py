@@ -1,4 +1,4 @@
-"""The bundle file format, shared by the writer (build stage) and every reader.
+"""The bundle file format's names and digests, shared by the writer and every reader.
 
 A bundle is one uncompressed POSIX tar (pax headers). Its first member is
 ``kubeferry-bundle.json``, the metadata; every other member is a regular file listed
@@ -20,15 +20,11 @@ FORMAT = "kubeferry-bundle"
 FORMAT_VERSION = 1
 METADATA_NAME = "kubeferry-bundle.json"
 KIT_MEMBER = "kubeferry.pyz"  # the admin kit: kubeferry itself, right after the metadata
-IMAGES_PREFIX = "images/"
+IMAGES_PREFIX = "images/"  # the OCI image layout (kubeferry.bundle.layout)
 BUNDLE_SUFFIX = ".tar"
 # The metadata's self-check: sha256 over the canonical metadata without this key.
 SELF_CHECK = "metadataDigest"
 DIGEST_RE = re.compile(r"^(sha256:)?([0-9a-f]{64})$")
-
-# Annotations on the images/index.json entries (what `ctr images import` names images by).
-CONTAINERD_NAME = "io.containerd.image.name"
-OCI_REF_NAME = "org.opencontainers.image.ref.name"
 
 
 def bundle_filename(kubernetes: str, os_name: str, arch: str) -> str:

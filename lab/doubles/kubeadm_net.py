@@ -4,7 +4,8 @@ Only with ``run_control_plane`` (the kubelet double then runs etcd and the API s
 stand-in): init's wait-control-plane polls ``https://<advertise>:<port>/healthz`` with the
 cluster CA, as kubeadm's waiter does, and a control-plane join adds its etcd member through
 an existing member's v3 API (kubeadm's etcd client ``MemberAdd``, with the
-apiserver-etcd-client certificate) before its own etcd starts.
+apiserver-etcd-client certificate, retried) before its own etcd starts, then waits for its
+own API server's /healthz, which includes etcd (the new member has joined).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import urllib.request
 from pathlib import Path
 
 REQUEST_TIMEOUT = 5
+MEMBER_ADD_TIMEOUT = 60.0
 
 
 def tls(ca: Path, cert: Path | None = None, key: Path | None = None) -> ssl.SSLContext:
@@ -70,9 +72,20 @@ def etcd_member_remove(endpoints: list[str], name: str, context: ssl.SSLContext)
     return ""
 
 
-def etcd_member_add(endpoints: list[str], peer_url: str, context: ssl.SSLContext) -> str:
-    """Add ``peer_url`` as a member through the first endpoint that answers; "" or why not."""
-    reply, problem = etcd_call(endpoints, "/v3/cluster/member/add", {"peerURLs": [peer_url]}, context)
-    if problem or "member" in reply:
-        return problem
-    return str(reply.get("error") or reply)
+def etcd_member_add(endpoints: list[str], peer_url: str, context: ssl.SSLContext,
+                    timeout: float = MEMBER_ADD_TIMEOUT) -> str:
+    """Add ``peer_url`` as a member through the first endpoint that answers; "" or why not.
+
+    Retried with back-off as kubeadm's etcd client does (etcdBackoff): a cluster whose last
+    member was just added refuses another until that one has started ("unhealthy cluster")."""
+    deadline = time.time() + timeout
+    delay = 0.5
+    while True:
+        reply, problem = etcd_call(endpoints, "/v3/cluster/member/add", {"peerURLs": [peer_url]}, context)
+        if not problem and "member" in reply:
+            return ""
+        problem = problem or str(reply.get("error") or reply)
+        if time.time() + delay > deadline:
+            return problem
+        time.sleep(delay)
+        delay = min(delay * 2, 5.0)

@@ -3,6 +3,8 @@
 Each beat it reads its static pods, works out (like kubectl does) which cluster pods land
 on this node, pulls missing images through containerd's registry config as the CRI would,
 and writes a heartbeat to the shared state: images present, pull errors, sandbox image.
+With ``run_control_plane`` it also runs etcd and the API server stand-in from the static pod
+manifests (static_pods.py) and reports its Node and pods to the API through kubelet.conf.
 """
 
 from __future__ import annotations

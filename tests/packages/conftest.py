@@ -153,6 +153,7 @@ class StandinRepos:
     url: str
     key: str  # armored public key
     rpms: dict[str, list[Path]]
+    gpg_home: Path  # where the signing key lives (SigningKey(gpg_home, create=False) signs more)
 
     def sources(self) -> Sources:
         repositories = {name: f"{self.url}/{name}" for name in self.rpms}
@@ -181,7 +182,8 @@ def el8_standin(tmp_path_factory: pytest.TempPathFactory):
         key.close()
         shutil.rmtree(work, ignore_errors=True)
     with StaticServer(root) as server:
-        yield StandinRepos(root=root, url=server.url, key=key.public.decode(), rpms=rpms)
+        yield StandinRepos(root=root, url=server.url, key=key.public.decode(), rpms=rpms,
+                           gpg_home=key.home)
 
 
 def materialize(contents: list[Content], target: Path) -> Path:

@@ -97,11 +97,14 @@ def build_rpms(specs: list[RpmSpec], out_dir: Path, work: Path) -> list[Path]:
 class SigningKey:
     """A throwaway OpenPGP signing key in its own GNUPGHOME; ``close()`` stops its agent."""
 
-    def __init__(self, home: Path, name: str = "kubeferry test packages"):
+    def __init__(self, home: Path, name: str = "kubeferry test packages", create: bool = True):
+        """A new key in ``home``; ``create=False``: the key made there before (to sign more)."""
         self.home = home
         self.name = name
-        home.mkdir(mode=0o700, parents=True)
-        self._gpg("--quick-gen-key", f"{name} <test@kubeferry.invalid>", "rsa2048", "sign", "never")
+        if create:
+            home.mkdir(mode=0o700, parents=True)
+            self._gpg("--quick-gen-key", f"{name} <test@kubeferry.invalid>", "rsa2048", "sign",
+                      "never")
         self.public = self._gpg("--armor", "--export", name).stdout
 
     def _gpg(self, *args: str) -> subprocess.CompletedProcess:

@@ -26,8 +26,9 @@ KERNEL_REQUIRES = ["linux-firmware >= 20100806-2", "grubby >= 8.28-2", "dracut",
 
 
 @pytest.fixture(scope="module")
-def elrepo(tmp_path_factory):
-    """A stand-in ELRepo kernel archive and an EL7 extras repository, with their own key."""
+def elrepo(tmp_path_factory, el8_standin):
+    """A stand-in ELRepo kernel archive with its own key, and an EL7 extras repository signed,
+    as CentOS's is, by the OS key (el8_standin's, which the el7 sources below name)."""
     root = tmp_path_factory.mktemp("elrepo-www")
     work = tmp_path_factory.mktemp("elrepo-build")
     key = SigningKey(tmp_path_factory.mktemp("gpg") / "home", name="stand-in elrepo")
@@ -44,7 +45,12 @@ def elrepo(tmp_path_factory):
             RpmSpec("grubby", "8.28", "26.el7", files=["/usr/sbin/grubby"]),
             RpmSpec("dracut", "033", "572.el7", files=["/usr/bin/dracut"]),
         ], root / "el7-extras", work)
-        key.sign_rpms(kernels + extras)
+        key.sign_rpms(kernels)
+        os_key = SigningKey(el8_standin.gpg_home, create=False)
+        try:
+            os_key.sign_rpms(extras)
+        finally:
+            os_key.close()
         make_repo(root / "elrepo-kernel")
         make_repo(root / "el7-extras")
         (root / "key.asc").write_bytes(key.public)

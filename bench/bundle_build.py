@@ -12,7 +12,8 @@ shares them), in the same run:
 Prints wall times, the cold speed-up, bytes and the size ratio against the unique
 compressed blob bytes. `--rtt-ms 0,50,200` puts the registry behind a delaying proxy
 (bench/latency_proxy.py: that round trip added to every connection, bandwidth kept) and
-runs baseline and cold build at each, with the number of requests each made.
+runs baseline and cold build at each, with the number of requests each made (the proxy
+runs in its own process, as a remote registry would).
 Run as root: `.venv/bin/python bench/bundle_build.py [--rtt-ms 0,50,200]`.
 """
 
@@ -58,18 +59,19 @@ def baseline(registry: Registry, work: Path, host: str | None = None) -> tuple[f
 def at_latency(registry: Registry, work: Path, rtts: list[float]) -> None:
     """Baseline and cold build through the delaying proxy at each round trip."""
     sys.path.insert(0, str(Path(__file__).parent))
-    from latency_proxy import DelayProxy
+    from latency_proxy import ProxyProcess
 
+    port = int(registry.url.rsplit(':', 1)[1])
     print(f"{'rtt':>6} {'baseline':>9} {'requests':>9} {'kubeferry':>10} {'requests':>9} {'speed-up':>9}")
     for rtt in rtts:
-        with DelayProxy(int(registry.url.rsplit(':', 1)[1]), rtt) as proxy:
+        with ProxyProcess(port, rtt) as proxy:
             base_seconds, _ = baseline(registry, work / f"baseline-{rtt:g}", host=proxy.host)
-            base_requests = proxy.requests
-            proxy.requests = 0
+        base_requests = proxy.requests
+        with ProxyProcess(port, rtt) as proxy:
             cold = build(BuildRequest(kubernetes=KUBERNETES, mirrors=mirrors(proxy.url),
                                       cache_dir=work / f"cache-{rtt:g}", output_dir=work / f"out-{rtt:g}"))
-            print(f"{rtt:>4g}ms {base_seconds:>8.1f}s {base_requests:>9} {cold.seconds:>9.1f}s"
-                  f" {proxy.requests:>9} {base_seconds / cold.seconds:>8.2f}x", flush=True)
+        print(f"{rtt:>4g}ms {base_seconds:>8.1f}s {base_requests:>9} {cold.seconds:>9.1f}s"
+              f" {proxy.requests:>9} {base_seconds / cold.seconds:>8.2f}x", flush=True)
 
 
 def main() -> None:

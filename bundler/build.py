@@ -192,6 +192,7 @@ def image_source(request: BuildRequest, sources: Sources):
         credentials=Credentials.from_docker_config(request.registry_auth),
         ca_file=str(request.registry_ca) if request.registry_ca else None,
         allow_plain_http_credentials=request.plain_http_credentials,
+        jobs=request.workers,
     )
 
 

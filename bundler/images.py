@@ -1,9 +1,12 @@
 """The images part of a build: pull every image of the release into the cache, lay them out.
 
-One bounded pool does both: every image is resolved in parallel, and each blob is
-queued as soon as its manifest is known, so no download waits for the slowest tag to
-resolve (at a 200 ms round trip that barrier cost seconds). Layers shared between images
-are fetched and stored once; a blob already in the cache is not fetched at all.
+Two bounded pools share the work: requests that wait on a round trip rather than on
+bandwidth (tag and manifest fetches, configs and other small blobs) run up to
+``transport.ROUND_TRIP_LANE`` x ``--jobs`` at once, the large blobs ``--jobs`` at once.
+Every image is resolved in parallel and each blob is queued as soon as its manifest is
+known, so no download waits for the slowest tag to resolve (at a 200 ms round trip that
+barrier cost seconds). Layers shared between images are fetched and stored once; a blob
+already in the cache is not fetched at all.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
+from kubeferry import transport
 from kubeferry.bundle import layout
 from kubeferry.bundler.content import Content, Member
 from kubeferry.oci import mediatypes
@@ -63,7 +67,10 @@ def pull_images(
         if progress:
             progress(n, counts["missing"])
 
-    def resolve(pool: ThreadPoolExecutor, ref: ImageReference) -> Any:
+    waits = ThreadPoolExecutor(max_workers=workers * transport.ROUND_TRIP_LANE)
+    bulk = ThreadPoolExecutor(max_workers=workers)
+
+    def resolve(ref: ImageReference) -> Any:
         image = source.resolve(ref, arch=arch, store=store)
         with lock:
             for blob in image.blobs:
@@ -76,11 +83,12 @@ def pull_images(
                     counts["cached"] += blob.size
                 else:
                     counts["missing"] += blob.size
+                    pool = waits if blob.size < transport.SMALL_BODY else bulk
                     fetches.append(pool.submit(source.fetch_blob, ref, blob, store, on_bytes))
         return image
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        resolved = list(pool.map(lambda ref: resolve(pool, ref), refs))
+    with waits, bulk:
+        resolved = list(waits.map(resolve, refs))
         fetched = [fetch.result() for fetch in fetches]  # complete: every resolve has run
     during_resolve_bytes = sum(image.fetched_bytes for image in resolved)
     return PulledImages(images=list(zip(refs, resolved)), downloaded=sum(fetched) + during_resolve_bytes,

@@ -110,23 +110,16 @@ def _assemble(spec: KitSpec, sources: Sources, fetcher: Fetcher) -> Path:
         _stage_sources(stage)
         wheels = _fetch_wheels(spec, sources, fetcher, work / "wheels")
         key = _input_digest(spec, stage, wheels)
-        pointer = fetcher.index / "kit" / key
-        if pointer.is_file():
-            cached = fetcher.cached(("sha256", pointer.read_text().strip()))
-            if cached is not None:
-                return cached
+        cached = fetcher.store.find(f"kit:{key}")
+        if cached is not None:
+            return cached
         output = work / KIT_MEMBER
         _run_pex(spec, stage, work / "wheels", work / "kubeferry.pex", work / "pex-root")
         _wrap(spec, work / "kubeferry.pex", output)
         digest = sha256_file(output)
-        target = fetcher.blobs / digest
-        shutil.move(str(output), fetcher.partial / f"kit-{digest}-{os.getpid()}")
-        os.replace(fetcher.partial / f"kit-{digest}-{os.getpid()}", target)
-        pointer.parent.mkdir(parents=True, exist_ok=True)
-        tmp = pointer.with_name(f".{key}.{os.getpid()}")
-        tmp.write_text(digest + "\n")
-        os.replace(tmp, pointer)
-        return target
+        staged = fetcher.store.partial_dir / f"kit-{digest}-{os.getpid()}"
+        shutil.move(str(output), staged)  # into the cache's file system, then renamed
+        return fetcher.store.adopt(staged, f"sha256:{digest}", alias=f"kit:{key}")
 
 
 def _stage_sources(stage: Path) -> None:

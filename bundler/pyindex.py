@@ -122,7 +122,7 @@ class WheelSource:
         """The cached wheel ``file`` of ``project``, downloaded first if missing."""
         hit = self.fetcher.cached(("sha256", sha256))
         if hit is not None:
-            self.fetcher.cached_bytes += hit.stat().st_size
+            self.fetcher.count(cached=hit.stat().st_size)
             return hit
         tried = []
         for index in self.indexes:

@@ -1,22 +1,21 @@
 """A small client for the Harbor v2 API calls kubeferry makes: reach, health, projects.
 
-Every call has a timeout. Cookies are refused: Harbor answers API calls with a ``sid``
-session cookie, and a client that sends it back must pass Harbor's CSRF check (which a
-Basic-auth client cannot), so a POST after a GET would fail with 403. The password is
-sent as Basic auth only to Harbor's own URL and is never logged or shown in a repr.
+Its session is ``kubeferry.transport``'s: every call has a timeout and is retried on 429,
+5xx and refused connections. Cookies are refused there: Harbor answers API calls with a
+``sid`` session cookie, and a client that sends it back must pass Harbor's CSRF check
+(which a Basic-auth client cannot), so a POST after a GET would fail with 403. The password
+is sent as Basic auth only to Harbor's own URL and is never logged or shown in a repr.
 """
 
 from __future__ import annotations
 
-import http.cookiejar
 import json
 from urllib.parse import quote
 
 import requests
 
-from kubeferry import timeouts
+from kubeferry import timeouts, transport
 from kubeferry.errors import InputError, KubeferryError, OperationError
-from kubeferry.oci.client import _reason, _trust_bundle, _unlink_quietly
 
 API = "/api/v2.0"
 DEFAULT_TIMEOUT = None  # kubeferry.timeouts' connect and read timeouts (--connect/--read-timeout)
@@ -27,24 +26,19 @@ class HarborAPI:
 
     def __init__(self, url: str, username: str | None = None, password: str | None = None,
                  ca_file: str | None = None,
-                 timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT) -> None:
+                 timeout: float | tuple[float, float] | None = DEFAULT_TIMEOUT,
+                 retries: int = transport.RETRIES) -> None:
         self.url = url.rstrip("/")
         self.username = username
         self._password = password
-        self.timeout = timeouts.resolve(timeout)
-        self.verify: str | bool = _trust_bundle(ca_file) if ca_file else True
-        self.session = requests.Session()
-        self.session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
-        self.session.auth = lambda request: request  # no ~/.netrc credentials behind our back
-        self.session.headers["User-Agent"] = "kubeferry"
+        self.session = transport.session(jobs=1, ca_files=(ca_file,), retries=retries,
+                                         timeout=timeout)
 
     def __repr__(self) -> str:
         return f"HarborAPI({self.url!r}, username={self.username!r})"
 
     def close(self) -> None:
         self.session.close()
-        if isinstance(self.verify, str):
-            _unlink_quietly(self.verify)
 
     def __enter__(self) -> HarborAPI:
         return self
@@ -60,27 +54,21 @@ class HarborAPI:
         auth = None
         if not anonymous and self.username is not None and self._password is not None:
             auth = requests.auth.HTTPBasicAuth(self.username, self._password)
+        read = timeouts.resolve(self.session.timeout)[1]
         try:
-            with timeouts.waiting(f"Harbor at {self.url} to answer {method} {API}{path}", self.timeout[1]):
+            with timeouts.waiting(f"Harbor at {self.url} to answer {method} {API}{path}", read):
                 return self.session.request(
                     method, f"{self.url}{API}{path}", params=params, json=json_body,
-                    headers=headers, auth=auth, timeout=self.timeout, verify=self.verify,
-                    allow_redirects=False,
+                    headers=headers, auth=auth, allow_redirects=False,
                 )
         except requests.exceptions.SSLError as error:
             raise OperationError(
-                f"cannot verify Harbor's certificate at {self.url} ({_reason(error)});"
+                f"cannot verify Harbor's certificate at {self.url} ({transport.reason(error)});"
                 " pass Harbor's CA certificate (--ca-file / registry.caFile)"
             ) from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
-            reason = _reason(error)
-            if reason == "timed out":
-                connect, read = self.timeout
-                reason = (f"no answer to {method} {API}{path} within the timeouts ({connect:g} s connect,"
-                          f" {read:g} s read); --connect-timeout/--read-timeout to change")
-            raise OperationError(f"cannot reach Harbor at {self.url}: {reason}") from None
-        finally:
-            self.session.cookies.clear()  # belt and braces: nothing is ever sent back
+        except requests.RequestException as error:
+            raise transport.unreachable(error, f"Harbor at {self.url}", method, API + path,
+                                        self.session, "pass Harbor's CA certificate") from None
 
     def _fail(self, response: requests.Response, what: str) -> KubeferryError:
         status = response.status_code
@@ -125,13 +113,14 @@ class HarborAPI:
             return False
         raise self._fail(response, f"check whether project {name} exists")
 
-    def get_project(self, name: str) -> dict | None:
+    def get_project(self, name: str, exists: bool = False) -> dict | None:
         """``GET /projects/NAME``; None when it does not exist.
 
         Harbor 2.6 answers 403 for a name that does not exist, even to the admin
-        (goharbor/harbor#17586), so the existence is checked with HEAD first.
+        (goharbor/harbor#17586), so the existence is checked with HEAD first, unless the
+        caller has just seen it (``exists``: one round trip less).
         """
-        if not self.project_exists(name):
+        if not exists and not self.project_exists(name):
             return None
         response = self._call("GET", f"/projects/{quote(name, safe='')}",
                               headers={"X-Is-Resource-Name": "true"})

@@ -1,11 +1,12 @@
 """Seed Harbor from a bundle: projects first, then every image, blobs straight from the file.
 
-Order of work, each step in parallel (bounded by ``workers``):
+Order of work, each step in parallel: uploads ``workers`` at once, the requests that only
+wait on a round trip (HEADs, mounts, manifests) ``transport.ROUND_TRIP_LANE`` times as many:
 
 1. reach Harbor (systeminfo), check the login, create missing projects (public: nodes pull
    without credentials);
-2. survey with HEAD only: which manifests each name already has, which blobs each
-   repository already has;
+2. one token for every repository (learned while the API answered), then a survey with
+   HEAD only: which manifests each name already has, which blobs each repository has;
 3. blobs: each missing digest is uploaded once (read in place from the bundle, verified),
    then mounted into every other repository that needs it; a digest some repository of the
    project already holds is mounted, never sent;
@@ -17,10 +18,12 @@ was interrupted (Harbor went down) resumes: what arrived is found by HEAD.
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, TypeVar
+from typing import Callable, Iterable, NoReturn, TypeVar
 
+from kubeferry import transport
 from kubeferry.bundle.images import BundleBlobs, BundleImage
 from kubeferry.bundle.reader import Bundle
 from kubeferry.console import human_bytes
@@ -127,14 +130,16 @@ class Seeder:
                  retries: int = 5) -> None:
         self.bundle = bundle
         self.settings = settings
-        self.workers = max(1, workers)
+        self.workers = max(1, workers)  # uploads at once
+        self.round_trips = self.workers * transport.ROUND_TRIP_LANE  # HEADs, mounts, manifests
         self.blobs = BundleBlobs(bundle)
-        self.api = HarborAPI(settings.url, settings.username, password, settings.ca_file, timeout)
+        self.api = HarborAPI(settings.url, settings.username, password, settings.ca_file, timeout,
+                             retries=retries)
         credentials = Credentials({settings.host: Login(settings.username, password)})
         # an http:// Harbor was allowed by name already (harbor seed's flag, the inventory key)
         self.client = RegistryClient({settings.host: settings.url}, credentials,
                                      settings.ca_file, timeout=timeout, max_retries=retries,
-                                     allow_plain_http_credentials=True)
+                                     allow_plain_http_credentials=True, jobs=self.workers)
 
     def close(self) -> None:
         self.api.close()
@@ -149,11 +154,24 @@ class Seeder:
     # -- steps -----------------------------------------------------------------------------------
 
     def projects(self, targets: list[Target]) -> tuple[list[str], list[str]]:
-        """(existing, missing) projects the targets live in; checks reach and login on the way."""
-        self.api.systeminfo(anonymous=True)  # reachable, TLS trusted, speaks Harbor's API: no password needed
-        names = sorted({target.project for target in targets})
-        existing = [name for name in names if self.api.project_exists(name)]
+        """(existing, missing) projects the targets live in; checks reach and login on the way.
+
+        Meanwhile the registry is asked, anonymously, how it authenticates (one round trip
+        less later)."""
+        with ThreadPoolExecutor(max_workers=1) as side:
+            challenge = side.submit(self.client.challenge, self.settings.host) if targets else None
+            self.api.systeminfo(anonymous=True)  # reachable, trusted, Harbor's API: no password needed
+            names = sorted({target.project for target in targets})
+            existing = [name for name in names if self.api.project_exists(name)]
+            with contextlib.suppress(KubeferryError):  # a registry fault shows again where it matters
+                if challenge is not None:
+                    challenge.result()
         return existing, [name for name in names if name not in existing]
+
+    def authorize(self, targets: list[Target]) -> None:
+        """Tokens for every repository at once, not one token request per repository."""
+        if targets:
+            self.client.authorize(self.settings.host, [target.ref.repository for target in targets])
 
     def survey(self, targets: list[Target], existing: Iterable[str]) -> _Survey:
         """HEAD every manifest of targets in existing projects, and the blobs of those whose
@@ -162,7 +180,7 @@ class Seeder:
         known = [t for t in targets if t.project in present]
         manifests: dict[ImageReference, str | None] = {t.ref: None for t in targets}
         for ref, digest in _parallel(lambda t: (t.ref, self.client.manifest_digest(t.ref)),
-                                     known, self.workers):
+                                     known, self.round_trips):
             manifests[ref] = digest
         has_blob = {(t.ref.repository, blob.digest): False for t in targets for blob in t.image.blobs}
         # A registry takes a manifest only once every blob it names is in that repository:
@@ -178,13 +196,14 @@ class Seeder:
             (_, digest), ref = item
             return item[0], self.client.blob_exists(ref, digest)
 
-        for key, found in _parallel(head, list(asks.items()), self.workers):
+        for key, found in _parallel(head, list(asks.items()), self.round_trips):
             has_blob[key] = found
         return _Survey(manifests, has_blob)
 
     def plan(self) -> SeedPlan:
         targets = targets_of(self.bundle, self.settings)
         existing, missing = self.projects(targets)
+        self.authorize(targets)
         survey = self.survey(targets, existing)
         to_push = [t for t in targets if survey.manifests[t.ref] != t.image.manifest_digest]
         uploads, mounts = _blob_work(targets, survey)
@@ -200,32 +219,43 @@ class Seeder:
         existing, missing = self.projects(targets)
         result = SeedResult(images=len(targets), blobs_sent=0, blobs_skipped=0,
                             blobs_mounted=0, bytes_sent=0)
-        for name in missing:
-            if self.api.create_project(name, public=True):
-                result.projects_created.append(name)
-        for name in existing:
-            project = self.api.get_project(name) or {}
-            if (project.get("metadata") or {}).get("public") != "true":
-                result.warnings.append(
-                    f"Harbor project {name} is private: the nodes pull without credentials;"
-                    " make it public in Harbor"
-                )
-        try:
-            self._push(targets, existing, result, progress)
-        except KubeferryError as error:
+        with ThreadPoolExecutor(max_workers=1) as side:
+            # where every project exists already, the tokens come while the API answers
+            tokens = None if missing else side.submit(self.authorize, targets)
+            for name in missing:
+                if self.api.create_project(name, public=True):
+                    result.projects_created.append(name)
+            for name in existing:
+                project = self.api.get_project(name, exists=True) or {}
+                if (project.get("metadata") or {}).get("public") != "true":
+                    result.warnings.append(
+                        f"Harbor project {name} is private: the nodes pull without credentials;"
+                        " make it public in Harbor"
+                    )
             try:
-                self.api.systeminfo()  # did Harbor go away? then say that, plainly
-            except OperationError as down:
-                raise OperationError(f"{down} (it went away while seeding); start it and run"
-                                     " again: what arrived is not sent again") from None
-            if "(HTTP 401" in str(error):  # the login worked for the API: it is the role
-                raise OperationError(
-                    f"Harbor at {self.settings.url} refused a push by user"
-                    f" {self.settings.username!r} into project {self.settings.project}: give the"
-                    " user a role that may push there (developer or more), or use an admin") from None
-            raise OperationError(f"seeding Harbor at {self.settings.url} failed: {error};"
-                                 " run again to resume (what arrived is not sent again)") from None
+                if tokens is None:
+                    self.authorize(targets)
+                else:
+                    tokens.result()
+                self._push(targets, existing, result, progress)
+            except KubeferryError as error:
+                self._explain(error)
         return result
+
+    def _explain(self, error: KubeferryError) -> NoReturn:
+        """Raise the one line a failed push deserves: Harbor gone, a role, or the error."""
+        try:
+            self.api.systeminfo()  # did Harbor go away? then say that, plainly
+        except OperationError as down:
+            raise OperationError(f"{down} (it went away while seeding); start it and run"
+                                 " again: what arrived is not sent again") from None
+        if "(HTTP 401" in str(error):  # the login worked for the API: it is the role
+            raise OperationError(
+                f"Harbor at {self.settings.url} refused a push by user"
+                f" {self.settings.username!r} into project {self.settings.project}: give the"
+                " user a role that may push there (developer or more), or use an admin") from None
+        raise OperationError(f"seeding Harbor at {self.settings.url} failed: {error};"
+                             " run again to resume (what arrived is not sent again)") from None
 
     def _push(self, targets: list[Target], existing: list[str], result: SeedResult,
               progress: Progress | None) -> None:
@@ -235,7 +265,8 @@ class Seeder:
 
         def upload(item: tuple[Descriptor, list[str]]) -> tuple[int, int]:
             blob, repositories = item
-            sent = self.client.push_blob(self._repo_ref(repositories[0]), blob, self.blobs)
+            sent = self.client.push_blob(self._repo_ref(repositories[0]), blob, self.blobs,
+                                         check=False)  # the survey found it missing
             if progress is not None and sent:
                 progress(sent)
             mounted, sent_again = self._mount(blob, repositories[1:], repositories[0])
@@ -248,12 +279,12 @@ class Seeder:
 
         for sent, mounted in _parallel(upload, uploads, self.workers):
             count(sent, mounted)
-        for mounted, sent in _parallel(lambda item: self._mount(*item), mounts, self.workers):
+        for mounted, sent in _parallel(lambda item: self._mount(*item), mounts, self.round_trips):
             count(sent, mounted)
         to_push = [t for t in targets if survey.manifests[t.ref] != t.image.manifest_digest]
         for _ in _parallel(lambda t: self.client.push_manifest(t.ref, t.image.manifest,
                                                                t.image.media_type),
-                           to_push, self.workers):
+                           to_push, self.round_trips):
             result.manifests_pushed += 1
 
     def _repo_ref(self, repository: str) -> ImageReference:
@@ -270,7 +301,7 @@ class Seeder:
             if self.client.mount_blob(ref, blob.digest, source):
                 mounted += 1
             else:
-                sent += self.client.push_blob(ref, blob, self.blobs)
+                sent += self.client.push_blob(ref, blob, self.blobs, check=False)
         return mounted, sent
 
 

@@ -73,32 +73,54 @@ def resolve(timeout: float | tuple[float, float] | None) -> tuple[float, float]:
     return (float(timeout), float(timeout))
 
 
+_local = threading.local()  # the notice armed by this thread's waiting(), if any
+
+
 @contextmanager
 def waiting(what: str, read: float | None = None, setting: str = "--read-timeout") -> Iterator[None]:
     """Say on stderr what is being waited for when an answer takes longer than NOTICE_AFTER
     (or half the read timeout), at most once per ``what`` per read timeout, so parallel
-    requests do not flood."""
-    timer: threading.Timer | None = None
-    if notify is not None:
-        limit = read if read is not None else _current.read
+    requests do not flood. Backoff between tries (``paused``) is not waiting for an answer."""
+    if notify is None:
+        yield
+        return
+    limit = read if read is not None else _current.read
 
-        def tell() -> None:
-            now = time.monotonic()
-            with _lock:
-                if now - _notices.get(what, -1e9) < limit:
-                    return
-                _notices[what] = now
-            if notify is not None:
-                notify(f"waiting for {what} (timeout {limit:g} s; {setting} to change)")
+    def tell() -> None:
+        now = time.monotonic()
+        with _lock:
+            if now - _notices.get(what, -1e9) < limit:
+                return
+            _notices[what] = now
+        if notify is not None:
+            notify(f"waiting for {what} (timeout {limit:g} s; {setting} to change)")
 
+    def arm() -> threading.Timer:
         timer = threading.Timer(min(NOTICE_AFTER, limit / 2), tell)
         timer.daemon = True
         timer.start()
+        return timer
+
+    outer = getattr(_local, "notice", None)
+    _local.notice = [arm(), arm]
     try:
         yield
     finally:
-        if timer is not None:
-            timer.cancel()
+        _local.notice[0].cancel()
+        _local.notice = outer
+
+
+@contextmanager
+def paused() -> Iterator[None]:
+    """A backoff sleep inside ``waiting``: the notice clock stops, and starts again after."""
+    notice = getattr(_local, "notice", None)
+    if notice is not None:
+        notice[0].cancel()
+    try:
+        yield
+    finally:
+        if notice is not None:
+            notice[0] = notice[1]()
 
 
 def _set(ctx: click.Context, param: click.Parameter, value: Any) -> Any:

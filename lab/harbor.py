@@ -81,12 +81,16 @@ class HarborStandIn:
         users: dict[str, str] | None = None,
         project_creation: str = "everyone",
         keep_exchanges: bool = True,
+        public_port: int | None = None,
     ) -> None:
         self.workdir = Path(workdir)
         self.keep_exchanges = keep_exchanges  # off in ``serve``: requests.log is enough there
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.addr = addr
         self.port = port or free_port(addr)
+        # where clients reach it, when that differs from where it listens: a benchmark's
+        # delaying proxy in front (token realm and upload locations must name the proxy)
+        self.public_port = public_port or self.port
         self.hostnames = tuple(hostnames)
         self.project_creation = project_creation
         self.certificate = self._certificate()
@@ -105,7 +109,7 @@ class HarborStandIn:
     @property
     def host(self) -> str:
         """``10.88.0.2`` on port 443, else ``127.0.0.1:<port>``: as image names use it."""
-        return self.addr if self.port == 443 else f"{self.addr}:{self.port}"
+        return self.addr if self.public_port == 443 else f"{self.addr}:{self.public_port}"
 
     @property
     def url(self) -> str:
@@ -179,7 +183,8 @@ class HarborStandIn:
         path = self.workdir / "harbor.json"
         path.write_text(json.dumps({
             "workdir": str(self.workdir), "addr": self.addr, "port": self.port,
-            "hostnames": list(self.hostnames), "project_creation": self.project_creation,
+            "public_port": self.public_port, "hostnames": list(self.hostnames),
+            "project_creation": self.project_creation,
         }, indent=1))
         return path
 
@@ -294,6 +299,7 @@ def serve(config_file: Path) -> int:
         Path(config["workdir"]), addr=config["addr"], port=config["port"],
         hostnames=tuple(config.get("hostnames", ())),
         project_creation=config.get("project_creation", "everyone"), keep_exchanges=False,
+        public_port=config.get("public_port"),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -175,9 +175,10 @@ class Site:
                     return existing
                 if existing.healthy():
                     raise InputError(
-                        f"lab {name} is up with {len(existing.nodes)} {existing.os} nodes on "
-                        f"{existing.subnet} (registry {existing.registry_name}), not {nodes} "
-                        f"{os_name} on {requested or 'its subnet'} (registry {registry_name}); "
+                        f"lab {name} is up with {len(existing.nodes)} nodes on "
+                        f"{existing.subnet} ({existing.os}, registry {existing.registry_name}), "
+                        f"not {nodes} on {requested or 'its subnet'} ({os_name}, registry "
+                        f"{registry_name}); "
                         f"run 'kubeferry-lab down --name {name}' first"
                     )
                 log(f"lab {name} is partly up (a crash?): cleaning it before starting again")

@@ -29,10 +29,12 @@ from urllib.parse import urlsplit
 
 import requests
 
+from kubeferry import timeouts
 from kubeferry.errors import InputError, OperationError
 
 DOCKER_HUB_KEYS = ("docker.io", "index.docker.io", "registry-1.docker.io")
 DEFAULT_TOKEN_LIFETIME = 60.0
+COVER_BATCH = 25  # scopes per token request of ``Authorizer.cover`` (the URL stays short)
 _HELPER_TIMEOUT = 30.0
 
 
@@ -201,6 +203,16 @@ _AUTH_PARAM = re.compile(r'([A-Za-z0-9_-]+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,]
 Send = Callable[..., requests.Response]
 
 
+def _actions(scopes: tuple[str, ...] | list[str]) -> dict[str, set[str]]:
+    """``repository:a/b:pull,push`` -> {``repository:a/b``: {pull, push}} over all scopes."""
+    held: dict[str, set[str]] = {}
+    for scope in scopes:
+        for item in scope.split(" "):
+            resource, _, actions = item.rpartition(":")
+            held.setdefault(resource, set()).update(filter(None, actions.split(",")))
+    return held
+
+
 def in_clear(url: str) -> bool:
     """Whether a request to ``url`` crosses a network unencrypted (http:// off loopback)."""
     parts = urlsplit(url)
@@ -230,15 +242,55 @@ class Authorizer:
         self.allow_plain_http = allow_plain_http  # the operator asked for it by name
         self._lock = threading.Lock()
         self._challenges: dict[str, Challenge] = {}
-        self._tokens: dict[tuple[str, tuple[str, ...]], tuple[str, float]] = {}
+        # (origin, scopes) -> (header value, expires, fetched): one token serves every
+        # request whose scopes it covers, until shortly before it expires
+        self._tokens: dict[tuple[str, tuple[str, ...]], tuple[str, float, float]] = {}
+        self._fetching: dict[tuple[str, tuple[str, ...]], threading.Lock] = {}
+        self._probes: dict[str, threading.Event] = {}
 
     def header(self, origin: str, login_host: str, own: bool, scopes: list[str]) -> str | None:
-        """The Authorization value for a request, or None while the origin never challenged."""
+        """The Authorization value for a request, or None while the origin never challenged.
+
+        The first request to an origin finds out whether and how it authenticates; parallel
+        requests to it wait for that answer (``probed``) rather than each collecting a 401.
+        """
         with self._lock:
             challenge = self._challenges.get(origin)
+            probe = self._probes.get(origin)
+            if challenge is None and probe is None:
+                self._probes[origin] = threading.Event()  # this request is the probe
+                return None
+        if challenge is None and probe is not None:
+            probe.wait(sum(timeouts.resolve(None)))
+            with self._lock:
+                challenge = self._challenges.get(origin)
         if challenge is None:
             return None
         return self._authorize(origin, challenge, login_host, own, scopes, refresh=False)
+
+    def probed(self, origin: str) -> None:
+        """A request to ``origin`` was answered (and a 401 handled): waiters may go on."""
+        with self._lock:
+            probe = self._probes.get(origin)
+        if probe is not None:
+            probe.set()
+
+    def knows(self, origin: str) -> bool:
+        """Whether ``origin`` challenged already (its scheme is known)."""
+        with self._lock:
+            return origin in self._challenges
+
+    def cover(self, origin: str, login_host: str, scopes: list[str]) -> None:
+        """Fetch tokens for all ``scopes`` now (``COVER_BATCH`` scopes per token; the origin
+        challenged already), so the requests that follow, each needing some of them, make
+        no token request of their own."""
+        with self._lock:
+            challenge = self._challenges.get(origin)
+        if challenge is None or challenge.scheme != "bearer":
+            return
+        for start in range(0, len(scopes), COVER_BATCH):
+            self._authorize(origin, challenge, login_host, True, scopes[start:start + COVER_BATCH],
+                            refresh=False)
 
     def answer(
         self,
@@ -249,6 +301,11 @@ class Authorizer:
         response: requests.Response,
     ) -> str:
         """Handle a 401 from ``origin``; returns the Authorization value to retry with."""
+        challenge = self.learn(origin, login_host, response)
+        return self._authorize(origin, challenge, login_host, own, scopes, refresh=True)
+
+    def learn(self, origin: str, login_host: str, response: requests.Response) -> Challenge:
+        """Remember the challenge of a 401 from ``origin``."""
         challenge = parse_challenge(response.headers.get("WWW-Authenticate"))
         if challenge is None:
             raise OperationError(
@@ -256,7 +313,7 @@ class Authorizer:
             )
         with self._lock:
             self._challenges[origin] = challenge
-        return self._authorize(origin, challenge, login_host, own, scopes, refresh=True)
+        return challenge
 
     def _authorize(
         self,
@@ -280,16 +337,40 @@ class Authorizer:
         if challenge.scope and challenge.scope not in wanted:
             wanted.append(challenge.scope)
         key = (origin, tuple(sorted(wanted)))
-        now = time.monotonic()
+        asked = time.monotonic()
+        if not refresh:
+            cached = self._covering(key, asked)
+            if cached is not None:
+                return cached[0]
         with self._lock:
-            cached = self._tokens.get(key)
-        if cached and not refresh and cached[1] > now:
-            return cached[0]
-        token, lifetime = self._fetch_token(challenge, wanted, login, login_host)
-        value = f"Bearer {token}"
+            fetching = self._fetching.setdefault(key, threading.Lock())
+        with fetching:  # one token request per scope set at a time; the others reuse it
+            cached = self._covering(key, time.monotonic())
+            if cached is not None and (not refresh or cached[2] >= asked):
+                return cached[0]
+            token, lifetime = self._fetch_token(challenge, wanted, login, login_host)
+            value = f"Bearer {token}"
+            now = time.monotonic()
+            with self._lock:
+                self._tokens[key] = (value, now + lifetime * 0.9, now)
+            return value
+
+    def _covering(self, key: tuple[str, tuple[str, ...]], now: float
+                  ) -> tuple[str, float, float] | None:
+        """A live token of the origin asked for at least the scopes of ``key``."""
+        origin, wanted = key
         with self._lock:
-            self._tokens[key] = (value, now + lifetime * 0.9)
-        return value
+            exact = self._tokens.get(key)
+            if exact is not None and exact[1] > now:
+                return exact
+            need = _actions(wanted)
+            for (other_origin, scopes), cached in self._tokens.items():
+                if other_origin != origin or cached[1] <= now:
+                    continue
+                held = _actions(scopes)
+                if all(actions <= held.get(resource, set()) for resource, actions in need.items()):
+                    return cached
+        return None
 
     def _check_transport(self, url: str, login: Login, login_host: str) -> None:
         """Refuse to send a password over plain HTTP off this machine unless asked by name."""

@@ -6,10 +6,10 @@ blobs without checking size or digest, and cannot resume. This client:
 
 - follows redirects by hand (registry.k8s.io answers every /v2/ call with 307) and sends
   an Authorization header only to the origin that challenged for it;
-- retries 429 (honouring Retry-After), 5xx, resets, refusals and timeouts with bounded
-  exponential backoff;
-- streams blobs into the store's partial file, hashing as it goes, resumes with Range,
-  and publishes a blob only when size and digest match.
+- sends everything through ``kubeferry.transport``: its session (retries of 429, 5xx,
+  resets, refusals and timeouts with bounded backoff, Retry-After honoured) and its one
+  resumable download into the store's partial file, hashed as it streams, published only
+  when size and digest match.
 
 ``endpoints`` maps an upstream registry name to the URL its bytes come from, so
 ``--mirror registry.k8s.io=http://127.0.0.1:5000`` keeps upstream names in the bundle.
@@ -17,45 +17,30 @@ blobs without checking size or digest, and cannot resume. This client:
 
 from __future__ import annotations
 
-import atexit
-import contextlib
-import email.utils
 import hashlib
 import json
-import os
-import re
-import tempfile
-import time
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator, Union
+from typing import Any, BinaryIO, Callable, Union
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
-import urllib3
 
-from kubeferry import timeouts
+from kubeferry import timeouts, transport
 from kubeferry.errors import InputError, OperationError
 from kubeferry.oci import mediatypes
 from kubeferry.oci.auth import Authorizer, Credentials
 from kubeferry.oci.descriptor import Descriptor
 from kubeferry.oci.reference import DIGEST_RE, ImageReference
-from kubeferry.oci.store import BlobSource, BlobStore, digest_of
-from kubeferry.outputs import os_error
+from kubeferry.oci.store import BlobSource, BlobStore, digest_of, hex_of
 
 Progress = Callable[[int], None]
 Body = Union[bytes, Callable[[], BinaryIO], None]
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 MAX_REDIRECTS = 5
 MAX_MANIFEST_BYTES = 4 << 20  # distribution refuses larger manifests too
-MAX_BACKOFF = 30.0
-_CHUNK = 1 << 20
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# Errors while reading a body: the connection broke, timed out or ended early.
-_STREAM_ERRORS = (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError)
 
 
 @dataclass
@@ -108,67 +93,9 @@ def _with_params(url: str, params: dict[str, str]) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _reason(error: BaseException) -> str:
-    """A short, human reason for a network failure."""
-    text = str(error)
-    untrusted = re.search(r"certificate verify failed: ([^(')]+)", text)
-    if untrusted:
-        return f"certificate verify failed: {untrusted.group(1).strip()}"
-    for needle, reason in (
-        ("Connection refused", "connection refused"),
-        ("Connection reset", "connection reset"),
-        ("Name or service not known", "host name does not resolve"),
-        ("Temporary failure in name resolution", "host name does not resolve"),
-        ("No route to host", "no route to host"),
-        ("Network is unreachable", "network is unreachable"),
-        ("IncompleteRead", "connection closed mid-transfer"),
-    ):
-        if needle in text:
-            return reason
-    if isinstance(error, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError)):
-        return "timed out"
-    return text.splitlines()[0][:200] if text else type(error).__name__
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    if value.strip().isdigit():
-        return float(value.strip())
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _trust_bundle(ca_file: str) -> str:
-    """A CA file trusting ``ca_file`` as well as the usual roots.
-
-    requests takes one bundle path; passing only the lab/Harbor CA would make every other
-    registry (docker.io, a redirect target) untrusted. So both go into one temp file.
-    """
-    try:
-        custom = Path(ca_file).read_bytes()
-    except OSError as error:
-        raise InputError(f"cannot read CA file {ca_file}: {error.strerror}") from None
-    if b"-----BEGIN CERTIFICATE-----" not in custom:
-        raise InputError(f"CA file {ca_file} holds no PEM certificate")
-    system = os.environ.get("REQUESTS_CA_BUNDLE") or requests.utils.DEFAULT_CA_BUNDLE_PATH
-    try:
-        roots = Path(system).read_bytes()
-    except OSError:
-        roots = b""
-    with tempfile.NamedTemporaryFile(prefix="kubeferry-ca-", suffix=".pem", delete=False) as out:
-        out.write(roots + b"\n" + custom)
-    atexit.register(_unlink_quietly, out.name)  # close() removes it earlier
-    return out.name
-
-
-def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
+def _tag_key(ref: ImageReference) -> str:
+    """The cache's index key for what the tag of ``ref`` (its upstream name) pointed at."""
+    return "tag:" + hashlib.sha256(str(ref).encode()).hexdigest()
 
 
 def _media_type_of(data: dict, fallback: str | None) -> str:
@@ -197,30 +124,6 @@ def _platform_text(platform: dict) -> str:
     return text + (f"/{platform['variant']}" if platform.get("variant") else "")
 
 
-@contextlib.contextmanager
-def _cache_file(path: Any, mode: str) -> Iterator[Any]:
-    """Open a cache file for writing; a full or read-only cache is one line, not a retry."""
-    try:
-        handle = open(path, mode)  # noqa: SIM115 - closed below
-    except OSError as error:
-        raise os_error(error, "cache file", path) from None
-    try:
-        yield handle
-    finally:
-        try:
-            handle.close()
-        except OSError as error:
-            raise os_error(error, "cache file", path) from None
-
-
-def _cache_write(out: Any, chunk: bytes, path: Any) -> None:
-    """Write to the cache: a disk error is the machine's fault, never a network one to retry."""
-    try:
-        out.write(chunk)
-    except OSError as error:
-        raise os_error(error, "cache file", path) from None
-
-
 class RegistryClient:
     """Talks the OCI distribution API to registries, mirrors and Harbor."""
 
@@ -230,9 +133,10 @@ class RegistryClient:
         credentials: Credentials | None = None,
         ca_file: str | None = None,
         timeout: float | tuple[float, float] | None = None,  # None: kubeferry.timeouts' values
-        max_retries: int = 5,
-        backoff: float = 0.5,
+        max_retries: int = transport.RETRIES,
+        backoff: float = transport.BACKOFF,
         allow_plain_http_credentials: bool = False,
+        jobs: int = 4,
     ) -> None:
         self._endpoints: dict[str, str] = {}
         for registry, url in (endpoints or {}).items():
@@ -242,21 +146,21 @@ class RegistryClient:
                     f"endpoint {url!r} for {registry} must be an http:// or https:// URL"
                 )
             self._endpoints[registry] = url.rstrip("/")
-        self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.verify: str | bool = _trust_bundle(ca_file) if ca_file else True
-        self.session = requests.Session()
-        # A no-op auth keeps requests from adding ~/.netrc credentials to our requests.
-        self.session.auth = lambda request: request
-        self.session.headers["User-Agent"] = "kubeferry"
+        self.session = transport.session(jobs=jobs, ca_files=(ca_file,), retries=max_retries,
+                                         backoff=backoff, timeout=timeout)
         self.authorizer = Authorizer(credentials, self._send, allow_plain_http_credentials)
-        self.sleep: Callable[[float], None] = time.sleep  # replaceable, to observe backoff
+
+    @property
+    def sleep(self) -> Callable[[float], None]:
+        """Every wait between tries (replaceable, to observe backoff)."""
+        return self.session.sleep
+
+    @sleep.setter
+    def sleep(self, function: Callable[[float], None]) -> None:
+        self.session.sleep = function
 
     def close(self) -> None:
         self.session.close()
-        if isinstance(self.verify, str):
-            _unlink_quietly(self.verify)
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -301,15 +205,6 @@ class RegistryClient:
 
     # -- transport --------------------------------------------------------------------------
 
-    def _sleep(self, attempt: int, response: requests.Response | None = None) -> None:
-        """Back off exponentially; a 429/503 Retry-After is honoured up to MAX_BACKOFF."""
-        delay = min(self.backoff * (2**attempt), MAX_BACKOFF)
-        if response is not None:
-            asked = _retry_after(response)
-            if asked is not None:
-                delay = min(max(asked, delay), MAX_BACKOFF)
-        self.sleep(delay)
-
     def _send(
         self,
         method: str,
@@ -321,60 +216,28 @@ class RegistryClient:
         stream: bool = False,
         where: str | None = None,
     ) -> requests.Response:
-        """One HTTP exchange without redirects, retried on 429/5xx and network failures."""
+        """One HTTP exchange without redirects; the session retries 429/5xx and network failures."""
         where = where or urlsplit(url).netloc
-        attempt = 0
-        timed_out = 0
-        connect, read = timeouts.resolve(self.timeout)
-        while True:
-            body = data() if callable(data) else data
-            try:
-                with timeouts.waiting(f"{where} to answer {method} {urlsplit(url).path}", read):
-                    response = self.session.request(
-                        method,
-                        url,
-                        headers=headers,
-                        params=params,
-                        data=body,
-                        stream=stream,
-                        timeout=(connect, read),
-                        verify=self.verify,
-                        allow_redirects=False,
-                    )
-            except requests.exceptions.SSLError as error:
-                raise OperationError(
-                    f"cannot reach {where}: TLS verification failed ({_reason(error)}); "
-                    "pass the registry's CA certificate"
-                ) from None
-            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
-                if _reason(error) == "timed out":
-                    timed_out += 1
-                    if timed_out > timeouts.TIMEOUT_RETRIES:  # a hang is not worth 5 retries
-                        raise OperationError(
-                            f"cannot reach {where}: no answer to {method} {urlsplit(url).path}"
-                            f" within the timeouts ({connect:g} s connect, {read:g} s read), tried"
-                            f" {timed_out} times; --connect-timeout/--read-timeout to change"
-                        ) from None
-                if attempt >= self.max_retries:
-                    raise OperationError(f"cannot reach {where}: {_reason(error)}") from None
-                self._sleep(attempt)
-                attempt += 1
-                continue
-            finally:
-                if callable(data) and body is not None:
-                    body.close()
-            if response.status_code in RETRY_STATUSES:
-                if attempt >= self.max_retries:
-                    response.close()
-                    raise OperationError(
-                        f"{where} answered HTTP {response.status_code} to {method} "
-                        f"{urlsplit(url).path} {attempt + 1} times; try again later"
-                    )
-                self._sleep(attempt, response)
-                response.close()
-                attempt += 1
-                continue
-            return response
+        path = urlsplit(url).path
+        body = transport.Rewindable(data) if callable(data) else data
+        try:
+            with timeouts.waiting(f"{where} to answer {method} {path}",
+                                  timeouts.resolve(self.session.timeout)[1]):
+                response = self.session.request(method, url, headers=headers, params=params,
+                                                data=body, stream=stream, allow_redirects=False)
+        except requests.RequestException as error:
+            raise transport.unreachable(error, where, method, path, self.session,
+                                        "pass the registry's CA certificate") from None
+        finally:
+            if isinstance(body, transport.Rewindable):
+                body.close()
+        if response.status_code in transport.RETRY_STATUSES:  # the session's retries are spent
+            response.close()
+            raise OperationError(
+                f"{where} answered HTTP {response.status_code} to {method} {path}"
+                f" {transport.attempts(response)} times; try again later"
+            )
+        return response
 
     def _request(
         self,
@@ -404,15 +267,18 @@ class RegistryClient:
             authorization = self.authorizer.header(origin, login_host, own, scopes)
             if authorization:
                 sent["Authorization"] = authorization
-            response = self._send(
-                method, url, headers=sent, params=params, data=data, stream=stream, where=where
-            )
-            status = response.status_code
-            if status == 401 and origin not in answered:
-                answered.add(origin)
-                response.close()
-                self.authorizer.answer(origin, login_host, own, scopes, response)
-                continue
+            try:
+                response = self._send(
+                    method, url, headers=sent, params=params, data=data, stream=stream, where=where
+                )
+                status = response.status_code
+                if status == 401 and origin not in answered:
+                    answered.add(origin)
+                    response.close()
+                    self.authorizer.answer(origin, login_host, own, scopes, response)
+                    continue
+            finally:
+                self.authorizer.probed(origin)
             if status in REDIRECTS:
                 location = response.headers.get("Location")
                 response.close()
@@ -473,8 +339,8 @@ class RegistryClient:
             if response.status_code != 200:
                 raise self._fail(response, what, ref.registry)
             data = response.raw.read(MAX_MANIFEST_BYTES + 1, decode_content=True)
-        except _STREAM_ERRORS as error:
-            raise OperationError(f"{what}: download failed: {_reason(error)}") from None
+        except transport.STREAM_ERRORS as error:
+            raise OperationError(f"{what}: download failed: {transport.reason(error)}") from None
         finally:
             response.close()
         if len(data) > MAX_MANIFEST_BYTES:
@@ -501,19 +367,32 @@ class RegistryClient:
         store: BlobStore | None,
         fetched: list[int],
     ) -> tuple[bytes, str | None, str]:
-        """A manifest from the store when its digest is known and present, else the registry."""
+        """A manifest from the store when its digest is known and present, else the registry.
+
+        A tag this cache has seen before is HEADed first (a warm rebuild then downloads
+        nothing, and a HEAD does not count against Docker Hub's pull limit); a tag it has
+        never seen is fetched at once, one round trip instead of two. The cache remembers
+        which manifest each tag named last (its index, ``tag:<sha256 of the name>``).
+        """
         media_type = None
+        remembered = None
         if store is not None and expected is None:
-            head = self._head_manifest(ref)
-            if head is not None:
-                expected, media_type = head
+            remembered = _tag_key(ref)
+            if store.find(remembered) is not None:
+                head = self._head_manifest(ref)
+                if head is not None:
+                    expected, media_type = head
         if store is not None and expected is not None and store.has(expected):
+            if remembered is not None:
+                store.alias(remembered, expected)
             return store.get_bytes(expected), media_type, expected
         # by digest when HEAD named one: a tag moved in between cannot mix two manifests
         data, got_type, digest = self._get_manifest(ref, expected or reference, expected)
         fetched[0] += len(data)
         if store is not None:
             store.put_bytes(data, digest)
+            if remembered is not None:
+                store.alias(remembered, digest)
         return data, got_type or media_type, digest
 
     def resolve(
@@ -665,8 +544,8 @@ class RegistryClient:
             if response.status_code != 200:
                 raise self._fail(response, what, ref.registry)
             data = response.raw.read(descriptor.size + 1, decode_content=False)
-        except _STREAM_ERRORS as error:
-            raise OperationError(f"{what}: download failed: {_reason(error)}") from None
+        except transport.STREAM_ERRORS as error:
+            raise OperationError(f"{what}: download failed: {transport.reason(error)}") from None
         finally:
             response.close()
         actual = digest_of(data)
@@ -696,122 +575,23 @@ class RegistryClient:
         store: BlobStore,
         progress: Progress | None,
     ) -> int:
-        digest, size = descriptor.digest, descriptor.size
+        digest = descriptor.digest
         what = f"blob {digest} of {ref}"
-        partial = store.partial_path(digest)
-        fetched = 0
-        failures = 0
-        fresh_retry_used = False
-        while True:
-            offset = partial.stat().st_size if partial.exists() else 0
-            if offset > size:
-                partial.unlink()
-                offset = 0
-            resumed = offset > 0
-            hasher = hashlib.sha256()
-            if offset:
-                with open(partial, "rb") as handle:
-                    for chunk in iter(lambda: handle.read(1 << 20), b""):
-                        hasher.update(chunk)
-            if offset < size:
-                try:
-                    offset, got, hasher = self._stream_blob(
-                        ref, descriptor, partial, offset, hasher, progress
-                    )
-                    fetched += got
-                except _Interrupted as interrupted:
-                    fetched += interrupted.got
-                    failures += 1
-                    if failures > self.max_retries:
-                        raise OperationError(
-                            f"{what}: download from {self._where(ref.registry)} kept failing "
-                            f"({interrupted.reason}); run again to resume"
-                        ) from None
-                    self._sleep(failures - 1)
-                    continue
-            actual = "sha256:" + hasher.hexdigest()
-            if offset != size or actual != digest:
-                partial.unlink(missing_ok=True)
-                if resumed and not fresh_retry_used:
-                    fresh_retry_used = True  # the old partial may be stale: one clean try
-                    continue
-                raise OperationError(f"{what} does not match its digest (got {actual})")
-            store.commit_partial(digest, actual_digest=actual)
-            return fetched
 
-    def _stream_blob(
-        self,
-        ref: ImageReference,
-        descriptor: Descriptor,
-        partial: Any,
-        offset: int,
-        hasher: Any,
-        progress: Progress | None,
-    ) -> tuple[int, int, Any]:
-        """One GET (with Range when resuming) appended to the partial file.
+        def get(headers: dict[str, str]) -> requests.Response:
+            return self._request(ref.registry, "GET", f"/v2/{ref.repository}/blobs/{digest}",
+                                 scopes=self._pull_scope(ref), headers=headers, stream=True)
 
-        Returns (bytes now in the partial file, bytes received, the hasher over the whole
-        file); raises _Interrupted when the
-        transfer breaks, after keeping what arrived so the next try resumes from there.
-        """
-        what = f"blob {descriptor.digest} of {ref}"
-        headers = {"Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        response = self._request(
-            ref.registry,
-            "GET",
-            f"/v2/{ref.repository}/blobs/{descriptor.digest}",
-            scopes=self._pull_scope(ref),
-            headers=headers,
-            stream=True,
-        )
-        got = 0
-        try:
-            status = response.status_code
-            if status == 206 and offset and self._range_start(response) == offset:
-                mode = "ab"
-            elif status == 200:
-                mode, offset = "wb", 0  # the server ignored Range: start again from byte 0
-                hasher = hashlib.sha256()
-            elif status in (206, 416):
-                partial.unlink(missing_ok=True)  # unusable range answer: start over
-                raise _Interrupted(f"HTTP {status} to a Range request", 0)
-            else:
-                raise self._fail(response, what, ref.registry)
-            with _cache_file(partial, mode) as out:
-                try:
-                    for chunk in response.raw.stream(_CHUNK, decode_content=False):
-                        if offset + len(chunk) > descriptor.size:
-                            out.close()
-                            partial.unlink(missing_ok=True)
-                            raise OperationError(
-                                f"{what} is larger than the {descriptor.size} bytes its "
-                                "descriptor says; refused"
-                            )
-                        _cache_write(out, chunk, partial)
-                        hasher.update(chunk)
-                        offset += len(chunk)
-                        got += len(chunk)
-                        if progress is not None:
-                            progress(len(chunk))
-                except _STREAM_ERRORS as error:
-                    raise _Interrupted(_reason(error), got) from None
-            if offset < descriptor.size:
-                raise _Interrupted("connection closed mid-transfer", got)
-            return offset, got, hasher
-        finally:
-            response.close()
+        def mismatch(got: str) -> OperationError:
+            return OperationError(f"{what} does not match its digest (got sha256:{got})")
 
-    @staticmethod
-    def _range_start(response: requests.Response) -> int | None:
-        value = response.headers.get("Content-Range", "")
-        if not value.startswith("bytes "):
-            return None
-        try:
-            return int(value[len("bytes ") :].split("-", 1)[0])
-        except ValueError:
-            return None
+        done = transport.download(
+            get, store.partial_path(digest), checksum=("sha256", hex_of(digest)),
+            size=descriptor.size, what=what, session=self.session,
+            refuse=lambda response: self._fail(response, what, ref.registry),
+            mismatch=mismatch, progress=progress)
+        store.commit_partial(digest, actual_digest=digest)
+        return done.fetched
 
     def pull(
         self,
@@ -859,6 +639,29 @@ class RegistryClient:
             raise self._fail(response, "registry API check", registry)
         return True
 
+    def challenge(self, registry: str) -> None:
+        """Learn how ``registry`` authenticates (one anonymous ``GET /v2/``), unless known."""
+        base = self.endpoint(registry)
+        origin = _origin(base)
+        if self.authorizer.knows(origin):
+            return
+        try:
+            response = self._send("GET", base + "/v2/", where=self._where(registry))
+            response.close()
+            if response.status_code == 401:
+                self.authorizer.learn(origin, urlsplit(base).netloc, response)
+        finally:
+            self.authorizer.probed(origin)
+
+    def authorize(self, registry: str, repositories: list[str], push: bool = True) -> None:
+        """Get tokens for many repositories at once (a few token requests, not one each)
+        before working on them in parallel; nothing more where the registry has no tokens."""
+        self.challenge(registry)
+        base = self.endpoint(registry)
+        action = "pull,push" if push else "pull"
+        scopes = [f"repository:{repository}:{action}" for repository in dict.fromkeys(repositories)]
+        self.authorizer.cover(_origin(base), urlsplit(base).netloc, scopes)
+
     def manifest_digest(self, ref: ImageReference) -> str | None:
         """The digest of what the registry holds under the ref's tag (one HEAD), or None."""
         head = self._head_manifest(ref)
@@ -904,14 +707,16 @@ class RegistryClient:
             return False
         raise self._fail(response, f"mount of blob {digest} into {ref.name}", ref.registry)
 
-    def push_blob(self, ref: ImageReference, descriptor: Descriptor, store: BlobSource) -> int:
+    def push_blob(self, ref: ImageReference, descriptor: Descriptor, store: BlobSource,
+                  check: bool = True) -> int:
         """Upload one blob (skipped when the registry has it); returns bytes sent.
 
         ``store`` is anything with ``size(digest)`` and ``open(digest)``: the blob store, or
-        a bundle read in place (``kubeferry.bundle.images.BundleBlobs``).
+        a bundle read in place (``kubeferry.bundle.images.BundleBlobs``). ``check=False``
+        skips the HEAD for a caller that knows the blob is missing (a seed surveyed first).
         """
         digest = descriptor.digest
-        if self.blob_exists(ref, digest):
+        if check and self.blob_exists(ref, digest):
             return 0
         what = f"upload of blob {digest} to {ref.name}"
         start = self._request(
@@ -982,12 +787,3 @@ class RegistryClient:
             sent += self.push_blob(ref, blob, store)
         self.push_manifest(ref, image.manifest, image.manifest_media_type)
         return sent
-
-
-class _Interrupted(Exception):
-    """A blob transfer broke after ``got`` bytes; the partial file keeps them."""
-
-    def __init__(self, reason: str, got: int) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.got = got

@@ -1,9 +1,18 @@
-"""The content-addressed blob store: the one cache every build reads and writes.
+"""The content-addressed store: the one cache every build reads and writes.
 
-Blobs live at ``root/blobs/sha256/<hex>`` and are only ever published by an atomic rename
-after their digest was checked, so anything under ``blobs/`` is complete and verified.
-Downloads in progress live at ``root/partial/<hex>`` so an interrupted build resumes.
-Writers of one digest serialise on ``root/locks/<hex>`` (flock: threads and processes).
+Image blobs, packages, files, wheels and the admin kit all live here, by sha256:
+
+- ``root/blobs/sha256/<hex>``: complete, verified files, only ever published by an atomic
+  rename after their digest was checked;
+- ``root/partial/<key>``: downloads in progress, so an interrupted build resumes;
+- ``root/locks/<key>``: one writer per key (flock: threads and processes alike);
+- ``root/index/<algorithm>/<hex>``: the sha256 of a file known by another checksum (rpm-md
+  may pin sha1 or sha512) or by another key (the admin kit by a digest of its inputs; the
+  manifest an image tag named last, by the sha256 of the image's name).
+
+The key of a sha256 digest is its hex, of any other ``algorithm:hex`` ``algorithm-hex``:
+every writer of one digest, whatever downloads it, takes the same lock and resumes the same
+partial file. Two builds sharing a cache therefore never write one file twice at once.
 """
 
 from __future__ import annotations
@@ -12,7 +21,9 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import tempfile
+import threading
 from pathlib import Path
 from typing import BinaryIO, Iterator, Protocol
 
@@ -21,7 +32,7 @@ from kubeferry.oci.descriptor import Descriptor
 from kubeferry.oci.reference import DIGEST_RE
 from kubeferry.outputs import os_error
 
-__all__ = ["BlobSource", "BlobStore", "Descriptor", "digest_of", "hex_of"]
+__all__ = ["BlobSource", "BlobStore", "Descriptor", "digest_of", "hex_of", "key_of"]
 
 _CHUNK = 1 << 20
 
@@ -36,6 +47,18 @@ def hex_of(digest: str) -> str:
     if not isinstance(digest, str) or not DIGEST_RE.match(digest):
         raise OperationError(f"invalid digest {digest!r}: expected sha256:<64 lowercase hex>")
     return digest[len("sha256:") :]
+
+
+_CHECKSUM = re.compile(r"^([a-z0-9]+):([0-9a-f]{32,128})$")
+
+
+def key_of(digest: str) -> str:
+    """The file name of ``algorithm:hex`` under partial/ and locks/ (see the module doc)."""
+    match = _CHECKSUM.match(digest) if isinstance(digest, str) else None
+    if match is None or match.group(1) not in hashlib.algorithms_available:
+        raise OperationError(f"invalid digest {digest!r}: expected <algorithm>:<lowercase hex>")
+    algorithm, hexdigest = match.groups()
+    return hex_of(digest) if algorithm == "sha256" else f"{algorithm}-{hexdigest}"
 
 
 def _fsync_dir(path: Path) -> None:
@@ -57,15 +80,19 @@ class BlobSource(Protocol):
 
 
 class BlobStore:
-    """Verified blobs by digest, plus resumable partial downloads."""
+    """Verified files by digest, plus resumable partial downloads (see the module doc)."""
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
         self.blobs_dir = self.root / "blobs" / "sha256"
         self.partial_dir = self.root / "partial"
         self.locks_dir = self.root / "locks"
-        for directory in (self.blobs_dir, self.partial_dir, self.locks_dir):
-            directory.mkdir(parents=True, exist_ok=True)
+        self.index_dir = self.root / "index"
+        for directory in (self.blobs_dir, self.partial_dir, self.locks_dir, self.index_dir):
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise os_error(error, "cache directory", directory) from None
 
     def path(self, digest: str) -> Path:
         return self.blobs_dir / hex_of(digest)
@@ -147,7 +174,40 @@ class BlobStore:
             raise
 
     def partial_path(self, digest: str) -> Path:
-        return self.partial_dir / hex_of(digest)
+        """Where a download of ``digest`` (``algorithm:hex``) in progress lives."""
+        return self.partial_dir / key_of(digest)
+
+    def find(self, digest: str) -> Path | None:
+        """The stored file with this digest (``sha256:...``, or another algorithm's digest
+        or index key the store was told about), if any."""
+        algorithm, _, hexdigest = digest.partition(":")
+        if algorithm == "sha256":
+            path = self.path(digest)
+            return path if path.is_file() else None
+        pointer = self.index_dir / algorithm / hexdigest
+        try:
+            target = self.path("sha256:" + pointer.read_text().strip())
+        except (OSError, OperationError):
+            return None
+        return target if target.is_file() else None
+
+    def alias(self, digest: str, sha256: str) -> None:
+        """Record that ``digest`` (another algorithm's, or an index key ``name:hex``) names
+        the stored file ``sha256``."""
+        algorithm, _, hexdigest = digest.partition(":")
+        hex_of(sha256)
+        if not algorithm.isalnum() or not hexdigest.isalnum():
+            raise OperationError(f"invalid index key {digest!r}")
+        directory = self.index_dir / algorithm
+        temp = directory / f".{hexdigest}.{os.getpid()}.{threading.get_ident()}"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            temp.write_text(hex_of(sha256) + "\n")
+            os.replace(temp, directory / hexdigest)
+        except OSError as error:
+            with contextlib.suppress(OSError):
+                temp.unlink()
+            raise os_error(error, "cache file", temp) from None
 
     def commit_partial(self, digest: str, actual_digest: str | None = None) -> Path:
         """Publish a finished partial download under its digest.
@@ -167,17 +227,27 @@ class BlobStore:
             with contextlib.suppress(FileNotFoundError):
                 partial.unlink()
             raise OperationError(f"blob {digest} does not match its digest (got {actual_digest})")
-        with open(partial, "rb+") as handle:
-            os.fsync(handle.fileno())
-        target = self.path(digest)
-        os.replace(partial, target)
-        _fsync_dir(self.blobs_dir)
+        return self.adopt(partial, digest)
+
+    def adopt(self, path: Path, sha256: str, alias: str | None = None) -> Path:
+        """Move a finished file whose sha256 the caller checked into the store (same file
+        system: partial/ or a staging file in it); ``alias`` also names it (see ``alias``)."""
+        target = self.path(sha256)
+        try:
+            with open(path, "rb+") as handle:
+                os.fsync(handle.fileno())
+            os.replace(path, target)
+            _fsync_dir(self.blobs_dir)
+        except OSError as error:
+            raise os_error(error, "cache file", target) from None
+        if alias is not None and not alias.startswith("sha256:"):
+            self.alias(alias, sha256)
         return target
 
     @contextlib.contextmanager
     def lock(self, digest: str) -> Iterator[None]:
-        """Hold the per-digest writer lock (flock conflicts across threads and processes)."""
-        lock_path = self.locks_dir / hex_of(digest)
+        """Hold the writer lock of ``digest`` (flock conflicts across threads and processes)."""
+        lock_path = self.locks_dir / key_of(digest)
         with open(lock_path, "a+b") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:

@@ -290,8 +290,8 @@ def ok() -> tuple[list[str], list[str]]:
 def port_check(port: int) -> Check:
     def check() -> tuple[list[str], list[str]]:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        # as kubeadm's net.Listen: Go sets SO_REUSEADDR, so connections of a stopped server
-        # in TIME_WAIT do not count, a listener does
+        # kubeadm's check is Go's net.Listen, which sets SO_REUSEADDR: a port whose last
+        # connections are in TIME_WAIT (an API server just stopped) is free
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("0.0.0.0", port))

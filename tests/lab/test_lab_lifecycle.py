@@ -33,6 +33,8 @@ def test_up_twice_is_a_no_op_and_down_twice_is_safe(lab_site_factory) -> None:
     assert again.init_pid(again.nodes[0]) == pid  # the same node, not a new one
     with pytest.raises(Exception, match="is up with 1 nodes on .*, not 2"):
         Site.up(nodes=2, name=site.name)
+    with pytest.raises(Exception, match=r"\(debian12, registry .*\), not 1 on .* \(el8, "):
+        Site.up(nodes=1, name=site.name, os_name="el8")  # another node OS: down first
     site.down()
     assert leftovers.find(site.name) == []
     site.down()  # a second down from the same object: nothing to do

@@ -11,9 +11,10 @@ from kubeferry.errors import OperationError
 from kubeferry.lab.proxy import Exchange, Fault, Proxy
 from kubeferry.lab.registry import Registry, free_port
 from kubeferry.lab.standin_images import PushedImage
-from kubeferry.oci.client import MAX_BACKOFF, RegistryClient
+from kubeferry.oci.client import RegistryClient
 from kubeferry.oci.reference import ImageReference
 from kubeferry.oci.store import BlobStore
+from kubeferry.transport import MAX_BACKOFF
 
 pytestmark = pytest.mark.real
 

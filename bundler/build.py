@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -13,7 +14,7 @@ from kubeferry import __version__, manifests
 from kubeferry.bundle.format import bundle_filename
 from kubeferry.bundle.metadata import RecordedImages
 from kubeferry.bundler.content import Content, build_time
-from kubeferry.bundler.images import layout_content, pull_images
+from kubeferry.bundler.images import ImagePull, layout_content
 from kubeferry.bundler.sources import Sources, apply_overrides, default_sources
 from kubeferry.bundler.writer import write_bundle
 from kubeferry.errors import InputError
@@ -138,39 +139,41 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
 
         contents.append(build_kit(sources, request.cache_dir, stats=stats,
                                   progress=(lambda n: progress("kubeferry", n, 0)) if progress else None))
-    downloaded = cached = 0
-    if "images" in request.include:
-        with image_source(request, sources) as source:  # closing removes its temp CA bundle
-            pulled = pull_images(
+    with contextlib.ExitStack() as running:
+        pull = None
+        if "images" in request.include:
+            # the source's closing removes its temp CA bundle; the pull's waits for its downloads
+            source = running.enter_context(image_source(request, sources))
+            pull = running.enter_context(ImagePull(
                 images.images, source, store, request.arch, request.workers,
                 progress=(lambda n, total: progress("pull", n, total)) if progress else None,
-            )
-        downloaded, cached = pulled.downloaded, pulled.cached
-        contents.append(layout_content(pulled, store))
-    if "packages" in request.include:
-        from kubeferry.bundler.packages import build_packages
+            ))
+            contents.append(layout_content(pull, store))  # blobs still arriving: written as they land
+        if "packages" in request.include:
+            from kubeferry.bundler.packages import build_packages
 
-        contents += build_packages(
-            request.kubernetes, request.os, request.arch, sources, request.cache_dir,
-            extra=request.packages_extra, include_kernel="kernel" in request.include,
-            kernel_version=request.kernel_version, stats=stats, admin="kubeferry" in request.include,
-            progress=(lambda n: progress("packages", n, 0)) if progress else None)
-    if "files" in request.include:
-        from kubeferry.bundler.files import build_files
+            contents += build_packages(
+                request.kubernetes, request.os, request.arch, sources, request.cache_dir,
+                extra=request.packages_extra, include_kernel="kernel" in request.include,
+                kernel_version=request.kernel_version, stats=stats, admin="kubeferry" in request.include,
+                progress=(lambda n: progress("packages", n, 0)) if progress else None)
+        if "files" in request.include:
+            from kubeferry.bundler.files import build_files
 
-        contents.append(build_files(request.kubernetes, sources, request.cache_dir, stats=stats,
-                                    progress=(lambda n: progress("files", n, 0)) if progress else None))
-    downloaded += stats.get("downloaded", 0)
-    cached += stats.get("cached", 0)
-    metadata = bundle_metadata(request, images, sources, contents)
-    members = [member for content in contents for member in content.members]
-    total = sum(member.size for member in members)
-    file_hash = hashlib.sha256()
-    written = write_bundle(
-        target, metadata, members,
-        progress=(lambda n: progress("write", n, total)) if progress else None,
-        mtime=int(build_time().timestamp()), file_hash=file_hash,
-    )
+            contents.append(build_files(request.kubernetes, sources, request.cache_dir, stats=stats,
+                                        progress=(lambda n: progress("files", n, 0)) if progress else None))
+        metadata = bundle_metadata(request, images, sources, contents)
+        members = [member for content in contents for member in content.members]
+        total = sum(member.size for member in members)
+        file_hash = hashlib.sha256()
+        written = write_bundle(
+            target, metadata, members,
+            progress=(lambda n: progress("write", n, total)) if progress else None,
+            mtime=int(build_time().timestamp()), file_hash=file_hash,
+        )
+        pulled = pull.finish() if pull else None
+    downloaded = stats.get("downloaded", 0) + (pulled.downloaded if pulled else 0)
+    cached = stats.get("cached", 0) + (pulled.cached if pulled else 0)
     return BuildResult(
         path=target, metadata=written, images=len(written.get("images", [])),
         downloaded=downloaded, cached=cached, size=target.stat().st_size,

@@ -11,6 +11,7 @@ already in the cache is not fetched at all.
 
 from __future__ import annotations
 
+import functools
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -43,6 +44,89 @@ class PulledImages:
     downloaded: int  # bytes fetched over the network
     cached: int  # bytes already in the cache
 
+    def ready(self, digest: str) -> None:
+        """Every blob is in the cache already."""
+
+
+class ImagePull:
+    """A pull under way: every image resolved, the missing blobs still arriving.
+
+    The bundle writer needs only the manifests to lay the images out and list them, so it
+    starts writing at once and waits for each blob when it reaches it (``ready``) instead
+    of after the last download: at a long round trip the write then runs alongside the
+    transfers rather than after them. Use as a context manager: leaving it early (an error)
+    cancels what has not started and waits for what has.
+    """
+
+    def __init__(self, names: Sequence[str], source: ImageSource, store: BlobStore, arch: str,
+                 workers: int = 4, progress: Callable[[int, int], None] | None = None) -> None:
+        self._refs = [ImageReference.parse(name) for name in names]
+        self._source, self._store, self._arch = source, store, arch
+        self._progress = progress
+        self._lock = threading.Lock()
+        self._fetches: dict[str, Future[int]] = {}
+        self._counts = {"missing": 0, "cached": 0}
+        self._waits = ThreadPoolExecutor(max_workers=workers * transport.ROUND_TRIP_LANE)
+        self._bulk = ThreadPoolExecutor(max_workers=workers)
+        self.images: list[tuple[ImageReference, Any]] = []
+
+    def __enter__(self) -> ImagePull:
+        try:
+            self.images = list(zip(self._refs, self._waits.map(self._resolve, self._refs)))
+        except BaseException:
+            self._stop(cancel=True)
+            raise
+        return self
+
+    def __exit__(self, kind: object, *exc: object) -> None:
+        self._stop(cancel=kind is not None)
+
+    def _stop(self, cancel: bool) -> None:
+        for pool in (self._waits, self._bulk):
+            pool.shutdown(wait=True, cancel_futures=cancel)
+
+    def _on_bytes(self, n: int) -> None:
+        if self._progress:
+            self._progress(n, self._counts["missing"])
+
+    def _resolve(self, ref: ImageReference) -> Any:
+        image = self._source.resolve(ref, arch=self._arch, store=self._store)
+        with self._lock:
+            for blob in image.blobs:
+                if blob.digest in self._fetches:
+                    continue  # claimed by another image
+                if blob.digest in image.fetched_blobs:  # read while resolving: downloaded
+                    self._fetches[blob.digest] = _done(0)
+                    continue
+                if self._store.has(blob.digest):
+                    self._counts["cached"] += blob.size
+                    self._fetches[blob.digest] = _done(0)
+                    continue
+                self._counts["missing"] += blob.size
+                pool = self._waits if blob.size < transport.SMALL_BODY else self._bulk
+                self._fetches[blob.digest] = pool.submit(
+                    self._source.fetch_blob, ref, blob, self._store, self._on_bytes)
+        return image
+
+    def ready(self, digest: str) -> None:
+        """Return once blob ``digest`` is complete in the cache (raise what its fetch raised)."""
+        fetch = self._fetches.get(digest)
+        if fetch is not None:
+            fetch.result()
+
+    def finish(self) -> PulledImages:
+        """Wait for every download; what was fetched and what the cache had."""
+        fetched = sum(fetch.result() for fetch in list(self._fetches.values()))
+        during_resolve = sum(image.fetched_bytes for _, image in self.images)
+        return PulledImages(images=self.images, downloaded=fetched + during_resolve,
+                            cached=self._counts["cached"])
+
+
+def _done(result: int) -> Future[int]:
+    future: Future[int] = Future()
+    future.set_result(result)
+    return future
+
 
 def pull_images(
     names: Sequence[str],
@@ -57,42 +141,8 @@ def pull_images(
     ``progress(n, total)``: bytes just fetched, and the bytes of the missing blobs known
     so far (the total grows while manifests are still arriving).
     """
-    refs = [ImageReference.parse(name) for name in names]
-    lock = threading.Lock()
-    claimed: set[str] = set()
-    fetches: list[Future[int]] = []
-    counts = {"missing": 0, "cached": 0}
-
-    def on_bytes(n: int) -> None:
-        if progress:
-            progress(n, counts["missing"])
-
-    waits = ThreadPoolExecutor(max_workers=workers * transport.ROUND_TRIP_LANE)
-    bulk = ThreadPoolExecutor(max_workers=workers)
-
-    def resolve(ref: ImageReference) -> Any:
-        image = source.resolve(ref, arch=arch, store=store)
-        with lock:
-            for blob in image.blobs:
-                if blob.digest in claimed:
-                    continue
-                claimed.add(blob.digest)
-                if blob.digest in image.fetched_blobs:  # read while resolving: downloaded
-                    continue
-                if store.has(blob.digest):
-                    counts["cached"] += blob.size
-                else:
-                    counts["missing"] += blob.size
-                    pool = waits if blob.size < transport.SMALL_BODY else bulk
-                    fetches.append(pool.submit(source.fetch_blob, ref, blob, store, on_bytes))
-        return image
-
-    with waits, bulk:
-        resolved = list(waits.map(resolve, refs))
-        fetched = [fetch.result() for fetch in fetches]  # complete: every resolve has run
-    during_resolve_bytes = sum(image.fetched_bytes for image in resolved)
-    return PulledImages(images=list(zip(refs, resolved)), downloaded=sum(fetched) + during_resolve_bytes,
-                        cached=counts["cached"])
+    with ImagePull(names, source, store, arch, workers, progress) as pull:
+        return pull.finish()
 
 
 @dataclass(frozen=True)
@@ -122,11 +172,12 @@ def bundled_image(ref: ImageReference, image: Any, store: BlobStore) -> BundledI
     )
 
 
-def layout_content(pulled: PulledImages, store: BlobStore) -> Content:
+def layout_content(pulled: PulledImages | ImagePull, store: BlobStore) -> Content:
     """The images as one OCI image layout under ``images/``: members and metadata.
 
     ``index.json`` points straight at single-platform manifests, so containerd imports
-    exactly the platform the bundle was built for, under the upstream names.
+    exactly the platform the bundle was built for, under the upstream names. A blob member
+    of a pull still under way is read once the pull has it (``Member.ready``).
     """
     images = [bundled_image(ref, image, store) for ref, image in pulled.images]
     index = layout.index_json(layout.index_entry(image.name, image.digest, len(image.manifest),
@@ -137,10 +188,15 @@ def layout_content(pulled: PulledImages, store: BlobStore) -> Content:
     ]
     seen: set[str] = set()
     for image in images:
-        for digest in [image.digest] + [blob.digest for blob in image.blobs]:
-            if digest not in seen:
-                seen.add(digest)
-                members.append(_store_member(store, layout.blob_path(digest), digest))
+        if image.digest not in seen:
+            seen.add(image.digest)
+            members.append(_store_member(store, layout.blob_path(image.digest), image.digest))
+        for blob in image.blobs:
+            if blob.digest not in seen:
+                seen.add(blob.digest)
+                members.append(Member(path=layout.blob_path(blob.digest), source=store.path(blob.digest),
+                                      size=blob.size, sha256=blob.digest.partition(":")[2],
+                                      ready=functools.partial(pulled.ready, blob.digest)))
     return Content(kind="images", members=members,
                    metadata={"images": [_image_metadata(image) for image in images]})
 

@@ -34,10 +34,13 @@ def write_bundle(
         raise OperationError("internal error: two bundle members share a path")
     listed = [MemberEntry(path=m.path, size=m.size, sha256=m.sha256) for m in members]
     metadata = assemble(metadata, listed)
+    sources = [_cache_source(m) for m in members]
     with output_file(target, "bundle file") as handle:
-        output = HashingWriter(handle, file_hash) if file_hash is not None else handle
-        write_tar(output, encode_metadata(metadata), [_cache_source(m) for m in members], mtime,
-                  progress)
+        if file_hash is None:
+            write_tar(handle, encode_metadata(metadata), sources, mtime, progress)
+        else:
+            with HashingWriter(handle, file_hash) as output:
+                write_tar(output, encode_metadata(metadata), sources, mtime, progress)
     return metadata
 
 
@@ -46,6 +49,8 @@ def _cache_source(member: Member) -> Source:
     describe = f"cache file {member.source} for {member.path}"
 
     def opened() -> IO[bytes]:
+        if member.ready is not None:
+            member.ready()
         try:
             handle = open(member.source, "rb")  # noqa: SIM115 - write_tar closes it
         except FileNotFoundError:

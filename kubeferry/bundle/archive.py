@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import queue
 import tarfile
+import threading
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Iterable
 
@@ -16,6 +18,7 @@ from kubeferry.bundle.format import METADATA_NAME
 from kubeferry.errors import OperationError
 
 CHUNK = 1 << 20
+HASH_QUEUE = 8  # chunks the file hash may lag behind the writer
 
 
 @dataclass(frozen=True)
@@ -53,14 +56,33 @@ def header(name: str, size: int, mtime: int) -> tarfile.TarInfo:
 
 
 class HashingWriter:
-    """A file being written, hashing what passes: the whole file's sha256 at no extra read."""
+    """A file being written, hashing what passes: the whole file's sha256 at no extra read.
+
+    The hash runs in a thread of its own (hashlib lets go of the GIL on large buffers), so
+    it overlaps the member's own hash and the copy instead of adding a third pass in line:
+    use it as a context manager; the digest is complete when the block ends.
+    """
 
     def __init__(self, handle: IO[bytes], digest: Any) -> None:
         self._handle = handle
         self._digest = digest
+        self._pending: queue.Queue[bytes | None] = queue.Queue(maxsize=HASH_QUEUE)
+        self._thread = threading.Thread(target=self._hash, name="file-sha256", daemon=True)
+
+    def __enter__(self) -> HashingWriter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pending.put(None)
+        self._thread.join()
+
+    def _hash(self) -> None:
+        while (data := self._pending.get()) is not None:
+            self._digest.update(data)
 
     def write(self, data: bytes) -> int:
-        self._digest.update(data)
+        self._pending.put(bytes(data))  # a caller may reuse its buffer; bytes are immutable
         return self._handle.write(data)
 
     def tell(self) -> int:

@@ -181,8 +181,8 @@ def patch(old_path: Path, delta_path: Path, output: Path,
     written = output / target["name"]
     digest = hashlib.sha256()
     with output_file(written, "--output") as handle:
-        write_tar(HashingWriter(handle, digest), delta.raw_metadata, sources, int(delta.header["mtime"]),
-                  progress)
+        with HashingWriter(handle, digest) as hashing:
+            write_tar(hashing, delta.raw_metadata, sources, int(delta.header["mtime"]), progress)
         if digest.hexdigest() != target["sha256"]:
             raise OperationError(f"{written}: the rebuilt bundle's sha256 is {digest.hexdigest()}, not"
                                  f" the target's {target['sha256']}; nothing was written")

@@ -62,16 +62,32 @@ def at_latency(registry: Registry, work: Path, rtts: list[float]) -> None:
     from latency_proxy import ProxyProcess
 
     port = int(registry.url.rsplit(':', 1)[1])
-    print(f"{'rtt':>6} {'baseline':>9} {'requests':>9} {'kubeferry':>10} {'requests':>9} {'speed-up':>9}")
+    print(f"{'rtt':>6} {'baseline':>9} {'requests':>9} {'kubeferry':>10} {'requests':>9} {'speed-up':>9}"
+          f" {'write tail':>11}")
     for rtt in rtts:
         with ProxyProcess(port, rtt) as proxy:
             base_seconds, _ = baseline(registry, work / f"baseline-{rtt:g}", host=proxy.host)
         base_requests = proxy.requests
+        last_byte = LastByte()
         with ProxyProcess(port, rtt) as proxy:
             cold = build(BuildRequest(kubernetes=KUBERNETES, mirrors=mirrors(proxy.url),
-                                      cache_dir=work / f"cache-{rtt:g}", output_dir=work / f"out-{rtt:g}"))
+                                      cache_dir=work / f"cache-{rtt:g}", output_dir=work / f"out-{rtt:g}"),
+                         progress=last_byte)
+            tail = time.monotonic() - last_byte.at
         print(f"{rtt:>4g}ms {base_seconds:>8.1f}s {base_requests:>9} {cold.seconds:>9.1f}s"
-              f" {proxy.requests:>9} {base_seconds / cold.seconds:>8.2f}x", flush=True)
+              f" {proxy.requests:>9} {base_seconds / cold.seconds:>8.2f}x {tail:>10.2f}s", flush=True)
+
+
+class LastByte:
+    """A build's progress callback noting when the last downloaded byte arrived: what the
+    build does after it (finishing the bundle file) is its write tail."""
+
+    def __init__(self) -> None:
+        self.at = time.monotonic()
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        if phase != "write" and done:
+            self.at = time.monotonic()
 
 
 def main() -> None:

@@ -100,6 +100,8 @@ class DelayProxy(_Listening):
         self._tasks.update(pumps)
         try:
             await asyncio.gather(*pumps, return_exceptions=True)
+        except asyncio.CancelledError:
+            pass  # the proxy is closing: the sockets close below
         finally:
             self._tasks.difference_update([*pumps, handler])
             for pump in pumps:

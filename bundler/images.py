@@ -12,6 +12,8 @@ already in the cache is not fetched at all.
 from __future__ import annotations
 
 import functools
+import heapq
+import itertools
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,7 +69,7 @@ class ImagePull:
         self._fetches: dict[str, Future[int]] = {}
         self._counts = {"missing": 0, "cached": 0}
         self._waits = ThreadPoolExecutor(max_workers=workers * transport.ROUND_TRIP_LANE)
-        self._bulk = ThreadPoolExecutor(max_workers=workers)
+        self._bulk = RankedPool(workers)
         self.images: list[tuple[ImageReference, Any]] = []
 
     def __enter__(self) -> ImagePull:
@@ -91,8 +93,9 @@ class ImagePull:
 
     def _resolve(self, ref: ImageReference) -> Any:
         image = self._source.resolve(ref, arch=self._arch, store=self._store)
+        rank = self._refs.index(ref)
         with self._lock:
-            for blob in image.blobs:
+            for number, blob in enumerate(image.blobs):
                 if blob.digest in self._fetches:
                     continue  # claimed by another image
                 if blob.digest in image.fetched_blobs:  # read while resolving: downloaded
@@ -103,9 +106,9 @@ class ImagePull:
                     self._fetches[blob.digest] = _done(0)
                     continue
                 self._counts["missing"] += blob.size
-                pool = self._waits if blob.size < transport.SMALL_BODY else self._bulk
-                self._fetches[blob.digest] = pool.submit(
-                    self._source.fetch_blob, ref, blob, self._store, self._on_bytes)
+                fetch = (self._source.fetch_blob, ref, blob, self._store, self._on_bytes)
+                self._fetches[blob.digest] = (self._waits.submit(*fetch) if blob.size < transport.SMALL_BODY
+                                              else self._bulk.submit((rank, number), *fetch))
         return image
 
     def ready(self, digest: str) -> None:
@@ -120,6 +123,60 @@ class ImagePull:
         during_resolve = sum(image.fetched_bytes for _, image in self.images)
         return PulledImages(images=self.images, downloaded=fetched + during_resolve,
                             cached=self._counts["cached"])
+
+
+class RankedPool:
+    """``workers`` threads running what is submitted lowest rank first.
+
+    The large blobs are fetched in the order the bundle file lists them (image, then blob),
+    so the writer that follows the downloads seldom waits on a blob queued behind later
+    ones: a plain pool runs them in the order the tags happened to resolve.
+    """
+
+    def __init__(self, workers: int) -> None:
+        self._queue: list[tuple[Any, int, Future[Any], Callable[..., Any], tuple[Any, ...]]] = []
+        self._order = itertools.count()
+        self._changed = threading.Condition()
+        self._closed = False
+        self._threads = [threading.Thread(target=self._work, name=f"blob-{n}", daemon=True)
+                         for n in range(max(1, workers))]
+        for thread in self._threads:
+            thread.start()
+
+    def submit(self, rank: Any, call: Callable[..., Any], *args: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._changed:
+            heapq.heappush(self._queue, (rank, next(self._order), future, call, args))
+            self._changed.notify()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                while not self._queue and not self._closed:
+                    self._changed.wait()
+                if not self._queue:
+                    return
+                _, _, future, call, args = heapq.heappop(self._queue)
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call(*args))
+            except BaseException as error:  # noqa: BLE001 - handed to whoever waits on it
+                future.set_exception(error)
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        """No more work; with ``cancel_futures`` what has not started never does."""
+        with self._changed:
+            self._closed = True
+            if cancel_futures:
+                for _, _, future, _, _ in self._queue:
+                    future.cancel()
+                self._queue.clear()
+            self._changed.notify_all()
+        if wait:
+            for thread in self._threads:
+                thread.join()
 
 
 def _done(result: int) -> Future[int]:

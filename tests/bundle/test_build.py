@@ -12,9 +12,12 @@ import pytest
 from kubeferry.bundle.layout import BLOBS_PREFIX, blob_path
 from kubeferry.bundle.reader import Bundle
 from kubeferry.bundler.build import BuildRequest, build
+from kubeferry.errors import OperationError
 from kubeferry.lab.containerd import Containerd
+from kubeferry.lab.proxy import Exchange, Fault, Proxy
 from kubeferry.lab.registry import Registry
 from kubeferry.lab.upstream import mirrors
+from kubeferry.oci.store import BlobStore
 from kubeferry.versions import image_set
 
 pytestmark = pytest.mark.real
@@ -234,3 +237,28 @@ def test_build_prints_the_bundle_digest_last_and_verify_checks_it(upstream: Regi
     assert Bundle.open(bundle_path).self_checked
     good = kubeferry("bundle", "verify", str(bundle_path), "--digest", last[1])
     assert good.returncode == 0 and "as expected" in good.stdout
+
+
+def test_a_blob_damaged_in_transit_while_the_file_is_written_leaves_no_bundle(
+        upstream: Registry, built: tuple[Path, Path], tmp_path: Path) -> None:
+    """The bundle is written while blobs still arrive: a layer that never arrives intact
+    fails the build with its digest named, and neither a bundle nor a temp file is left."""
+    blobs = [m for m in Bundle.open(built[0]).members if m["path"].startswith(BLOBS_PREFIX)]
+    layer = "sha256:" + max(blobs, key=lambda m: m["size"])["sha256"]
+    damaged = bytearray(upstream.blob_path(layer).read_bytes())
+    damaged[-1] ^= 0xFF
+
+    def rule(exchange: Exchange) -> Fault | None:
+        if exchange.method == "GET" and exchange.path.endswith(layer):
+            return Fault(status=200, body=bytes(damaged))
+        return None
+
+    output = tmp_path / "out"
+    with Proxy(upstream.url, rule) as proxy:
+        request = BuildRequest(kubernetes="1.25.0", include=("images",), mirrors=mirrors(proxy.url),
+                               cache_dir=tmp_path / "cache", output_dir=output)
+        with pytest.raises(OperationError) as failed:
+            build(request)
+    assert layer.partition(":")[2][:12] in str(failed.value)
+    assert not list(output.iterdir())
+    assert not BlobStore(tmp_path / "cache").has(layer)

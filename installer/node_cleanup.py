@@ -58,6 +58,6 @@ def reset_node(ctx: InstallContext, host: Host) -> str:
         operations.run(conn, "kubeadm reset -f", timeout=RESET_TIMEOUT)
         done.append("kubeadm reset")
     operations.run(conn, cleanup_command(), timeout=120,
-                   failure="cleaning CNI state, kube-proxy/calico iptables rules, IPVS or kubeferry's records")
+                   failure="cleaning CNI state, kube-proxy/calico rules, IPVS or kubeferry's records")
     done.append("CNI state, kube-proxy/calico rules and kubeferry's records removed")
     return "; ".join(done)

@@ -83,7 +83,8 @@ def remove(ctx: InstallContext, name: str, report: Callable[[str], None],
     return update_others(ctx, name, phase_report)
 
 
-def update_others(ctx: InstallContext, name: str, phase_report: Callable[[HostResult], None]) -> list[HostResult]:
+def update_others(ctx: InstallContext, name: str,
+                  phase_report: Callable[[HostResult], None]) -> list[HostResult]:
     """The membership phases on the hosts that stay, for the inventory without ``name``."""
     rest = site.without(ctx.inventory, name)
     from kubeferry.installer.phases import all_phases  # the phases import the workflow, which is heavy

@@ -33,9 +33,11 @@ class InstalledRelease:
     path: str = "the bundle the site was installed from"
 
 
-def context(inventory: Inventory, *, run_dir: Path | None, forks: int = 10, accept_new_host_keys: bool = False,
-            phases: tuple[str, ...] = (), echo: Callable[[str], None] = print) -> InstallContext:
-    """An InstallContext with no bundle (``release`` sets one for the phases that need it)."""
+def context(inventory: Inventory, *, run_dir: Path | None, forks: int = 10,
+            accept_new_host_keys: bool = False, phases: tuple[str, ...] = (),
+            echo: Callable[[str], None] = print) -> InstallContext:
+    """An InstallContext with no bundle (set ``bundle`` to an InstalledRelease for the phases
+    that read one)."""
     run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     probe_directory(run_dir, "--run-dir")
     options = InstallOptions(forks=forks, accept_new_host_keys=accept_new_host_keys, yes=True,

@@ -133,13 +133,18 @@ def write_test_bundle(workdir: Path) -> Path:
     return target
 
 
+def kubeferry(*args: str) -> subprocess.CompletedProcess[str]:
+    """The kubeferry CLI as an operator runs it (a new process each time)."""
+    argv = [sys.executable, "-c", "import sys; from kubeferry.cli import main; sys.argv[0] = 'kubeferry';"
+            " main()", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
+
+
 def install(bundle: Path, inventory: Path, phases: str, run_dir: Path,
             *extra: str) -> subprocess.CompletedProcess[str]:
-    """``kubeferry install`` as an operator runs it (a new process each time)."""
-    argv = [sys.executable, "-c", "import sys; from kubeferry.cli import main; sys.argv[0] = 'kubeferry';"
-            " main()", "install", "--bundle", str(bundle), "--inventory", str(inventory),
-            "--only", phases, "--yes", "--run-dir", str(run_dir), *extra]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
+    """``kubeferry install`` as an operator runs it."""
+    return kubeferry("install", "--bundle", str(bundle), "--inventory", str(inventory), "--only", phases,
+                     "--yes", "--run-dir", str(run_dir), *extra)
 
 
 class ClusterLab:

@@ -27,8 +27,9 @@ def nodes(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def members(state: dict[str, Any]) -> list[dict[str, Any]]:
-    """The nodes still in the cluster (not reset, not deleted), in join order."""
-    return [n for n in nodes(state) if not n.get("reset") and not n.get("deleted")]
+    """The registered nodes (until ``kubectl delete node``: as in a real cluster, a node that
+    ran ``kubeadm reset`` keeps its Node object, NotReady), in join order."""
+    return [n for n in nodes(state) if not n.get("deleted")]
 
 
 def workloads(state: dict[str, Any]) -> list[dict[str, Any]]:

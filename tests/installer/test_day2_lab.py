@@ -51,8 +51,9 @@ def failed(result, code: int) -> str:
     """The one line a refusal prints (exit ``code``, no traceback)."""
     assert result.returncode == code, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    return lines[-1]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("kubeferry: "), line
+    return line.removeprefix("kubeferry: ")
 
 
 def apiserver_sans(node: Node) -> set[str]:

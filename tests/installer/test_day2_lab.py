@@ -154,7 +154,8 @@ def test_a_control_plane_added_certificates_renewed_and_one_removed(cluster_lab,
     for node in (node1, node2):
         assert haproxy_backends(node, site) == {"node1", "node2"}
         assert f"{node4.address} node4" not in node.ssh("cat /etc/hosts").stdout
-    leftovers = node4.ssh("ls /etc/kubernetes/manifests /var/lib/kubeferry/phases 2>/dev/null | wc -l")
+    leftovers = node4.ssh("find /etc/kubernetes/manifests /var/lib/kubeferry/phases -mindepth 1 2>/dev/null"
+                          " | wc -l")
     assert leftovers.stdout.strip() == "0"
     # with node4 deleted from the inventory, install finds the membership phases done
     after = ok(lab.install(two, ALL, tmp_path / "run4"))
@@ -197,8 +198,8 @@ def test_a_worker_removed_then_the_cluster_reset_and_installed_afresh(cluster_la
     assert "KUBE-" not in saved and "cali" not in saved
     assert node2.ssh("iptables-save | grep -c KUBEFERRY-AIRGAP").stdout == rules_before
     for node in lab.site.nodes:
-        left = node.ssh("ls /etc/cni/net.d /var/lib/calico /var/lib/kubeferry/phases"
-                        " /etc/kubernetes/manifests 2>/dev/null | wc -l")
+        left = node.ssh("find /etc/cni/net.d /var/lib/calico /var/lib/kubeferry/phases"
+                        " /etc/kubernetes/manifests -mindepth 1 2>/dev/null | wc -l")
         assert left.stdout.strip() == "0", node.name
     assert lab.record.init_config() is None  # the cluster is gone
 

@@ -150,8 +150,9 @@ def install(bundle: Path, inventory: Path, phases: str, run_dir: Path,
 class ClusterLab:
     """One lab site with a Harbor stand-in and nodes ready for kubeadm (the doubles)."""
 
-    def __init__(self, site: Site, workdir: Path) -> None:
+    def __init__(self, site: Site, workdir: Path, run_control_plane: bool = False) -> None:
         self.site = site
+        self.run_control_plane = run_control_plane  # the kubelet double runs etcd and the API server
         self.workdir = workdir
         self.harbor = site.add_host("harbor", HARBOR_HOST)
         self.registry: Registry | None = None
@@ -203,7 +204,8 @@ class ClusterLab:
         certs = f"/etc/containerd/certs.d/{host}"
         pause = self.site_image(image_set(VERSION).pause_image)
         files = {
-            DOUBLE_CONF: double_conf(site_registries=(host,), wait_timeout=180),
+            DOUBLE_CONF: double_conf(site_registries=(host,), wait_timeout=180,
+                                     run_control_plane=self.run_control_plane),
             "/etc/containerd/config.toml": _containerd_config(pause),
             f"{certs}/ca.crt": Path(self.registry.ca_file).read_text(),
             f"{certs}/hosts.toml": f'server = "https://{host}"\n\n[host."https://{host}"]\n'

@@ -8,13 +8,14 @@ from __future__ import annotations
 import datetime
 import ssl
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 import yaml
 from cluster_lab import ClusterLab, kubeferry
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from test_cluster_lab import cluster_lab, ok  # noqa: F401 - the fixture, shared
+from test_cluster_lab import ok
 
 from kubeferry.lab.node import Node
 from kubeferry.lab.site import Site
@@ -23,6 +24,22 @@ pytestmark = [pytest.mark.real, pytest.mark.lab]
 
 ALL = "loadbalancer,init,join,cni,verify"
 PKI = "/etc/kubernetes/pki"
+
+
+@pytest.fixture
+def cluster_lab(lab_site_factory, tmp_path: Path) -> Iterator[Callable[[int], ClusterLab]]:
+    """Sites whose control planes run for real (etcd, the API server stand-in): Day 2 waits
+    for API servers to stop and to answer /healthz."""
+    made: list[ClusterLab] = []
+
+    def make(nodes: int) -> ClusterLab:
+        lab = ClusterLab(lab_site_factory(nodes), tmp_path, run_control_plane=True)
+        made.append(lab)
+        return lab.start()
+
+    yield make
+    for lab in made:
+        lab.stop()
 
 
 def inventory(lab: ClusterLab, path: Path, roles: dict[str, str], vip: bool = False) -> Path:
@@ -89,7 +106,7 @@ def haproxy_backends(node: Node, site: Site) -> set[str]:
     return {n.name for n in site.nodes if f"{n.address}:6443" in config}
 
 
-def test_a_control_plane_added_certificates_renewed_and_one_removed(cluster_lab, tmp_path: Path) -> None:  # noqa: F811
+def test_a_control_plane_added_certificates_renewed_and_one_removed(cluster_lab, tmp_path: Path) -> None:
     lab = cluster_lab(4)
     site = lab.site
     node1, node2, node3, node4 = site.nodes
@@ -162,7 +179,7 @@ def test_a_control_plane_added_certificates_renewed_and_one_removed(cluster_lab,
     assert "[loadbalancer] node1: done" in after and "3 nodes Ready" in after, after
 
 
-def test_a_worker_removed_then_the_cluster_reset_and_installed_afresh(cluster_lab, tmp_path: Path) -> None:  # noqa: F811
+def test_a_worker_removed_then_the_cluster_reset_and_installed_afresh(cluster_lab, tmp_path: Path) -> None:
     lab = cluster_lab(3)
     node1, node2, node3 = lab.site.nodes
     full = inventory(lab, tmp_path / "full.yaml",

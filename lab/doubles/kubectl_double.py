@@ -329,9 +329,7 @@ def cmd_apply(session: Session, positional: list[str], extra: dict[str, Any]) ->
 
 def node_objects(session: Session) -> list[dict[str, Any]]:
     result = []
-    for node in clustermodel.nodes(session.state):
-        if node.get("reset") and node["name"] not in session.beats:
-            continue
+    for node in clustermodel.members(session.state):  # a reset node stays until deleted
         obj = clustermodel.node_object(session.state, session.beats, node, session.now)
         result.append({**obj, "_joined": node["joined"], "_role": node["role"]})
     return result

@@ -257,14 +257,20 @@ def test_control_plane_join_needs_the_current_certificate_key(lab: Lab) -> None:
     assert "--certificate-key" in lab.record.invocations(program="kubeadm", node="cp2")[-2]["secret_flags"]
 
 
-def test_reset_removes_the_node_files_and_a_rejoin_works(lab: Lab) -> None:
-    cp1 = init_cluster(lab)
+def join_worker(lab: Lab) -> tuple[Node, str]:
+    """Worker w1 joined to the cluster; with the path of its join configuration."""
     init = lab.record.init_config()
     token = lab.record.tokens()[0]["token"]
     worker = lab.node("w1")
     worker.start_kubelet()
     config = worker.config("join.yaml", dump(join_docs("w1", token, init["ca_hash"])))
     assert worker.run("kubeadm", "join", "--config", config).returncode == 0
+    return worker, config
+
+
+def test_reset_removes_the_node_files_and_a_rejoin_works(lab: Lab) -> None:
+    cp1 = init_cluster(lab)
+    worker, config = join_worker(lab)
     again = worker.run("kubeadm", "join", "--config", config)
     assert again.returncode == 1 and "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]" in again.stderr
     reset = worker.run("kubeadm", "reset", "-f")
@@ -326,12 +332,7 @@ def test_a_worker_without_registry_config_stays_not_ready(lab: Lab) -> None:
 
 def test_drain_refuses_daemonset_pods_unless_told_and_delete_node_removes_it(lab: Lab) -> None:
     cp1 = init_cluster(lab)
-    init = lab.record.init_config()
-    token = lab.record.tokens()[0]["token"]
-    worker = lab.node("w1")
-    worker.start_kubelet()
-    config = worker.config("join.yaml", dump(join_docs("w1", token, init["ca_hash"])))
-    assert worker.run("kubeadm", "join", "--config", config).returncode == 0
+    worker, _ = join_worker(lab)
 
     refused = kubectl(cp1, "drain", "w1")
     assert refused.returncode == 1 and refused.stdout.startswith("node/w1 cordoned")

@@ -16,6 +16,7 @@ from kubeferry.installer import certs as certs_module
 from kubeferry.installer import inventory as inventory_module
 from kubeferry.installer import remove_node, reset, site
 from kubeferry.installer.context import InstallContext
+from kubeferry.installer.inventory import Inventory
 from kubeferry.installer.workflow import HostResult
 
 
@@ -34,10 +35,14 @@ def _site_options(command: Callable) -> Callable:
     return command
 
 
-def _context(inventory_path: Path, forks: int, accept_new_host_keys: bool,
-             run_dir: Path | None) -> InstallContext:
+def _inventory(inventory_path: Path) -> Inventory:
     inventory = inventory_module.load(inventory_path)
     inventory_module.check_secrets(inventory)
+    return inventory
+
+
+def _context(inventory: Inventory, forks: int, accept_new_host_keys: bool,
+             run_dir: Path | None) -> InstallContext:
     return site.context(inventory, run_dir=run_dir, forks=forks, accept_new_host_keys=accept_new_host_keys,
                         echo=lambda text: click.echo(text, err=True))
 
@@ -54,10 +59,11 @@ def _phase_line(result: HostResult) -> None:
 def remove_node_command(name: str, inventory_path: Path, forks: int, accept_new_host_keys: bool,
                         run_dir: Path | None, yes: bool) -> None:
     """Drain, delete and reset node NAME (still in the inventory); update the other hosts."""
-    ctx = _context(inventory_path, forks, accept_new_host_keys, run_dir)
-    site.without(ctx.inventory, name)  # NAME is a host, and not the only control plane
+    inventory = _inventory(inventory_path)
+    site.without(inventory, name)  # NAME is a host, and not the only control plane
     if not yes:
         raise InputError(f"remove-node drains, deletes and resets {name}: pass --yes to confirm")
+    ctx = _context(inventory, forks, accept_new_host_keys, run_dir)
     try:
         results = remove_node.remove(ctx, name, click.echo, _phase_line)
     finally:
@@ -76,10 +82,11 @@ def remove_node_command(name: str, inventory_path: Path, forks: int, accept_new_
 def reset_command(inventory_path: Path, forks: int, accept_new_host_keys: bool, run_dir: Path | None,
                   yes: bool) -> None:
     """Tear the cluster down: every node ready for a fresh install."""
-    ctx = _context(inventory_path, forks, accept_new_host_keys, run_dir)
+    inventory = _inventory(inventory_path)
     if not yes:
-        raise InputError(f"reset tears down the cluster of {inventory_path} ({len(ctx.inventory.hosts)}"
+        raise InputError(f"reset tears down the cluster of {inventory_path} ({len(inventory.hosts)}"
                          " hosts): pass --yes to confirm")
+    ctx = _context(inventory, forks, accept_new_host_keys, run_dir)
     from kubeferry.installer.phases.init import admin_kubeconfig_path
 
     try:
@@ -103,7 +110,7 @@ def certs_group() -> None:
 def certs_check(inventory_path: Path, forks: int, accept_new_host_keys: bool, run_dir: Path | None) -> None:
     """Expiry of every control plane's certificates (kubeadm certs check-expiration); warn
     under 30 days, exit 1 under 7."""
-    ctx = _context(inventory_path, forks, accept_new_host_keys, run_dir)
+    ctx = _context(_inventory(inventory_path), forks, accept_new_host_keys, run_dir)
     try:
         rows = certs_module.check(ctx)
     finally:
@@ -122,7 +129,7 @@ def certs_check(inventory_path: Path, forks: int, accept_new_host_keys: bool, ru
 @_site_options
 def certs_renew(inventory_path: Path, forks: int, accept_new_host_keys: bool, run_dir: Path | None) -> None:
     """kubeadm certs renew all on each control plane in turn, its static pods restarted."""
-    ctx = _context(inventory_path, forks, accept_new_host_keys, run_dir)
+    ctx = _context(_inventory(inventory_path), forks, accept_new_host_keys, run_dir)
     try:
         certs_module.renew(ctx, click.echo)
         rows = certs_module.check(ctx)

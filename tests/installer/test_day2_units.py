@@ -130,3 +130,4 @@ def test_refusals_before_anything_connects(site_inventory: Path, tmp_path: Path,
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert line in result.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything, logs included

@@ -137,6 +137,7 @@ def test_a_control_plane_added_certificates_renewed_and_one_removed(cluster_lab,
         assert "[loadbalancer] " + node.name in grown
     calls = [" ".join(c["argv"][1:5]) for c in lab.record.invocations(program="kubeadm")]
     assert "init phase upload-config kubeadm" in calls
+    assert "init phase upload-certs --upload-certs" in calls  # a new certificate key for node4's join
     assert calls.count("init phase certs apiserver") == 2  # node1 and node2, node4 had them
     # the same install again: nothing to re-issue
     again = ok(lab.install(three, ALL, tmp_path / "run3"))

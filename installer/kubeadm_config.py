@@ -107,7 +107,8 @@ def _node_registration(host: Host) -> dict[str, Any]:
     }
 
 
-def _cert_sans(inventory: Inventory) -> list[str]:
+def cert_sans(inventory: Inventory) -> list[str]:
+    """apiServer.certSANs: the endpoint's name, the VIP, every control plane's name and address."""
     cluster = inventory.cluster
     names = [cluster.endpoint_host, cluster.vip or ""]
     for host in inventory.control_planes:
@@ -128,7 +129,7 @@ def cluster_document(inventory: Inventory, images: RecordedImages) -> dict[str, 
             "serviceSubnet": cluster.service_subnet,
             "dnsDomain": cluster.dns_domain,
         },
-        "apiServer": {"certSANs": _cert_sans(inventory)},
+        "apiServer": {"certSANs": cert_sans(inventory)},
     }
     dns = dns_image_repository(images, inventory.registry)
     if dns is not None:

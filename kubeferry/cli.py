@@ -34,6 +34,10 @@ def _register_commands() -> None:
     cli.add_command(install_command)
     cli.add_command(inventory_group)
     cli.add_command(harbor_group)
+    from kubeferry.installer.day2_commands import certs_group, remove_node_command, reset_command
+    cli.add_command(remove_node_command)
+    cli.add_command(reset_command)
+    cli.add_command(certs_group)
 
 
 def fail(message: str, code: int, prog: str = "kubeferry") -> None:

@@ -7,6 +7,10 @@ is still valid: the one init uploaded if it is younger than CERTIFICATE_KEY_FRES
 a new key uploaded with ``kubeadm init phase upload-certs`` (uploaded certs expire after
 two hours). Each node gets a JoinConfiguration (0600, removed after the join).
 
+After the joins, every control plane's apiserver certificate must name every control plane
+of the inventory: where one does not (a control plane was added), it is issued again
+(installer/certsans.py).
+
 Control planes join one at a time: kubeadm 1.25's stacked-etcd member add is not safe to
 race (kubernetes/kubeadm#1646, #2005; etcd adds one member at a time). Workers join in
 parallel once every control plane is in. A node with /etc/kubernetes/kubelet.conf has
@@ -20,8 +24,8 @@ import shlex
 import time
 
 from kubeferry.errors import OperationError
+from kubeferry.installer import certsans, operations
 from kubeferry.installer import kube_commands as kube
-from kubeferry.installer import operations
 from kubeferry.installer.context import CertificateKey, InstallContext, JoinMaterial
 from kubeferry.installer.inventory import Host
 from kubeferry.installer.kubeadm_config import init_documents, join_document, new_certificate_key, render
@@ -116,4 +120,5 @@ PHASE = Phase(
     short="join the other control planes (one by one), then the workers (in parallel)",
     groups=_groups,
     steps=steps,
+    after=certsans.steps,  # a control plane added: the others' apiserver certificates name it
 )

@@ -27,8 +27,9 @@ def nodes(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def members(state: dict[str, Any]) -> list[dict[str, Any]]:
-    """The nodes still in the cluster (not reset), in join order."""
-    return [n for n in nodes(state) if not n.get("reset")]
+    """The registered nodes (until ``kubectl delete node``: as in a real cluster, a node that
+    ran ``kubeadm reset`` keeps its Node object, NotReady), in join order."""
+    return [n for n in nodes(state) if not n.get("deleted")]
 
 
 def workloads(state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -103,8 +104,9 @@ def pods(state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> list[dict[s
                 result.append(dict(base, name=name, node=node["name"]))
         elif load["kind"] == "Deployment" and in_cluster:
             template = _suffix(load["name"], *[c["image"] for c in load["containers"]], length=10)
+            schedulable = [n for n in in_cluster if not n.get("unschedulable")] or in_cluster
             for i in range(int(load.get("replicas", 1))):
-                node = in_cluster[i % len(in_cluster)]
+                node = schedulable[i % len(schedulable)]
                 name = f"{load['name']}-{template}-{_suffix(load['name'], str(i))}"
                 result.append(dict(base, name=name, node=node["name"]))
         elif load["kind"] == "Pod" and in_cluster:

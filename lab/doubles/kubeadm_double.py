@@ -1,7 +1,8 @@
 """The lab's strict kubeadm double: checks what kubeadm 1.25 checks, fails like it, records all.
 
 Commands: init, join, token create/list, init phase upload-certs, config images list/pull,
-reset, version. See docs/lab-doubles.md for what is modelled and what is not.
+reset, version; certs check-expiration|renew and init phase certs apiserver / upload-config
+kubeadm (kubeadm_certs.py). See docs/lab-doubles.md for what is modelled and what is not.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import Any, Callable
 
 import aes_gcm
 import clustermodel
+import kubeadm_certs
 import kubeadm_manifests
 import kubeadm_net
 import kubeadm_pki
@@ -530,13 +532,13 @@ def kubernetes_version_check(env: Env, version: str) -> Check:
 # ---------------------------------------------------------------- certificates and kubeconfigs
 
 
-def openssl(env: Env, *args: str) -> bytes:
+def openssl(env: Env, *args: str, stdin: bytes | None = None, check: bool = True) -> bytes:
     binary = env.setting("openssl", "openssl")
     try:
-        result = subprocess.run([binary, *args], capture_output=True, timeout=60)
+        result = subprocess.run([binary, *args], capture_output=True, timeout=60, input=stdin)
     except FileNotFoundError:
         raise Fail(f"lab double: {binary} not found (the lab base root must contain openssl)") from None
-    if result.returncode != 0:
+    if result.returncode != 0 and check:
         raise Fail(f"lab double: openssl {args[0]} failed: {result.stderr.decode(errors='replace').strip()}")
     return result.stdout
 
@@ -918,6 +920,8 @@ def skip_set(flag: list[str] | None, config_doc: dict[str, Any] | None, known: t
 def cmd_init(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     if argv[:2] == ["phase", "upload-certs"]:
         return cmd_upload_certs(env, argv[2:], extra)
+    if kubeadm_certs.cmd_init_phase(env, argv, extra):
+        return None
     if argv and argv[0] == "phase":
         raise Fail(f"lab double: kubeadm init phase {' '.join(argv[1:2])} is not modelled", 2)
     flags, positional = parse_flags(argv, INIT_FLAGS)
@@ -1702,6 +1706,7 @@ COMMANDS = {
     "join": cmd_join,
     "token": cmd_token,
     "reset": cmd_reset,
+    "certs": kubeadm_certs.cmd_certs,
     "config": cmd_config,
     "version": cmd_version,
 }

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import clustermodel
+import kubectl_nodes
 import yaml
 from doublelib import (
     Containerd,
@@ -62,6 +63,7 @@ GLOBAL = {
     "--force-conflicts": "bool",
     "-l": "str",
     "--selector": "str",
+    **kubectl_nodes.FLAGS,
 }
 WORKLOAD_KINDS = ("DaemonSet", "Deployment", "Pod")
 
@@ -327,9 +329,7 @@ def cmd_apply(session: Session, positional: list[str], extra: dict[str, Any]) ->
 
 def node_objects(session: Session) -> list[dict[str, Any]]:
     result = []
-    for node in clustermodel.nodes(session.state):
-        if node.get("reset") and node["name"] not in session.beats:
-            continue
+    for node in clustermodel.members(session.state):  # a reset node stays until deleted
         obj = clustermodel.node_object(session.state, session.beats, node, session.now)
         result.append({**obj, "_joined": node["joined"], "_role": node["role"]})
     return result
@@ -583,13 +583,15 @@ COMMANDS = {
     "wait": cmd_wait,
     "run": cmd_run,
     "cluster-info": cmd_cluster_info,
+    "drain": kubectl_nodes.cmd_drain,
+    "delete": kubectl_nodes.cmd_delete,
 }
 
 
 def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     flags, positional = parse_flags(argv, GLOBAL)
     if not positional:
-        raise Fail("lab double: kubectl needs a command (apply, get, wait, run, version, cluster-info)", 1)
+        raise Fail("lab double: kubectl needs a command (apply, get, wait, run, version, cluster-info, drain, delete)", 1)
     command, rest = positional[0], positional[1:]
     extra["command"] = command
     if command == "version":
@@ -597,7 +599,7 @@ def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         return
     if command not in COMMANDS:
         raise Fail(
-            f"lab double: kubectl {command} is not modelled; supported: apply, get, wait, run, version, cluster-info",
+            f"lab double: kubectl {command} is not modelled; supported: apply, get, wait, run, version, cluster-info, drain, delete node",
             1,
         )
     COMMANDS[command](Session(env, flags), rest, extra)

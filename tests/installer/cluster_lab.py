@@ -133,20 +133,26 @@ def write_test_bundle(workdir: Path) -> Path:
     return target
 
 
+def kubeferry(*args: str) -> subprocess.CompletedProcess[str]:
+    """The kubeferry CLI as an operator runs it (a new process each time)."""
+    argv = [sys.executable, "-c", "import sys; from kubeferry.cli import main; sys.argv[0] = 'kubeferry';"
+            " main()", *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
+
+
 def install(bundle: Path, inventory: Path, phases: str, run_dir: Path,
             *extra: str) -> subprocess.CompletedProcess[str]:
-    """``kubeferry install`` as an operator runs it (a new process each time)."""
-    argv = [sys.executable, "-c", "import sys; from kubeferry.cli import main; sys.argv[0] = 'kubeferry';"
-            " main()", "install", "--bundle", str(bundle), "--inventory", str(inventory),
-            "--only", phases, "--yes", "--run-dir", str(run_dir), *extra]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
+    """``kubeferry install`` as an operator runs it."""
+    return kubeferry("install", "--bundle", str(bundle), "--inventory", str(inventory), "--only", phases,
+                     "--yes", "--run-dir", str(run_dir), *extra)
 
 
 class ClusterLab:
     """One lab site with a Harbor stand-in and nodes ready for kubeadm (the doubles)."""
 
-    def __init__(self, site: Site, workdir: Path) -> None:
+    def __init__(self, site: Site, workdir: Path, run_control_plane: bool = False) -> None:
         self.site = site
+        self.run_control_plane = run_control_plane  # the kubelet double runs etcd and the API server
         self.workdir = workdir
         self.harbor = site.add_host("harbor", HARBOR_HOST)
         self.registry: Registry | None = None
@@ -198,7 +204,8 @@ class ClusterLab:
         certs = f"/etc/containerd/certs.d/{host}"
         pause = self.site_image(image_set(VERSION).pause_image)
         files = {
-            DOUBLE_CONF: double_conf(site_registries=(host,), wait_timeout=180),
+            DOUBLE_CONF: double_conf(site_registries=(host,), wait_timeout=180,
+                                     run_control_plane=self.run_control_plane),
             "/etc/containerd/config.toml": _containerd_config(pause),
             f"{certs}/ca.crt": Path(self.registry.ca_file).read_text(),
             f"{certs}/hosts.toml": f'server = "https://{host}"\n\n[host."https://{host}"]\n'

@@ -107,7 +107,7 @@ def test_one_control_plane_two_workers(cluster_lab, tmp_path: Path) -> None:
     first = ok(lab.install(inventory, "init,join,cni,verify", tmp_path / "run1"))
     assert statuses(first) == {
         ("init", "node1"): "changed", ("init", "admin-host"): "changed",
-        ("join", "node2"): "changed", ("join", "node3"): "changed",
+        ("join", "node2"): "changed", ("join", "node3"): "changed", ("join", "admin-host"): "ok",
         ("cni", "node1"): "changed", ("verify", "node1"): "ok",
     }
     assert ("3 nodes Ready; 13 kube-system pods Running; DNS resolves kubernetes.default;"
@@ -152,7 +152,7 @@ def test_one_control_plane_two_workers(cluster_lab, tmp_path: Path) -> None:
     again = ok(lab.install(inventory, "init,join,cni,verify", tmp_path / "run2"))
     assert statuses(again) == {
         ("init", "node1"): "done", ("init", "admin-host"): "ok",
-        ("join", "node2"): "done", ("join", "node3"): "done",
+        ("join", "node2"): "done", ("join", "node3"): "done", ("join", "admin-host"): "ok",
         ("cni", "node1"): "done", ("verify", "node1"): "ok",
     }
     assert len(kubeadm_calls(lab)) == len(calls) and len(lab.record.applied()) == applied

@@ -257,14 +257,20 @@ def test_control_plane_join_needs_the_current_certificate_key(lab: Lab) -> None:
     assert "--certificate-key" in lab.record.invocations(program="kubeadm", node="cp2")[-2]["secret_flags"]
 
 
-def test_reset_removes_the_node_files_and_a_rejoin_works(lab: Lab) -> None:
-    cp1 = init_cluster(lab)
+def join_worker(lab: Lab) -> tuple[Node, str]:
+    """Worker w1 joined to the cluster; with the path of its join configuration."""
     init = lab.record.init_config()
     token = lab.record.tokens()[0]["token"]
     worker = lab.node("w1")
     worker.start_kubelet()
     config = worker.config("join.yaml", dump(join_docs("w1", token, init["ca_hash"])))
     assert worker.run("kubeadm", "join", "--config", config).returncode == 0
+    return worker, config
+
+
+def test_reset_removes_the_node_files_and_a_rejoin_works(lab: Lab) -> None:
+    cp1 = init_cluster(lab)
+    worker, config = join_worker(lab)
     again = worker.run("kubeadm", "join", "--config", config)
     assert again.returncode == 1 and "[ERROR FileAvailable--etc-kubernetes-kubelet.conf]" in again.stderr
     reset = worker.run("kubeadm", "reset", "-f")
@@ -322,3 +328,29 @@ def test_a_worker_without_registry_config_stays_not_ready(lab: Lab) -> None:
     assert reasons == {"ContainerCreating"}
     beat = lab.record.heartbeats()["w1"]
     assert not beat["sandbox_ok"] and "127.0.0.1:5000/google_containers/pause:3.8" in beat["pull_errors"]
+
+
+def test_drain_refuses_daemonset_pods_unless_told_and_delete_node_removes_it(lab: Lab) -> None:
+    cp1 = init_cluster(lab)
+    worker, _ = join_worker(lab)
+
+    refused = kubectl(cp1, "drain", "w1")
+    assert refused.returncode == 1 and refused.stdout.startswith("node/w1 cordoned")
+    assert ('error: unable to drain node "w1" due to error:cannot delete DaemonSet-managed Pods'
+            " (use --ignore-daemonsets to ignore): kube-system/kube-proxy-") in refused.stderr
+    drained = kubectl(cp1, "drain", "w1", "--ignore-daemonsets", "--delete-emptydir-data", "--force",
+                      "--timeout=60s")
+    assert drained.returncode == 0, drained.stderr
+    assert drained.stdout.startswith("node/w1 already cordoned")
+    assert drained.stdout.rstrip().endswith("node/w1 drained")
+    assert "Warning: ignoring DaemonSet-managed Pods: kube-system/kube-proxy-" in drained.stderr
+    pods = kubectl(cp1, "get", "pods", "-n", "kube-system", "-o", "wide").stdout
+    assert not [line for line in pods.splitlines() if line.startswith("coredns") and " w1 " in line]
+
+    assert worker.run("kubeadm", "reset", "-f").returncode == 0
+    assert "node/w1" in kubectl(cp1, "get", "nodes", "-o", "name").stdout  # reset keeps the Node
+    deleted = kubectl(cp1, "delete", "node", "w1")
+    assert deleted.returncode == 0 and deleted.stdout.strip() == 'node "w1" deleted'
+    assert kubectl(cp1, "get", "nodes", "-o", "name").stdout.split() == ["node/cp1"]
+    gone = kubectl(cp1, "delete", "node", "w1")
+    assert gone.returncode == 1 and 'Error from server (NotFound): nodes "w1" not found' in gone.stderr

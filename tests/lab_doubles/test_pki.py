@@ -105,3 +105,69 @@ def test_init_and_control_plane_join_write_kubeadm_s_pki(lab: Lab) -> None:
     assert "DNS:cp2" in sans(own) and "IP:127.0.0.12" in sans(own) and "DNS:api.example.test" in sans(own)
     assert "DNS:cp1" not in sans(own)
     assert sans(cert(cp2.root, "etcd/peer"))[:3] == ["DNS:cp2", "DNS:localhost", "IP:127.0.0.12"]
+
+
+def check_expiration_rows(output: str) -> dict[str, list[str]]:
+    """CERTIFICATE -> the other columns, split on kubeadm's tabwriter gaps."""
+    import re
+
+    rows = {}
+    for line in output.splitlines():
+        cells = re.split(r"\s{3,}", line.strip())
+        if len(cells) >= 4 and cells[0] not in ("CERTIFICATE", "CERTIFICATE AUTHORITY"):
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_certs_check_expiration_renew_and_the_apiserver_certificate_re_issued(lab: Lab) -> None:
+    cp1 = lab.node("cp1")
+    cp1.start_kubelet()
+    config = cp1.config("init.yaml", dump(init_docs()))
+    assert cp1.run("kubeadm", "init", "--config", config).returncode == 0
+
+    report = cp1.run("kubeadm", "certs", "check-expiration")
+    assert report.returncode == 0, report.stderr
+    lines = report.stdout.splitlines()
+    assert lines[0] == "[check-expiration] Reading configuration from the cluster..."
+    header = "CERTIFICATE                EXPIRES                  RESIDUAL TIME   CERTIFICATE AUTHORITY   EXTERNALLY MANAGED"
+    assert header in lines
+    assert "CERTIFICATE AUTHORITY   EXPIRES                  RESIDUAL TIME   EXTERNALLY MANAGED" in lines
+    rows = check_expiration_rows(report.stdout)
+    assert list(rows)[:10] == ["admin.conf", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client",
+                               "controller-manager.conf", "etcd-healthcheck-client", "etcd-peer", "etcd-server",
+                               "front-proxy-client", "scheduler.conf"]
+    assert rows["apiserver"][1:] == ["364d", "ca", "no"] and rows["etcd-peer"][2] == "etcd-ca"
+    assert rows["ca"][1:] == ["9y", "no"] and rows["front-proxy-ca"][1:] == ["9y", "no"]
+    before = cert(cp1.root, "apiserver")
+    expected = before.not_valid_after_utc.strftime("%b %d, %Y %H:%M UTC")
+    assert rows["apiserver"][0] == expected
+
+    renewed = cp1.run("kubeadm", "certs", "renew", "all")
+    assert renewed.returncode == 0, renewed.stderr
+    assert "certificate for serving the Kubernetes API renewed" in renewed.stdout
+    assert renewed.stdout.rstrip().endswith("so that they can use the new certificates.")
+    after = cert(cp1.root, "apiserver")
+    assert after.serial_number != before.serial_number and sans(after) == sans(before)
+    assert after.subject == before.subject
+    after.verify_directly_issued_by(cert(cp1.root, "ca"))
+    assert cert(cp1.root, "etcd/peer").subject.rfc4514_string() == "CN=cp1"
+
+    # a control plane added at 127.0.0.12: the existing certificate lacks it and is refused,
+    # moved aside it is issued again with the new certSANs
+    wider = dump(with_change(init_docs(), "ClusterConfiguration", "apiServer.certSANs", ["cp2", "127.0.0.12"]))
+    path = cp1.config("sans.yaml", wider)
+    refused = cp1.run("kubeadm", "init", "phase", "certs", "apiserver", "--config", path)
+    assert refused.returncode == 1
+    assert "certificate apiserver is invalid: x509: certificate is valid for" in refused.stderr
+    assert "not cp2" in refused.stderr
+    uploaded = cp1.run("kubeadm", "init", "phase", "upload-config", "kubeadm", "--config", path)
+    assert uploaded.returncode == 0, uploaded.stderr
+    assert lab.record.init_config()["config"]["cluster"]["apiServer"]["certSANs"] == ["cp2", "127.0.0.12"]
+    for suffix in ("crt", "key"):
+        (cp1.root / PKI / f"apiserver.{suffix}").rename(cp1.root / PKI / f"apiserver.{suffix}.old")
+    issued = cp1.run("kubeadm", "init", "phase", "certs", "apiserver", "--config", path)
+    assert issued.returncode == 0, issued.stderr
+    assert '[certs] Generating "apiserver" certificate and key' in issued.stdout
+    assert {"DNS:cp2", "IP:127.0.0.12", "DNS:cp1"} <= set(sans(cert(cp1.root, "apiserver")))
+    again = cp1.run("kubeadm", "init", "phase", "certs", "apiserver", "--config", path)
+    assert again.returncode == 0 and '[certs] Using the existing "apiserver" certificate and key' in again.stdout

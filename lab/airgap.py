@@ -4,11 +4,11 @@ Each lab host (node, service host, the admin host) gets an on-link default route
 packet for an outside address is really sent to the firewall instead of failing with
 ENETUNREACH before anything can see it; the namespace's own filter OUTPUT chain then
 jumps every packet for outside the lab subnet, and every new connection to the internet
-side's ``.1``, to the chain ``CHAIN``, whose single REJECT rule counts it. Link-local
-multicast and the limited broadcast pass uncounted: no router forwards them. The REJECT
-happens inside the namespace: such a packet never reaches the bridge (not even an ARP
-request for it), so nothing leaves the machine. The counters start at zero when the
-namespace is made and go with it.
+side's ``.1`` (not the late FIN of a closed SSH connection), to the chain ``CHAIN``, whose
+single REJECT rule counts it. Link-local multicast and the limited broadcast pass
+uncounted: no router forwards them. The REJECT happens inside the namespace: such a
+packet never reaches the bridge (not even an ARP request for it), so nothing leaves the
+machine. The counters start at zero when the namespace is made and go with it.
 
 On EL nodes the rules are xtables (``iptables-legacy``): firewalld's nftables backend, as EL
 runs it, flushes every nftables rule when it starts and stops (also iptables-nft's), and the
@@ -40,9 +40,14 @@ def rules(subnet: ipaddress.IPv4Network, internet_side: str) -> list[list[str]]:
         # the limited broadcast.
         *[["OUTPUT", "-d", on_link, "-j", "RETURN"] for on_link in ON_LINK_ONLY],
         ["OUTPUT", "!", "-d", str(subnet), *jump],
-        # The internet side's address on the bridge: replies to its SSH pass, nothing else.
-        ["OUTPUT", "-d", f"{internet_side}/32", "-m", "conntrack", "!", "--ctstate",
-         "ESTABLISHED,RELATED", *jump],
+        # The internet side's address on the bridge: whatever opens a connection to it is
+        # counted (a TCP SYN; any other protocol's packet not part of an exchange it began).
+        # Replies to its SSH pass, and so do the late packets of an SSH connection already
+        # gone: a FIN or RST the node sends after conntrack forgot or lost the connection is
+        # INVALID (or NEW, picked up mid-stream) but never a SYN, and it opens nothing.
+        ["OUTPUT", "-d", f"{internet_side}/32", "-p", "tcp", "--syn", *jump],
+        ["OUTPUT", "-d", f"{internet_side}/32", "!", "-p", "tcp", "-m", "conntrack", "!",
+         "--ctstate", "ESTABLISHED,RELATED", *jump],
     ]
 
 

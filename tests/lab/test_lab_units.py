@@ -148,8 +148,9 @@ def test_airgap_rules_and_the_demo_line() -> None:
     assert rules[0] == ["OUTPUT", "-o", "lo", "-j", "RETURN"]  # loopback first, never counted
     assert ["OUTPUT", "-d", "224.0.0.0/24", "-j", "RETURN"] in rules  # VRRP stays on the link
     assert ["OUTPUT", "!", "-d", "10.88.5.0/24", "-j", airgap.CHAIN] in rules
-    to_internet_side = next(r for r in rules if "10.88.5.1/32" in r)
-    assert "ESTABLISHED,RELATED" in to_internet_side  # SSH replies to .1 pass
+    to_internet_side = [r for r in rules if "10.88.5.1/32" in r]
+    assert ["OUTPUT", "-d", "10.88.5.1/32", "-p", "tcp", "--syn", "-j", airgap.CHAIN] in to_internet_side
+    assert "ESTABLISHED,RELATED" in to_internet_side[1]  # SSH replies (and late FINs) to .1 pass
     assert airgap.summary({"node1": 0, "admin": 0}) == "air gap held: 0 packets tried to leave the site"
     assert airgap.summary({"node1": 1}) == "air gap held: 1 packet tried to leave the site (node1 1)"
     assert airgap.summary({"node1": 2, "harbor": 0, "admin": 3}) == (

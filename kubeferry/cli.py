@@ -29,11 +29,13 @@ def _register_commands() -> None:
     from kubeferry.bundler.commands import bundle
     from kubeferry.installer.commands import install_command, inventory_group
     from kubeferry.installer.harbor_commands import harbor_group
+    from kubeferry.installer.upgrade_command import upgrade_command
 
     cli.add_command(bundle)
     cli.add_command(install_command)
     cli.add_command(inventory_group)
     cli.add_command(harbor_group)
+    cli.add_command(upgrade_command)
 
 
 def fail(message: str, code: int, prog: str = "kubeferry") -> None:

@@ -62,7 +62,8 @@ def upgrade_command(bundle_path: Path, inventory_path: Path, plan: bool, forks: 
                           else ""))
             if not plan and not yes:
                 if not sys.stdin.isatty():
-                    raise InputError("upgrade changes the cluster: pass --yes to confirm (or --plan to look first)")
+                    raise InputError("upgrade changes the cluster: pass --yes to confirm"
+                                     " (or --plan to look first)")
                 click.confirm(f"Upgrade {len(inventory.kubernetes_nodes)} nodes from {source} to"
                               f" {bundle.kubernetes}?", abort=True)
             results = run(ctx, phases, report=_report)

@@ -1697,8 +1697,15 @@ def cmd_version(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         raise Fail(f"error: invalid output format: {fmt}", 1)
 
 
+def cmd_upgrade(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
+    import kubeadm_upgrade  # it imports this module's helpers
+
+    kubeadm_upgrade.handle(env, argv, extra)
+
+
 COMMANDS = {
     "init": cmd_init,
+    "upgrade": cmd_upgrade,
     "join": cmd_join,
     "token": cmd_token,
     "reset": cmd_reset,

@@ -70,6 +70,20 @@ def static_pod_docs(env: Env, manifests: str) -> dict[str, dict[str, Any]]:
     return result
 
 
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def check_skew(env: Env) -> None:
+    """Double-only strictness: the version skew policy allows a kubelet at most the API server's
+    release (control planes first); a newer one is refused here instead of misbehaving later."""
+    cluster = str((env.state.read().get("init") or {}).get("kubernetesVersion") or "")
+    if cluster and _release(env.version) > _release(cluster):
+        raise Fail(f'E0000 run.go:74] "command failed" err="lab double: kubelet v{env.version} is newer than '
+                   f"the cluster's API server {cluster}: the version skew policy allows a kubelet at most the "
+                   'API server\'s release; upgrade the control plane first (kubeadm upgrade apply)"')
+
+
 class ApiReport:
     """This kubelet's Node and its pods in the API (through kubelet.conf), written on change.
 
@@ -151,6 +165,7 @@ def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         )
     node = str(flags.get("--hostname-override") or env.hostname).lower()
     extra["node_name"] = node
+    check_skew(env)
     manifests = str(config.get("staticPodPath") or "/etc/kubernetes/manifests")
     interval = float(env.setting("heartbeat_interval", 2))
     stop = {"now": False}

@@ -30,6 +30,7 @@ at the step it was on, and a finished phase leaves its marker: a re-run changes 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -361,6 +362,17 @@ def _first(ctx: InstallContext) -> list[Host]:
     return [ctx.inventory.first_control_plane]
 
 
+def _calico_host(ctx: InstallContext) -> list[Host]:
+    """Where calico is applied again: nowhere when the bundle carries no calico.yaml (built
+    without ``files``), so the cluster keeps the calico it runs."""
+    try:
+        cni.calico_member(ctx)
+    except InputError:
+        ctx.echo(f"cni: {ctx.bundle.path} carries no calico.yaml: calico stays as it runs")
+        return []
+    return _first(ctx)
+
+
 def phases() -> list[Phase]:
     """The upgrade, phase by phase, in the order they run."""
     return [
@@ -376,7 +388,7 @@ def phases() -> list[Phase]:
               steps=control_plane_steps),
         Phase(name="kubelet", short="each node: drain, kubelet + kubectl, restart, Ready, uncordon",
               groups=_kubelet_groups, steps=kubelet_steps),
-        cni.PHASE,
+        dataclasses.replace(cni.PHASE, hosts=_calico_host),
         Phase(name="upgrade-verify",
               short="the install's checks, and every kubelet and control-plane component at the release",
               hosts=_first, steps=verify_steps, parallel=False, marker=False, changes=False),

@@ -77,9 +77,16 @@ class NodeRelease:
         return [r for r in (self.kubelet, self.apiserver) if r]
 
 
+def _image_release(out: str) -> str | None:
+    """``1.25.0`` of ``image: harbor.site/google_containers/kube-apiserver:v1.25.0`` (the tag:
+    a registry address holds numbers too)."""
+    if "image:" not in out:
+        return None
+    return release_in(out.split("image:", 1)[1].strip().rpartition(":")[2])
+
+
 APISERVER_IMAGE: facts.Fact[str | None] = facts.Fact(
-    "apiserver-image", f"grep -m1 -E '^ *image: ' {APISERVER_MANIFEST} 2>/dev/null || true",
-    lambda out: release_in(out.split("image:", 1)[-1]) if "image:" in out else None)
+    "apiserver-image", f"grep -m1 -E '^ *image: ' {APISERVER_MANIFEST} 2>/dev/null || true", _image_release)
 
 
 def _read(ctx: InstallContext, host: Host) -> NodeRelease:

@@ -1,0 +1,84 @@
+"""``kubeferry upgrade`` reads what the site runs and refuses, in one line, what kubeadm's
+skew policy forbids or what cannot be meant; the plan shows kubeadm's order per host.
+Through the fake connection (EL nodes answering like an installed 1.24/1.25 cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from el_bundle import write_el_bundle
+from fake_node import FakeNode, el_answers
+
+from kubeferry.bundle.reader import Bundle
+from kubeferry.errors import InputError
+from kubeferry.installer import inventory, upgrade
+from kubeferry.installer.context import InstallContext, InstallOptions
+
+SITE = inventory.parse({
+    "cluster": {"controlPlaneEndpoint": "k8s-api.example.local:6443"},
+    "registry": "none",
+    "hosts": [{"name": "master1", "address": "192.168.40.180", "roles": ["control-plane"]},
+              {"name": "node1", "address": "192.168.40.183", "roles": ["worker"]}],
+})
+
+
+def context(tmp_path: Path, releases: dict[str, str | None], os_name: str = "el7") -> InstallContext:
+    """A 1.25.0 bundle (``os_name``) and nodes whose kubelet and API server run ``releases``."""
+    bundle, _ = write_el_bundle(tmp_path / "bundle", os_name)
+    nodes = {}
+    for host in SITE.hosts:
+        node = FakeNode(host, el_answers(address=host.address))
+        release = releases[host.name]
+        if release is not None:
+            node.answer(r"kubelet\.conf", f"yes\nKubernetes v{release}\n")
+        node.answer(r"kube-apiserver\.yaml",
+                    f"    image: 192.168.40.2/google_containers/kube-apiserver:v{release}\n")
+        nodes[host.name] = node
+    return InstallContext(inventory=SITE, bundle=Bundle.open(bundle),
+                          options=InstallOptions(plan=True, run_dir=tmp_path / "run"),
+                          connector=lambda host: nodes[host.name], echo=lambda line: None)
+
+
+def refusal(ctx: InstallContext) -> str:
+    with pytest.raises(InputError) as caught:
+        upgrade.check(ctx, upgrade.read_site(ctx))
+    assert "\n" not in str(caught.value)
+    return str(caught.value)
+
+
+def test_a_patch_or_the_next_minor_is_an_upgrade(tmp_path: Path) -> None:
+    ctx = context(tmp_path, {"master1": "1.24.9", "node1": "1.24.9"})
+    assert upgrade.check(ctx, upgrade.read_site(ctx)) == "1.24.9"
+
+
+def test_a_run_cut_short_resumes_from_where_the_nodes_are(tmp_path: Path) -> None:
+    ctx = context(tmp_path, {"master1": "1.25.0", "node1": "1.24.9"})
+    assert upgrade.check(ctx, upgrade.read_site(ctx)) == "1.24.9"
+
+
+def test_two_minors_at_once_are_refused_with_the_path(tmp_path: Path) -> None:
+    message = refusal(context(tmp_path, {"master1": "1.23.17", "node1": "1.23.17"}))
+    assert "the cluster runs 1.23.17, the bundle is 1.25.0" in message
+    assert "one minor release at a time" in message and "(1.23 -> 1.24 -> 1.25)" in message
+
+
+def test_an_older_bundle_is_refused(tmp_path: Path) -> None:
+    message = refusal(context(tmp_path, {"master1": "1.25.3", "node1": "1.25.3"}))
+    assert "the bundle is Kubernetes 1.25.0, older than the cluster's 1.25.3" in message
+    assert "does not downgrade" in message
+
+
+def test_nodes_at_releases_no_single_upgrade_explains_are_refused(tmp_path: Path) -> None:
+    message = refusal(context(tmp_path, {"master1": "1.24.9", "node1": "1.24.3"}))
+    assert "the nodes run different releases (1.24.3 on node1; 1.24.9 on master1)" in message
+
+
+def test_a_bundle_of_another_os_is_refused(tmp_path: Path) -> None:
+    message = refusal(context(tmp_path, {"master1": "1.24.9", "node1": "1.24.9"}, os_name="el8"))
+    assert "the bundle is for el8 amd64, master1 runs centos 7 x86_64" in message
+
+
+def test_a_node_outside_the_cluster_is_refused(tmp_path: Path) -> None:
+    message = refusal(context(tmp_path, {"master1": "1.24.9", "node1": None}))
+    assert message.startswith("node1: not part of a cluster")

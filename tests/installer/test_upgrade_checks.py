@@ -4,6 +4,7 @@ Through the fake connection (EL nodes answering like an installed 1.24/1.25 clus
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,47 @@ def test_a_bundle_of_another_os_is_refused(tmp_path: Path) -> None:
 def test_a_node_outside_the_cluster_is_refused(tmp_path: Path) -> None:
     message = refusal(context(tmp_path, {"master1": "1.24.9", "node1": None}))
     assert message.startswith("node1: not part of a cluster")
+
+
+def node_json(name: str, release: str, cordoned: bool = False) -> str:
+    return json.dumps({"metadata": {"name": name}, "spec": {"unschedulable": cordoned},
+                       "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                                  "nodeInfo": {"kubeletVersion": f"v{release}"}}})
+
+
+def test_the_plan_follows_kubeadms_order_per_host(tmp_path: Path) -> None:
+    ctx = context(tmp_path, {"master1": "1.24.9", "node1": "1.24.9"})
+    master = ctx.conn(SITE.first_control_plane)
+    for name in ("master1", "node1"):
+        master.answer(rf"get node {name} -o json", node_json(name, "1.24.9"))
+    phases = {phase.name: phase for phase in upgrade.phases()}
+    first = [step.describe for step in phases["control-plane"].steps(ctx, SITE.first_control_plane)]
+    assert first[0].startswith("yum install -y --disablerepo='*' --enablerepo=kubeferry kubeadm-1.25.0-0")
+    assert first[-2:] == ["kubeadm upgrade plan v1.25.0 (it must name v1.25.0)",
+                          "kubeadm upgrade apply v1.25.0 --yes"]
+    worker = SITE.hosts[1]
+    steps = [step.describe for step in phases["kubelet"].steps(ctx, worker)]
+    assert "kubeadm-1.25.0-0" in steps[0] and steps[1] == "yum versionlock add kubeadm"
+    assert steps[2] == "kubeadm upgrade node"
+    assert steps[3] == ("kubectl drain node1 --ignore-daemonsets --delete-emptydir-data --timeout=300s"
+                        " (on master1)")
+    assert "kubelet-1.25.0-0" in steps[4] and "kubectl-1.25.0-0" in steps[4]
+    assert steps[5] == "yum versionlock add kubectl kubelet"
+    assert steps[-3:] == ["systemctl daemon-reload && systemctl restart kubelet",
+                          "wait until node1 is Ready at v1.25.0", "kubectl uncordon node1 (on master1)"]
+    changing = ("yum install", "kubeadm upgrade", "systemctl restart")
+    assert not [c for c in master.commands + ctx.conn(worker).commands if c.startswith(changing)]
+
+
+def test_a_node_cut_short_after_its_packages_resumes_at_the_restart(tmp_path: Path) -> None:
+    ctx = context(tmp_path, {"master1": "1.25.0", "node1": "1.25.0"})
+    master, worker = ctx.conn(SITE.first_control_plane), ctx.conn(SITE.hosts[1])
+    master.answer(r"get node node1 -o json", node_json("node1", "1.24.9", cordoned=True))
+    installed = "".join(f"{name}\t0:1.25.0-0\n" for name in ("kubeadm", "kubelet", "kubectl"))
+    worker.answer(r"^rpm -q --qf", installed)
+    locks = "".join(f"0:{name}-1.25.0-0.*\n" for name in ("kubeadm", "kubelet", "kubectl"))
+    worker.answer(r"versionlock list", locks)
+    phase = {phase.name: phase for phase in upgrade.phases()}["kubelet"]
+    assert [step.describe for step in phase.steps(ctx, SITE.hosts[1])] == [
+        "systemctl daemon-reload && systemctl restart kubelet", "wait until node1 is Ready at v1.25.0",
+        "kubectl uncordon node1 (on master1)"]

@@ -252,9 +252,12 @@ def _node(ctx: InstallContext, name: str) -> dict[str, Any] | None:
     if not result.ok:
         return None
     try:
-        return json.loads(result.stdout)
+        found = json.loads(result.stdout)
     except ValueError:
         raise OperationError(f"`kubectl get node {name} -o json` printed no JSON") from None
+    if found.get("kind") == "List":  # a kubectl that lists even one object
+        found = (found.get("items") or [None])[0]
+    return found
 
 
 def _reported(node: dict[str, Any] | None) -> str | None:

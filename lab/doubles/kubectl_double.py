@@ -461,6 +461,10 @@ def cmd_get(session: Session, positional: list[str], extra: dict[str, Any]) -> N
         resource, name = resource.split("/", 1)
         names = [name]
     kind, items = select(session, resource, names)
+    if len(names) == 1 and session.output() in ("json", "yaml"):  # one object, not a List
+        item = strip(items[0])
+        out(json.dumps(item, indent=4) if session.output() == "json" else yaml.safe_dump(item, sort_keys=False))
+        return
     print_objects(session, kind, items)
 
 

@@ -96,6 +96,8 @@ def test_upgrade_apply_node_and_drain(lab: Lab, next_packages: Path, netns: str,
     pods = json.loads(kubectl(cp1, "get", "pods", "-n", "kube-system", "-o", "json").stdout)["items"]
     assert not [p for p in pods if p["spec"]["nodeName"] == "w1" and p["metadata"]["name"].startswith("coredns")]
     assert "SchedulingDisabled" in kubectl(cp1, "get", "nodes").stdout
+    one = json.loads(kubectl(cp1, "get", "node", "w1", "-o", "json").stdout)  # the object, not a List
+    assert one["kind"] == "Node" and one["spec"]["unschedulable"] is True
     worker.packages = next_packages
     node = worker.run("kubeadm", "upgrade", "node")
     assert node.returncode == 0 and "Skipping phase. Not a control plane node." in node.stdout, node.stderr

@@ -45,7 +45,8 @@ def _unschedulable(sc: scenario.Scenario, name: str) -> bool:
 
 
 def _kill_upgrade(run_dir: str) -> list[int]:
-    """SIGKILL the admin host's ``kubeferry.pyz upgrade`` of ``run_dir`` (by pid; what we started)."""
+    """SIGKILL the admin host's ``kubeferry.pyz upgrade`` of ``run_dir`` (by pid: what this test
+    started), as a lost admin host would end it."""
     killed = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -54,8 +55,8 @@ def _kill_upgrade(run_dir: str) -> list[int]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"upgrade" in argv and any(run_dir.encode() in arg for arg in argv) and any(
-                arg.endswith(b"kubeferry.pyz") for arg in argv):
+        # the kit's launcher, the interpreter it runs the kit in (pex), the nsenter around them
+        if b"upgrade" in argv and f"{scenario.ADMIN_SITE}/{run_dir}".encode() in argv:
             os.kill(int(entry.name), signal.SIGKILL)
             killed.append(int(entry.name))
     return killed

@@ -86,6 +86,11 @@ def install_command(bundle_path: Path, inventory_path: Path, only: str | None, s
         click.echo(json.dumps(plan_document(bundle, inventory_path, results), indent=2))
     else:
         _summary(results, run_dir)
+    raise_if_failed(results, run_dir)
+
+
+def raise_if_failed(results: list[HostResult], run_dir: Path) -> None:
+    """OperationError (exit 1) naming the first host that failed, its phase and its log."""
     failed = [r for r in results if r.status == "failed"]
     if failed:
         first = failed[0]

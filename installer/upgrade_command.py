@@ -11,10 +11,10 @@ import click
 
 from kubeferry.bundle.reader import Bundle
 from kubeferry.console import progress_bars
-from kubeferry.errors import InputError, OperationError
+from kubeferry.errors import InputError
 from kubeferry.installer import inventory as inventory_module
 from kubeferry.installer import upgrade
-from kubeferry.installer.commands import _report, _summary
+from kubeferry.installer.commands import _report, _summary, raise_if_failed
 from kubeferry.installer.context import InstallContext, InstallOptions
 from kubeferry.installer.workflow import run
 from kubeferry.outputs import probe_directory
@@ -70,10 +70,4 @@ def upgrade_command(bundle_path: Path, inventory_path: Path, plan: bool, forks: 
         finally:
             ctx.close()
     _summary(results, run_dir)
-    failed = [r for r in results if r.status == "failed"]
-    if failed:
-        first = failed[0]
-        raise OperationError(
-            f"{len(failed)} host(s) failed; first: {first.host} in phase {first.phase}:"
-            f" {first.detail} (log: {run_dir / (first.host + '.log')}); fix it and run the"
-            " same command again to resume")
+    raise_if_failed(results, run_dir)

@@ -127,3 +127,18 @@ def test_a_node_cut_short_after_its_packages_resumes_at_the_restart(tmp_path: Pa
     assert [step.describe for step in phase.steps(ctx, SITE.hosts[1])] == [
         "systemctl daemon-reload && systemctl restart kubelet", "wait until node1 is Ready at v1.25.0",
         "kubectl uncordon node1 (on master1)"]
+
+
+def test_workers_go_forks_at_a_time_after_the_control_planes(tmp_path: Path) -> None:
+    site = inventory.parse({
+        "cluster": {"controlPlaneEndpoint": "k8s-api.example.local:6443"}, "registry": "none",
+        "hosts": [{"name": "master1", "address": "192.168.40.180", "roles": ["control-plane"]},
+                  *({"name": f"node{i}", "address": f"192.168.40.18{i}", "roles": ["worker"]} for i in (1, 2, 3))],
+    })
+    bundle, _ = write_el_bundle(tmp_path / "bundle", "el7")
+    ctx = InstallContext(inventory=site, bundle=Bundle.open(bundle),
+                         options=InstallOptions(plan=True, forks=2, run_dir=tmp_path / "run"))
+    phase = {phase.name: phase for phase in upgrade.phases()}["kubelet"]
+    assert phase.groups is not None
+    groups = [([host.name for host in group.hosts], group.parallel) for group in phase.groups(ctx)]
+    assert groups == [(["master1"], False), (["node1", "node2"], True), (["node3"], True)]

@@ -133,7 +133,8 @@ def test_workers_go_forks_at_a_time_after_the_control_planes(tmp_path: Path) -> 
     site = inventory.parse({
         "cluster": {"controlPlaneEndpoint": "k8s-api.example.local:6443"}, "registry": "none",
         "hosts": [{"name": "master1", "address": "192.168.40.180", "roles": ["control-plane"]},
-                  *({"name": f"node{i}", "address": f"192.168.40.18{i}", "roles": ["worker"]} for i in (1, 2, 3))],
+                  *({"name": f"node{i}", "address": f"192.168.40.18{i}", "roles": ["worker"]}
+                    for i in (1, 2, 3))],
     })
     bundle, _ = write_el_bundle(tmp_path / "bundle", "el7")
     ctx = InstallContext(inventory=site, bundle=Bundle.open(bundle),

@@ -89,6 +89,37 @@ APISERVER_IMAGE: facts.Fact[str | None] = facts.Fact(
     "apiserver-image", f"grep -m1 -E '^ *image: ' {APISERVER_MANIFEST} 2>/dev/null || true", _image_release)
 
 
+def _manifest_tags(out: str) -> dict[str, str]:
+    """component -> image tag, from ``grep -H`` lines (``.../manifests/etcd.yaml:    image: REF``)."""
+    tags = {}
+    for line in out.splitlines():
+        path, _, image = line.partition(":")
+        if "image:" in image:
+            component = path.rsplit("/", 1)[-1].removesuffix(".yaml")
+            tags[component] = image.split("image:", 1)[1].strip().rpartition(":")[2]
+    return tags
+
+
+STATIC_POD_TAGS: facts.Fact[dict[str, str]] = facts.Fact(
+    "static-pod-tags", "grep -H -m1 -E '^ *image: ' /etc/kubernetes/manifests/*.yaml 2>/dev/null || true",
+    _manifest_tags)
+
+
+def _etcd_key(tag: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", tag))
+
+
+def control_plane_at_target(ctx: InstallContext, host: Host) -> bool:
+    """Every static pod manifest at the bundle's release (etcd at its etcd, or newer: kubeadm
+    never downgrades etcd). kubeadm rewrites etcd first: a run cut inside ``upgrade apply``
+    or ``upgrade node`` leaves a manifest behind, and the command runs again."""
+    tags = STATIC_POD_TAGS.read(ctx.conn(host))
+    if any(tags.get(component) != _version(ctx) for component in COMPONENTS):
+        return False
+    etcd = tags.get("etcd")
+    return etcd is None or _etcd_key(etcd) >= _etcd_key(ctx.bundle.image_set.etcd)
+
+
 def _read(ctx: InstallContext, host: Host) -> NodeRelease:
     node = NodeRelease(host)
     try:
@@ -214,8 +245,7 @@ def _command(name: str, ctx: InstallContext) -> str:
 def control_plane_steps(ctx: InstallContext, host: Host) -> list[Step]:
     """First control plane: kubeadm package, upgrade plan, upgrade apply; the others: kubeadm
     package, upgrade node. Nothing where the API server already runs the target."""
-    conn = ctx.conn(host)
-    if APISERVER_IMAGE.read(conn) == ctx.bundle.kubernetes:
+    if control_plane_at_target(ctx, host):
         return []
     steps = package_steps(ctx, host, ("kubeadm",))
     if host.name == ctx.inventory.first_control_plane.name:

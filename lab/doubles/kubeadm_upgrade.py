@@ -41,7 +41,7 @@ from kubeadm_double import (
     wait_for_kubelet,
 )
 
-COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")  # kubeadm's order
 KUBELET_SKEW = 2  # minors a kubelet may be behind the control plane (1.25's skew policy)
 FLAGS = {
     "--yes": "bool",

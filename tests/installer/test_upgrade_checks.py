@@ -35,6 +35,10 @@ def context(tmp_path: Path, releases: dict[str, str | None], os_name: str = "el7
             node.answer(r"kubelet\.conf", f"yes\nKubernetes v{release}\n")
         node.answer(r"kube-apiserver\.yaml",
                     f"    image: 192.168.40.2/google_containers/kube-apiserver:v{release}\n")
+        tags = {"etcd": "3.5.4-0", **{c: f"v{release}" for c in upgrade.COMPONENTS}}
+        node.answer(r"manifests/\*\.yaml", "".join(
+            f"/etc/kubernetes/manifests/{c}.yaml:    image: 192.168.40.2/google_containers/{c}:{tag}\n"
+            for c, tag in tags.items()))
         nodes[host.name] = node
     return InstallContext(inventory=SITE, bundle=Bundle.open(bundle),
                           options=InstallOptions(plan=True, run_dir=tmp_path / "run"),
@@ -113,6 +117,20 @@ def test_the_plan_follows_kubeadms_order_per_host(tmp_path: Path) -> None:
                           "wait until node1 is Ready at v1.25.0", "kubectl uncordon node1 (on master1)"]
     changing = ("yum install", "kubeadm upgrade", "systemctl restart")
     assert not [c for c in master.commands + ctx.conn(worker).commands if c.startswith(changing)]
+
+
+def test_a_control_plane_cut_short_inside_kubeadm_upgrade_runs_it_again(tmp_path: Path) -> None:
+    ctx = context(tmp_path, {"master1": "1.24.9", "node1": "1.24.9"})
+    first = ctx.conn(SITE.first_control_plane)
+    phase = {phase.name: phase for phase in upgrade.phases()}["control-plane"]
+    # kubeadm rewrote etcd's manifest and was cut before the API server's: apply again
+    first.answer(r"manifests/\*\.yaml", "/etc/kubernetes/manifests/etcd.yaml:    image: r/etcd:3.5.4-0\n"
+                 "/etc/kubernetes/manifests/kube-apiserver.yaml:    image: r/kube-apiserver:v1.24.9\n")
+    assert phase.steps(ctx, SITE.first_control_plane)[-1].describe == "kubeadm upgrade apply v1.25.0 --yes"
+    done = "".join(f"/etc/kubernetes/manifests/{c}.yaml:    image: r/{c}:v1.25.0\n"
+                   for c in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"))
+    first.answer(r"manifests/\*\.yaml", done)
+    assert phase.steps(ctx, SITE.first_control_plane) == []
 
 
 def test_a_node_cut_short_after_its_packages_resumes_at_the_restart(tmp_path: Path) -> None:

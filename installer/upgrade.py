@@ -23,8 +23,8 @@ order (kubernetes.io/docs/tasks/administer-cluster/kubeadm/kubeadm-upgrade/):
   changes) and ``verify`` (the install's checks, and every kubelet and control-plane
   component at the new release).
 
-Each phase's steps are computed from what the node says now (package versions, the
-manifests, the Node's version and ``spec.unschedulable``), so a run cut anywhere resumes
+Each phase's steps are computed from what the node says now (package versions, the static
+pod manifests' images, the Node's version and ``spec.unschedulable``), so a run cut anywhere resumes
 at the step it was on, and a finished phase leaves its marker: a re-run changes nothing.
 """
 

@@ -1,7 +1,8 @@
 """The lab's strict kubeadm double: checks what kubeadm 1.25 checks, fails like it, records all.
 
 Commands: init, join, token create/list, init phase upload-certs, config images list/pull,
-reset, version, upgrade plan/apply/node (kubeadm_upgrade.py). See docs/lab-doubles.md for what is modelled and what is not.
+reset, version, upgrade plan/apply/node (kubeadm_upgrade.py). See docs/lab-doubles.md for
+what is modelled and what is not.
 """
 
 from __future__ import annotations

@@ -362,7 +362,7 @@ def _wait_ready(ctx: InstallContext, host: Host) -> str:
 def _kubelet_groups(ctx: InstallContext) -> list[HostGroup]:
     """Control planes one at a time, then workers ``--forks`` at a time: a batch with a failed
     node stops the phase (the next batch would drain more of the cluster)."""
-    workers, forks = list(ctx.inventory.workers), max(1, ctx.options.forks)
+    workers, forks = list(ctx.inventory.workers), max(1, ctx.options.drain_batch)
     return [HostGroup(ctx.inventory.control_planes, parallel=False),
             *(HostGroup(workers[i:i + forks], parallel=True) for i in range(0, len(workers), forks))]
 

@@ -21,6 +21,8 @@ from kubeferry.outputs import probe_directory
 from kubeferry.signing import require_signed, verify_key_option
 from kubeferry.timeouts import timeout_options
 
+PARALLEL = 10  # hosts the other phases (distribute, images, ...) work on at once: install's default
+
 
 @click.command("upgrade")
 @click.option("--bundle", "bundle_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
@@ -49,8 +51,11 @@ def upgrade_command(bundle_path: Path, inventory_path: Path, plan: bool, forks: 
     run_dir = run_dir or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     probe_directory(run_dir, "--run-dir")
     phases = upgrade.phases()
-    options = InstallOptions(plan=plan, forks=forks, accept_new_host_keys=accept_new_host_keys,
-                             yes=yes, run_dir=run_dir, phases=tuple(p.name for p in phases))
+    # --forks is how many workers are drained at once; the other phases work on hosts in
+    # parallel as install does
+    options = InstallOptions(plan=plan, forks=max(forks, PARALLEL), drain_batch=forks,
+                             accept_new_host_keys=accept_new_host_keys, yes=yes, run_dir=run_dir,
+                             phases=tuple(p.name for p in phases))
     with progress_bars(quiet=plan) as bars:
         ctx = InstallContext(inventory=inventory, bundle=bundle, options=options,
                              progress_factory=lambda phase: lambda n: bars(phase, n, 0),

@@ -156,7 +156,7 @@ def test_workers_go_forks_at_a_time_after_the_control_planes(tmp_path: Path) -> 
     })
     bundle, _ = write_el_bundle(tmp_path / "bundle", "el7")
     ctx = InstallContext(inventory=site, bundle=Bundle.open(bundle),
-                         options=InstallOptions(plan=True, forks=2, run_dir=tmp_path / "run"))
+                         options=InstallOptions(plan=True, drain_batch=2, run_dir=tmp_path / "run"))
     phase = {phase.name: phase for phase in upgrade.phases()}["kubelet"]
     assert phase.groups is not None
     groups = [([host.name for host in group.hosts], group.parallel) for group in phase.groups(ctx)]

@@ -79,13 +79,18 @@ def install_command(bundle_path: Path, inventory_path: Path, only: str | None, s
                              progress_factory=lambda phase: lambda n: bars(phase, n, 0),
                              echo=lambda text: click.echo(text, err=as_json))
         try:
-            results = run(ctx, phases, report=(lambda result: None) if as_json else _report)
+            results = run(ctx, phases, report=(lambda result: None) if as_json else report)
         finally:
             ctx.close()
     if as_json:
         click.echo(json.dumps(plan_document(bundle, inventory_path, results), indent=2))
     else:
-        _summary(results, run_dir)
+        summary(results, run_dir)
+    raise_if_failed(results, run_dir)
+
+
+def raise_if_failed(results: list[HostResult], run_dir: Path) -> None:
+    """OperationError (exit 1) naming the first host that failed, its phase and its log."""
     failed = [r for r in results if r.status == "failed"]
     if failed:
         first = failed[0]
@@ -106,7 +111,8 @@ def plan_document(bundle: Bundle, inventory_path: Path, results: list[HostResult
     }
 
 
-def _report(result: HostResult) -> None:
+def report(result: HostResult) -> None:
+    """One line per host and phase as a run goes (what it would do, with --plan)."""
     if result.plan:
         for line in result.plan:
             click.echo(f"[{result.phase}] {result.host}: would {line}")
@@ -117,7 +123,8 @@ def _report(result: HostResult) -> None:
         click.echo(f"[{result.phase}] {result.host}: {result.status}{detail}")
 
 
-def _summary(results: list[HostResult], run_dir: Path) -> None:
+def summary(results: list[HostResult], run_dir: Path) -> None:
+    """The table of every host's phases at the end of a run, and where the logs are."""
     table: dict[str, dict[str, str]] = defaultdict(dict)
     phases: list[str] = []
     for result in results:

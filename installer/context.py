@@ -31,6 +31,7 @@ class InstallOptions:
     run_dir: Path = Path("runs")
     phases: tuple[str, ...] = ()  # the phases this run executes (empty: all)
     relay: str = "auto"  # distribute: "auto", "on" or "off" (installer/relay.py)
+    drain_batch: int = 1  # upgrade: workers drained and upgraded at a time (its --forks)
 
 
 class HostLog:

@@ -17,7 +17,7 @@ from kubeferry.installer import inventory as inventory_module
 from kubeferry.installer import remove_node, reset, site
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.inventory import Inventory
-from kubeferry.installer.workflow import HostResult
+from kubeferry.installer.commands import report
 
 
 def _site_options(command: Callable) -> Callable:
@@ -47,11 +47,6 @@ def _context(inventory: Inventory, forks: int, accept_new_host_keys: bool,
                         echo=lambda text: click.echo(text, err=True))
 
 
-def _phase_line(result: HostResult) -> None:
-    detail = f" ({result.detail})" if result.detail else ""
-    click.echo(f"[{result.phase}] {result.host}: {result.status}{detail}")
-
-
 @click.command("remove-node")
 @click.argument("name")
 @_site_options
@@ -65,7 +60,7 @@ def remove_node_command(name: str, inventory_path: Path, forks: int, accept_new_
         raise InputError(f"remove-node drains, deletes and resets {name}: pass --yes to confirm")
     ctx = _context(inventory, forks, accept_new_host_keys, run_dir)
     try:
-        results = remove_node.remove(ctx, name, click.echo, _phase_line)
+        results = remove_node.remove(ctx, name, click.echo, report)
     finally:
         ctx.close()
     failed = [r for r in results if r.status == "failed"]

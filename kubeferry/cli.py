@@ -28,16 +28,13 @@ def cli() -> None:
 def _register_commands() -> None:
     from kubeferry.bundler.commands import bundle
     from kubeferry.installer.commands import install_command, inventory_group
-    from kubeferry.installer.harbor_commands import harbor_group
-
-    cli.add_command(bundle)
-    cli.add_command(install_command)
-    cli.add_command(inventory_group)
-    cli.add_command(harbor_group)
     from kubeferry.installer.day2_commands import certs_group, remove_node_command, reset_command
-    cli.add_command(remove_node_command)
-    cli.add_command(reset_command)
-    cli.add_command(certs_group)
+    from kubeferry.installer.harbor_commands import harbor_group
+    from kubeferry.installer.upgrade_command import upgrade_command
+
+    for command in (bundle, install_command, inventory_group, harbor_group, upgrade_command,
+                    remove_node_command, reset_command, certs_group):
+        cli.add_command(command)
 
 
 def fail(message: str, code: int, prog: str = "kubeferry") -> None:

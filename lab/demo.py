@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--k8s", default="1.25.0")
     parser.add_argument("--ha", action="store_true", help="3 control planes + VIP + 1 worker")
+    parser.add_argument("--upgrade", action="store_true",
+                        help="HA, installed at --k8s, then `kubeferry upgrade` to each of --upgrade-to")
+    parser.add_argument("--upgrade-to", default="1.25.4,1.26.4",
+                        help="the releases --upgrade goes through, in order (default 1.25.4,1.26.4)")
     parser.add_argument("--no-harbor", action="store_true",
                         help="`registry: none`: no Harbor, every image by ctr import only")
     parser.add_argument("--keep", action="store_true", help="leave the lab up at the end")
@@ -43,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--os", default="debian12", choices=NODE_OSES, dest="os_name",
                         help="the nodes' OS and the bundle's (el8: Rocky 8 nodes, lab/el_root.py)")
     options = parser.parse_args(argv)
+    options.ha = options.ha or options.upgrade
     try:
         step("air-gap lab: nodes in network namespaces, no route out")
         site = scenario.site_up(options.name, 4 if options.ha else 3, log=print,
@@ -78,16 +83,46 @@ def _run(site: Site, work: Path, options: argparse.Namespace) -> int:
     step(f"admin host {sc.admin.address} (air-gapped): tar -xf {sc.bundle.name} "
          f"--occurrence {scenario.KIT}")
     print(f"{sc.kit()} ({sc.admin.run(['python3', '--version']).stdout.strip()}, no venv, no pip)")
-    for attempt, title in ((1, "python3 kubeferry.pyz install"),
-                           (2, "python3 kubeferry.pyz install again: nothing to do")):
+    runs = ((1, "python3 kubeferry.pyz install"), (2, "python3 kubeferry.pyz install again: nothing to do"))
+    for attempt, title in runs[:1] if options.upgrade else runs:
         step(f"admin host: {title}")
         result = sc.install(run_dir=f"run{attempt}")
         print(result.stdout)
         if result.returncode != 0:
             print(result.stderr, file=sys.stderr)
             return result.returncode
+    if options.upgrade:
+        code = _upgrades(sc, [v.strip() for v in options.upgrade_to.split(",") if v.strip()])
+        if code:
+            return code
     step("done")
     return 0
+
+
+def _upgrades(sc: scenario.Scenario, releases: list[str]) -> int:
+    """Each release in turn: its bundle built and carried in, ``upgrade --plan``, ``upgrade``;
+    the last one run again (nothing to change); every node's version at the end."""
+    for release in releases:
+        step(f"internet side: the bundle of {release}, carried onto the admin host")
+        bundle = sc.carry_bundle(release, log=print)
+        for args, title in ((("--plan",), "plan"), (("--yes",), "run")):
+            step(f"admin host: python3 kubeferry.pyz upgrade --bundle {bundle.rsplit('/', 1)[-1]} {args[0]}"
+                 f" ({title})")
+            result = sc.upgrade(bundle, *args, run_dir=f"upgrade-{release}-{title}")
+            print(result.stdout)
+            if result.returncode != 0:
+                print(result.stderr, file=sys.stderr)
+                return result.returncode
+    step("admin host: the last upgrade again: nothing to change")
+    again = sc.upgrade(bundle, "--yes", run_dir="upgrade-again")
+    print(again.stdout)
+    if again.returncode != 0:
+        print(again.stderr, file=sys.stderr)
+        return again.returncode
+    step("every node's version (kubectl get nodes on node1)")
+    nodes = sc.site.nodes[0].ssh("kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes -o wide")
+    print(nodes.stdout.rstrip())
+    return 0 if nodes.ok else 1
 
 
 if __name__ == "__main__":

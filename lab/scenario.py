@@ -24,6 +24,7 @@ from kubeferry.lab.admin_host import AdminHost
 from kubeferry.lab.harbor import HarborStandIn
 from kubeferry.lab.inventory import lab_inventory, write_inventory
 from kubeferry.lab.site import HARBOR_HOST, Site, up_retrying
+from kubeferry.lab.upstream_packages import has_reference_files
 
 # Debian packages for the bundle come from the real archive once, then from this cache.
 BUNDLE_CACHE = Path(os.environ.get("KUBEFERRY_LAB_BUNDLE_CACHE", "/var/cache/kubeferry-lab/bundle-cache"))
@@ -55,6 +56,30 @@ class Scenario:
             ["python3", self.kit(), "install", "--bundle", self.admin_bundle,
              "--inventory", self.admin_inventory, "--yes", "--run-dir", f"{ADMIN_SITE}/{run_dir}",
              *args], env=env, timeout=INSTALL_TIMEOUT)
+
+    def upgrade(self, admin_bundle: str, *args: str,
+                run_dir: str = "upgrade") -> subprocess.CompletedProcess[str]:
+        """``python3 kubeferry.pyz upgrade`` on the admin host (the kit of the installed bundle)."""
+        env = {PASSWORD_ENV: self.harbor.admin_password} if self.harbor is not None else {}
+        return self.admin.run(
+            ["python3", self.kit(), "upgrade", "--bundle", admin_bundle, "--inventory", self.admin_inventory,
+             "--run-dir", f"{ADMIN_SITE}/{run_dir}", *args], env=env, timeout=INSTALL_TIMEOUT)
+
+    def carry_bundle(self, kubernetes: str, log: Callable[[str], None] = lambda line: None) -> str:
+        """A bundle of another release, built against the stand-in upstream of that release and
+        carried onto the admin host; its path there. A release whose calico.yaml the lab has
+        no copy of is built without pinned files (docs/lab.md)."""
+        upstream = upstream_service.up(self.site, kubernetes, self.site.os, log=log)
+        out = self.work / f"bundles-{kubernetes}"
+        include = [] if has_reference_files(kubernetes) else ["--include", "kubeferry,images,packages"]
+        log(f"building the bundle of {kubernetes}")
+        subprocess.run([sys.executable, "-m", "kubeferry.cli", "bundle", "build", "--k8s", kubernetes,
+                        "--os", self.site.os, "--sources", str(upstream.sources_file), *include,
+                        "--cache-dir", str(BUNDLE_CACHE), "--output", str(out), "--quiet"],
+                       check=True, timeout=3600, stdin=subprocess.DEVNULL)
+        bundle = next(out.glob("*.tar"))
+        log(f"carrying {bundle.name} onto the air-gapped admin host ({self.admin.address})")
+        return self.admin.put(bundle, f"{ADMIN_HOME}/{bundle.name}")
 
     def kit(self) -> str:
         """``kubeferry.pyz`` on the admin host, extracted from the bundle with tar (once)."""

@@ -28,6 +28,7 @@ DEFAULT_INTERPRETER = f"{LIB}/bin/python3"
 SHARED_FILES = (
     "doublelib.py", "clustermodel.py", "config-schema.yaml", "README.md",
     "kubeadm_pki.py", "kubeadm_certs.py", "kubeadm_manifests.py", "kubeadm_net.py", "aes_gcm.py",
+    "kubeadm_upgrade.py",
     # the kubelet double runs the API server stand-in from the kube-apiserver static pod
     "apiserver_double.py", "apiserver_openapi.py", "apiserver-resources.yaml", "static_pods.py",
     "apiclient.py", "kubectl_nodes.py",

@@ -202,6 +202,16 @@ def _yum_repo(root: Path, versions: list[str], key: SigningKey) -> None:
     _replace_dir(root / kubernetes_path(versions[0], "rpm"), fill)
 
 
+def has_reference_files(kubernetes: str) -> bool:
+    """Whether the lab holds every pinned file of ``kubernetes`` (calico.yaml: only some releases)."""
+    try:
+        for name in pinned_files(kubernetes):
+            _reference_file(name, kubernetes)
+    except OperationError:
+        return False
+    return True
+
+
 def _reference_file(name: str, kubernetes: str) -> Path:
     directory = reference_dir()
     wanted = f"calico-{image_set(kubernetes).calico}.yaml" if name == CALICO else name

@@ -38,7 +38,7 @@ from kubeferry.lab.registry import Registry, free_port
 from kubeferry.lab.service_host import start_recorded
 from kubeferry.lab.static_http import LOOPBACK
 from kubeferry.lab.upstream import PROFILES, seed_upstream
-from kubeferry.lab.upstream_packages import lab_sources, make_tree
+from kubeferry.lab.upstream_packages import has_reference_files, lab_sources, make_tree
 from kubeferry.versions import image_set
 
 if TYPE_CHECKING:
@@ -170,7 +170,9 @@ def _start(site: Site, kubernetes: str, os_name: str, profile: str, log: Log) ->
     cgroups.create(group)
 
     log(f"building the stand-in package repositories for {kubernetes}")
-    tree = make_tree(root / "www", kubernetes, oses=[os_name])
+    # a release whose calico.yaml the lab has no copy of is served without pinned files: its
+    # bundles are built with --include kubeferry,images,packages (lab/scenario.py)
+    tree = make_tree(root / "www", kubernetes, oses=[os_name], files=has_reference_files(kubernetes))
 
     registry = Registry(root / "registry", addr=LOOPBACK, port=free_port(LOOPBACK))
     start_recorded(journal, str(group), registry.prepare(), log=registry.log_file,

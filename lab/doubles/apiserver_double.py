@@ -652,6 +652,8 @@ class Api:
             raise ApiError(403, "Forbidden", f'forbidden: User "system:anonymous" cannot {method.lower()} path "{path}"')
         if method == "GET" and DISCOVERY.fullmatch(path):
             return 200, self.discovery(path)
+        if EVICTION.fullmatch(path):
+            return evict(self.store, method, path, body, user)
         found = route(path)
         if found is None:
             raise not_found()
@@ -693,7 +695,7 @@ class Api:
         if not served:
             raise not_found()
         return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": served[0].group_version,
-                "resources": [r.discovery() for r in served]}
+                "resources": [r.discovery() for r in served] + subresources(group, version)}
 
     def resource(self, method: str, resource: Resource, found: Route, query: dict[str, str], headers: Any,
                  body: bytes, user: User) -> tuple[int, Any]:
@@ -771,6 +773,43 @@ class Api:
         if obj.get("kind") != resource.kind or obj.get("apiVersion") != resource.group_version:
             raise ApiError(400, "BadRequest", f"the API version in the data ({obj.get('apiVersion')}) does not "
                            f"match the expected API version ({resource.group_version})")
+
+
+# ---------------------------------------------------------------- drain: the pods/eviction subresource
+# What real kubectl's drain uses (k8s.io/kubectl/pkg/drain): discovery names pods/eviction
+# (kind Eviction, group policy, version v1), then one POST of a policy/v1 Eviction per pod,
+# which deletes the pod (no PodDisruptionBudget is modelled). Cordon is a PATCH of the Node's
+# spec.unschedulable and the pod list a fieldSelector on spec.nodeName: both generic above.
+
+EVICTION = re.compile(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/eviction")
+
+
+def subresources(group: str, version: str) -> list[dict[str, Any]]:
+    """The subresources discovery lists beside the resources of ``group/version``."""
+    if (group, version) != ("", "v1"):
+        return []
+    return [{"name": "pods/eviction", "singularName": "", "namespaced": True, "group": "policy",
+             "version": "v1", "kind": "Eviction", "verbs": ["create"]}]
+
+
+def evict(store: Store, method: str, path: str, body: bytes, user: User) -> tuple[int, Any]:
+    """POST .../pods/NAME/eviction with a policy/v1 (or v1beta1) Eviction: the pod deleted."""
+    namespace, name = EVICTION.fullmatch(path).groups()  # type: ignore[union-attr]
+    if method != "POST":
+        raise ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource"
+                       f" (pods/eviction {name})")
+    pods = store.find("", "v1", "pods")
+    if not allowed(user, "create", "pods/eviction", namespace, name) and not allowed(user, "delete", "pods",
+                                                                                     namespace, name):
+        raise forbidden(user, "create", pods, namespace, name)
+    eviction = Api.decode(body, "application/json")
+    if eviction.get("kind") != "Eviction" or eviction.get("apiVersion") not in ("policy/v1", "policy/v1beta1"):
+        raise ApiError(400, "BadRequest", f"the API version in the data ({eviction.get('apiVersion')}) does not "
+                       "match the expected API version (policy/v1)")
+    if (eviction.get("metadata") or {}).get("name", name) != name:
+        raise ApiError(400, "BadRequest", f"name in URL does not match name in Eviction object: {name}")
+    store.delete(pods, namespace, name, (eviction.get("deleteOptions") or {}).get("dryRun") == ["All"])
+    return 201, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}
 
 
 class ApiServer(ThreadingHTTPServer):

@@ -32,6 +32,13 @@ def members(state: dict[str, Any]) -> list[dict[str, Any]]:
     return [n for n in nodes(state) if not n.get("deleted")]
 
 
+def schedulable(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """The members new pods may land on: not cordoned (``kubectl cordon``/``drain``); all of
+    them when every one is cordoned (the pods are then Pending in a real cluster)."""
+    in_cluster = members(state)
+    return [n for n in in_cluster if not n.get("unschedulable")] or in_cluster
+
+
 def workloads(state: dict[str, Any]) -> list[dict[str, Any]]:
     """kube-system addons kubeadm installed plus every applied DaemonSet/Deployment/Pod."""
     result: list[dict[str, Any]] = []
@@ -73,6 +80,7 @@ def workloads(state: dict[str, Any]) -> list[dict[str, Any]]:
 def pods(state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """Every pod the cluster would run, each with the node it is on (no status yet)."""
     in_cluster = members(state)
+    placeable = schedulable(state)
     result: list[dict[str, Any]] = []
     for node in in_cluster:
         static = (beats.get(node["name"]) or {}).get("static_pods")
@@ -104,13 +112,12 @@ def pods(state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> list[dict[s
                 result.append(dict(base, name=name, node=node["name"]))
         elif load["kind"] == "Deployment" and in_cluster:
             template = _suffix(load["name"], *[c["image"] for c in load["containers"]], length=10)
-            schedulable = [n for n in in_cluster if not n.get("unschedulable")] or in_cluster
             for i in range(int(load.get("replicas", 1))):
-                node = schedulable[i % len(schedulable)]
+                node = placeable[i % len(placeable)]
                 name = f"{load['name']}-{template}-{_suffix(load['name'], str(i))}"
                 result.append(dict(base, name=name, node=node["name"]))
         elif load["kind"] == "Pod" and in_cluster:
-            result.append(dict(base, name=load["name"], node=in_cluster[0]["name"]))
+            result.append(dict(base, name=load["name"], node=placeable[0]["name"]))
     return result
 
 
@@ -175,11 +182,16 @@ def node_object(state: dict[str, Any], beats: dict[str, dict[str, Any]], node: d
     labels = {"kubernetes.io/hostname": node["name"], "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
     if node["role"] == "control-plane":
         labels["node-role.kubernetes.io/control-plane"] = ""
+    spec: dict[str, Any] = {}
+    if node.get("unschedulable"):
+        spec = {"unschedulable": True,
+                "taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": node["name"], "labels": labels,
                      "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(node["joined"]))},
+        "spec": spec,
         "status": {
             "conditions": [{"type": "Ready", "status": "True" if ready else "False",
                             "reason": "KubeletReady" if ready else "KubeletNotReady", "message": message}],

@@ -2,7 +2,8 @@
 
 Commands: init, join, token create/list, init phase upload-certs, config images list/pull,
 reset, version; certs check-expiration|renew and init phase certs apiserver / upload-config
-kubeadm (kubeadm_certs.py). See docs/lab-doubles.md for what is modelled and what is not.
+kubeadm (kubeadm_certs.py); upgrade plan/apply/node (kubeadm_upgrade.py). See
+docs/lab-doubles.md for what is modelled and what is not.
 """
 
 from __future__ import annotations
@@ -1701,8 +1702,15 @@ def cmd_version(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         raise Fail(f"error: invalid output format: {fmt}", 1)
 
 
+def cmd_upgrade(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
+    import kubeadm_upgrade  # it imports this module's helpers
+
+    kubeadm_upgrade.handle(env, argv, extra)
+
+
 COMMANDS = {
     "init": cmd_init,
+    "upgrade": cmd_upgrade,
     "join": cmd_join,
     "token": cmd_token,
     "reset": cmd_reset,

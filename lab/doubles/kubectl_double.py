@@ -64,6 +64,12 @@ GLOBAL = {
     "-l": "str",
     "--selector": "str",
     **kubectl_nodes.FLAGS,
+    "--ignore-daemonsets": "bool",
+    "--delete-emptydir-data": "bool",
+    "--delete-local-data": "bool",
+    "--force": "bool",
+    "--grace-period": "str",
+    "--disable-eviction": "bool",
 }
 WORKLOAD_KINDS = ("DaemonSet", "Deployment", "Pod")
 
@@ -384,9 +390,10 @@ def print_objects(session: Session, kind: str, items: list[dict[str, Any]]) -> N
             ]
             for item in items:
                 ready = item["status"]["conditions"][0]["status"] == "True"
+                cordoned = ",SchedulingDisabled" if (item.get("spec") or {}).get("unschedulable") else ""
                 row = [
                     item["metadata"]["name"],
-                    "Ready" if ready else "NotReady",
+                    ("Ready" if ready else "NotReady") + cordoned,
                     "control-plane" if item["_role"] == "control-plane" else "<none>",
                     age(item["_joined"]),
                     item["status"]["nodeInfo"]["kubeletVersion"] or "<unknown>",
@@ -454,6 +461,10 @@ def cmd_get(session: Session, positional: list[str], extra: dict[str, Any]) -> N
         resource, name = resource.split("/", 1)
         names = [name]
     kind, items = select(session, resource, names)
+    if len(names) == 1 and session.output() in ("json", "yaml"):  # one object, not a List
+        item = strip(items[0])
+        out(json.dumps(item, indent=4) if session.output() == "json" else yaml.safe_dump(item, sort_keys=False))
+        return
     print_objects(session, kind, items)
 
 
@@ -577,13 +588,89 @@ def cmd_cluster_info(session: Session, positional: list[str], extra: dict[str, A
     out(f"CoreDNS is running at {session.server}/api/v1/namespaces/kube-system/services/kube-dns:dns/proxy")
 
 
+# ---------------------------------------------------------------- cordon, uncordon, drain
+
+
+def _node_record(session: Session, name: str) -> dict[str, Any]:
+    for node in clustermodel.members(session.state):
+        if node["name"] == name:
+            return node
+    raise Fail(f'Error from server (NotFound): nodes "{name}" not found')
+
+
+def set_unschedulable(session: Session, name: str, value: bool) -> bool:
+    """spec.unschedulable of node ``name`` (a PATCH in real kubectl); whether it changed."""
+    if bool(_node_record(session, name).get("unschedulable")) == value:
+        return False
+    with session.env.state.update() as data:
+        for node in data.get("nodes", []):
+            if node["name"] == name and not node.get("reset"):
+                node["unschedulable"] = value
+    session.state = session.env.state.read()
+    return True
+
+
+def _one_node(positional: list[str], verb: str) -> str:
+    if len(positional) != 1:
+        raise Fail(f"error: USAGE: {verb} NODE [flags]\nSee 'kubectl {verb} -h' for help and examples", 1)
+    return positional[0].split("/", 1)[-1] if positional[0].startswith(("node/", "nodes/")) else positional[0]
+
+
+def cmd_cordon(session: Session, positional: list[str], extra: dict[str, Any]) -> None:
+    name = _one_node(positional, "cordon")
+    out(f"node/{name} {'cordoned' if set_unschedulable(session, name, True) else 'already cordoned'}")
+
+
+def cmd_uncordon(session: Session, positional: list[str], extra: dict[str, Any]) -> None:
+    name = _one_node(positional, "uncordon")
+    out(f"node/{name} {'uncordoned' if set_unschedulable(session, name, False) else 'already uncordoned'}")
+
+
+def cmd_drain(session: Session, positional: list[str], extra: dict[str, Any]) -> None:
+    """kubectl drain's filters (mirror pods skipped, DaemonSet pods refused without
+    --ignore-daemonsets, bare pods without --force), then each pod evicted: cordoned, the
+    model places its Deployment's pods on the other nodes."""
+    name = _one_node(positional, "drain")
+    cordoned = set_unschedulable(session, name, True)
+    out(f"node/{name} {'cordoned' if cordoned else 'already cordoned'}")
+    on_node = [p for p in clustermodel.pods(session.state, session.beats) if p["node"] == name]
+    daemons = [f"{p['namespace']}/{p['name']}" for p in on_node if p["owner"] == "DaemonSet"]
+    bare = [f"{p['namespace']}/{p['name']}" for p in on_node if p["owner"] == "Pod"]
+    problems = []
+    if daemons and not session.flags.get("--ignore-daemonsets"):
+        problems.append("cannot delete DaemonSet-managed Pods (use --ignore-daemonsets to ignore): "
+                        + ", ".join(daemons))
+    if bare and not session.flags.get("--force"):
+        problems.append("cannot delete Pods declare no controller (use --force to override): " + ", ".join(bare))
+    if problems:
+        joined = "; ".join(problems)
+        raise Fail(f'error: unable to drain node "{name}" due to error:{joined}, continuing command...\n'
+                   f"There are pending nodes to be drained:\n {name}\n{joined}")
+    if daemons:
+        sys.stderr.write(f"Warning: ignoring DaemonSet-managed Pods: {', '.join(daemons)}\n")
+    evicted = [p for p in on_node if p["owner"] in ("Deployment", "Pod")]
+    for pod in evicted:
+        out(f"evicting pod {pod['namespace']}/{pod['name']}")
+    now_on = {(p["namespace"], p["name"]) for p in clustermodel.pods(session.state, session.beats)
+              if p["node"] == name}
+    for pod in evicted:
+        if (pod["namespace"], pod["name"]) in now_on and pod["owner"] == "Deployment":
+            raise Fail(f"error: error when evicting pods/\"{pod['name']}\" -n \"{pod['namespace']}\" "
+                       "(will retry after 5s): no other schedulable node for its replica")
+        out(f"pod/{pod['name']} evicted")
+    extra["drained"] = name
+    out(f"node/{name} drained")
+
+
 COMMANDS = {
+    "cordon": cmd_cordon,
+    "uncordon": cmd_uncordon,
+    "drain": cmd_drain,
     "apply": cmd_apply,
     "get": cmd_get,
     "wait": cmd_wait,
     "run": cmd_run,
     "cluster-info": cmd_cluster_info,
-    "drain": kubectl_nodes.cmd_drain,
     "delete": kubectl_nodes.cmd_delete,
 }
 
@@ -591,7 +678,8 @@ COMMANDS = {
 def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     flags, positional = parse_flags(argv, GLOBAL)
     if not positional:
-        raise Fail("lab double: kubectl needs a command (apply, get, wait, run, version, cluster-info, drain, delete)", 1)
+        raise Fail("lab double: kubectl needs a command (apply, get, wait, run, version, cluster-info,"
+                   " cordon, uncordon, drain, delete node)", 1)
     command, rest = positional[0], positional[1:]
     extra["command"] = command
     if command == "version":
@@ -599,7 +687,8 @@ def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         return
     if command not in COMMANDS:
         raise Fail(
-            f"lab double: kubectl {command} is not modelled; supported: apply, get, wait, run, version, cluster-info, drain, delete node",
+            f"lab double: kubectl {command} is not modelled; supported: apply, get, wait, run, version,"
+            " cluster-info, cordon, uncordon, drain, delete node",
             1,
         )
     COMMANDS[command](Session(env, flags), rest, extra)

@@ -70,6 +70,20 @@ def static_pod_docs(env: Env, manifests: str) -> dict[str, dict[str, Any]]:
     return result
 
 
+def _release(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", version)[:3])
+
+
+def check_skew(env: Env) -> None:
+    """Double-only strictness: the version skew policy allows a kubelet at most the API server's
+    release (control planes first); a newer one is refused here instead of misbehaving later."""
+    cluster = str((env.state.read().get("init") or {}).get("kubernetesVersion") or "")
+    if cluster and _release(env.version) > _release(cluster):
+        raise Fail(f'E0000 run.go:74] "command failed" err="lab double: kubelet v{env.version} is newer than '
+                   f"the cluster's API server {cluster}: the version skew policy allows a kubelet at most the "
+                   'API server\'s release; upgrade the control plane first (kubeadm upgrade apply)"')
+
+
 class ApiReport:
     """This kubelet's Node and its pods in the API (through kubelet.conf), written on change.
 
@@ -84,6 +98,7 @@ class ApiReport:
         self.client: ApiClient | None = None
         self.written: dict[str, tuple[str, float]] = {}
         self.complaint = ""
+        self.cordon_written: bool | None = None  # spec.unschedulable as this kubelet last wrote it
 
     def objects(self, state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         record = next((n for n in state.get("nodes", []) if n["name"] == self.node and not n.get("reset")), None)
@@ -105,6 +120,8 @@ class ApiReport:
         try:
             if self.client is None:
                 self.client = ApiClient(conf, self.env.path("/var/lib/kubelet/pki"))
+            if self.adopt_cordon():
+                state = self.env.state.read()
             for collection, obj in self.objects(state, beats):
                 key, text = f"{collection}/{obj['metadata']['name']}", json.dumps(obj, sort_keys=True)
                 last, at = self.written.get(key, ("", 0.0))
@@ -113,11 +130,30 @@ class ApiReport:
                 code = self.client.upsert(collection, obj)
                 if code < 300:
                     self.written[key] = (text, time.time())
+                    if obj["kind"] == "Node":
+                        self.cordon_written = bool(obj["spec"].get("unschedulable"))
                 else:
                     self.say(f"{key}: HTTP {code}")
             self.complaint = ""
         except (ApiUnavailable, OSError, KeyError, StopIteration, ValueError) as error:
             self.say(str(error))
+
+    def adopt_cordon(self) -> bool:
+        """A cordon or uncordon made through the API (real kubectl's PATCH of spec.unschedulable)
+        since this kubelet last wrote its Node goes into the cluster model, so the pods move
+        as the scheduler would move them; whether it did."""
+        if self.client is None or self.cordon_written is None:
+            return False  # nothing written yet: the model's value is the one to report
+        code, current = self.client.request("GET", f"/api/v1/nodes/{self.node}")
+        value = bool((current.get("spec") or {}).get("unschedulable")) if code == 200 else self.cordon_written
+        if value == self.cordon_written:
+            return False
+        with self.env.state.update() as data:
+            for node in data.get("nodes", []):
+                if node["name"] == self.node and not node.get("reset"):
+                    node["unschedulable"] = value
+        log(f"node {'cordoned' if value else 'uncordoned'} through the API")
+        return True
 
     def say(self, complaint: str) -> None:
         if complaint != self.complaint:
@@ -151,6 +187,7 @@ def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         )
     node = str(flags.get("--hostname-override") or env.hostname).lower()
     extra["node_name"] = node
+    check_skew(env)
     manifests = str(config.get("staticPodPath") or "/etc/kubernetes/manifests")
     interval = float(env.setting("heartbeat_interval", 2))
     stop = {"now": False}

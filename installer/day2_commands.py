@@ -15,9 +15,9 @@ from kubeferry.errors import InputError, OperationError
 from kubeferry.installer import certs as certs_module
 from kubeferry.installer import inventory as inventory_module
 from kubeferry.installer import remove_node, reset, site
+from kubeferry.installer.commands import report
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.inventory import Inventory
-from kubeferry.installer.commands import report
 
 
 def _site_options(command: Callable) -> Callable:

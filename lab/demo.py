@@ -5,7 +5,8 @@
 2. ``kubeferry bundle build --os debian12 --sources lab-sources.yaml``: one bundle file.
 3. The air gap: three Debian 12 nodes (systemd, sshd, containerd) in network namespaces
    with no route out, a Harbor stand-in on .2, and the kubeadm/kubectl doubles
-   (``--os el8``: Rocky 8 nodes, and the bundle built against the EL stand-in upstream).
+   (``--os el8``: Rocky 8 nodes, ``--os el7``: CentOS 7.9 nodes, and the bundle built
+   against the EL stand-in upstream).
 4. The bundle file is carried onto the site's own admin host (.3, air-gapped too: a stock
    python3, ssh and tar, nothing else), ``kubeferry.pyz`` is extracted from it with tar, and
    ``python3 kubeferry.pyz install --bundle ... --inventory cluster.yaml --yes`` runs there:
@@ -41,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the lab up at the end")
     parser.add_argument("--name", default="demo", help="the lab site's name (default demo)")
     parser.add_argument("--os", default="debian12", choices=NODE_OSES, dest="os_name",
-                        help="the nodes' OS and the bundle's (el8: Rocky 8 nodes, lab/el_root.py)")
+                        help="the nodes' OS and the bundle's (el8: Rocky 8 nodes, el7: CentOS 7.9 "
+                        "nodes rebooted into kernel-ml; lab/el_root.py)")
     options = parser.parse_args(argv)
     try:
         step("air-gap lab: nodes in network namespaces, no route out")

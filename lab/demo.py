@@ -88,8 +88,33 @@ def _run(site: Site, work: Path, options: argparse.Namespace) -> int:
         if result.returncode != 0:
             print(result.stderr, file=sys.stderr)
             return result.returncode
+    step("the nodes now (read over SSH)")
+    for line in node_state(site):
+        print(line)
     step("done")
     return 0
+
+
+# What the install left on an EL node, in one line: firewalld, SELinux (config and runtime),
+# the Kubernetes packages, their repository's gpgcheck and their version locks, the kernel.
+_EL_STATE = r"""
+echo "firewalld $(systemctl is-active firewalld)/$(systemctl is-enabled firewalld 2>/dev/null);" \
+  "SELinux $(sed -n 's/^SELINUX=//p' /etc/selinux/config) in config, $(getenforce) at runtime;" \
+  "$(rpm -q kubeadm kubelet kubectl | tr '\n' ' ')" \
+  "from kubeferry.repo ($(grep '^gpgcheck' /etc/yum.repos.d/kubeferry.repo))," \
+  "locked: $(yum -q --disablerepo='*' versionlock list 2>/dev/null | tr '\n' ' ')" \
+  "kernel $(uname -r) (grub default $(grubby --default-kernel 2>/dev/null || echo -))"
+"""
+_DEB_STATE = r"""
+echo "$(dpkg-query -W -f '${Package} ${Version}, ' kubeadm kubelet kubectl)" \
+  "held: $(apt-mark showhold | tr '\n' ' ') kernel $(uname -r)"
+"""
+
+
+def node_state(site: Site) -> list[str]:
+    """One line per node saying what the install left there (the demo's last evidence)."""
+    script = _DEB_STATE if site.os == "debian12" else _EL_STATE
+    return [f"{node.name}: {node.ssh(script, check=False).stdout.strip()}" for node in site.nodes]
 
 
 if __name__ == "__main__":

@@ -330,6 +330,21 @@ def test_el7_kernel_ml_reboot_firewalld_and_faults(tmp_path: Path) -> None:
             assert node.ssh("systemctl is-active containerd kubelet").stdout.split() == ["active"] * 2
         assert connections.read_text() == ""  # the site's mirror was never contacted
 
+        # markers dropped, node preparation again: every step finds its work done (keys
+        # imported, packages at the bundle's versions and locked in dnf's form, kernel-ml booted)
+        for node in site.nodes:
+            node.ssh("rm -rf /var/lib/kubeferry/phases")
+        prep = sc.install("--only", "preflight,os,packages,kernel,containerd,images", run_dir="run-prep")
+        assert prep.returncode == 0, prep.stdout[-3000:] + prep.stderr
+        for node in site.nodes:
+            for phase in ("os", "packages", "kernel", "containerd", "images"):
+                assert f"[{phase}] {node.name}: ok" in prep.stdout, (phase, prep.stdout[-3000:])
+        ran = "".join(p.read_text() for p in sc.run_path("run-prep").glob("*.log"))
+        assert f"kernel {EL7_KERNEL_ML} is already >= 4.19.12" in ran
+        for changing in ("yum install", "rpm --import", "versionlock add", "grubby --set", "systemctl reboot",
+                         "systemctl restart", "mv -f", "ctr -n k8s.io images import"):
+            assert changing not in ran, changing
+
         # firewalld `open`: running, each node's roles' ports opened; a re-run changes nothing
         opened = _with_inventory(sc, "cluster-open.yaml", os={"firewalld": "open"})
         result = opened.install("--only", "os", run_dir="run-open")

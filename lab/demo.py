@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -60,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     except KubeferryError as error:
         print(f"demo: {error}", file=sys.stderr)
         return error.exit_code
+    except subprocess.CalledProcessError as error:  # the build said why, on its stderr
+        print(f"demo: kubeferry {' '.join(error.cmd[3:5])} failed (exit {error.returncode}),"
+              " its message above", file=sys.stderr)
+        return 1
     finally:
         if options.keep:
             print(f"lab left up: kubeferry-lab status --name {options.name}; work dir {work}")

@@ -62,9 +62,11 @@ def steps(ctx: InstallContext, host: Host) -> list[Step]:
     missing_ports = [p for p in ports if p not in _listed("ports").read(conn)]
     missing_protocols = [p for p in protocols if p not in _listed("protocols").read(conn)]
     planned = []
-    if missing_ports or missing_protocols:
-        args = [f"--add-port={p}" for p in missing_ports] + [f"--add-protocol={p}" for p in missing_protocols]
-        planned.append(Step(f"firewalld: open {' '.join(missing_ports + missing_protocols)}",
-                            "firewall-offline-cmd " + " ".join(shlex.quote(a) for a in args)
-                            + " >/dev/null"))
+    # one option kind per call: firewall-offline-cmd refuses --add-port beside --add-protocol
+    for option, missing in (("--add-port", missing_ports), ("--add-protocol", missing_protocols)):
+        if missing:
+            planned.append(Step(f"firewalld: open {' '.join(missing)}",
+                                "firewall-offline-cmd "
+                                + " ".join(shlex.quote(f"{option}={item}") for item in missing)
+                                + " >/dev/null"))
     return planned + operations.service(conn, SERVICE, enabled=True, running=True, restart=bool(planned))

@@ -195,7 +195,8 @@ BOOT_LOOP = ('echo $$ > "$1/cgroup.procs" && shift && while :; do "$@"; status=$
 
 
 def launch(node: Node, base: Path | str, cluster_state: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start the node's init in its namespaces; returns the launcher (``unshare``) process.
+    """Start the node's init in its namespaces; returns the launcher process (``BOOT_LOOP``,
+    which boots the node again after a reboot; ``find_init`` finds its current PID 1).
 
     ``base``: the overlay's lower directories (the base root, or ``<EL layer>:<base root>``).
 

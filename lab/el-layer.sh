@@ -53,7 +53,8 @@ echo '%_dbpath /var/lib/rpm' > "$root/etc/rpm/macros.kubeferry-lab-el"
 in_root systemctl disable chrony.service >/dev/null 2>&1 || true
 rm -f "$root/usr/lib/systemd/system/chrony.service" "$root/etc/default/chrony"
 cp "$root/etc/chrony/chrony.conf" "$root/etc/chrony.conf"
-# EL's command names: yum is dnf's (EL8; on EL7 too, yum 3 cannot be had), libraries of the stand-in rpms live in /usr/lib64.
+# EL's command names: yum is dnf's (EL8; on EL7 too: yum 3 cannot be had here); libraries
+# of the stand-in rpms live in /usr/lib64.
 ln -sf dnf "$root/usr/bin/yum"
 echo /usr/lib64 > "$root/etc/ld.so.conf.d/el-lib64.conf"
 mkdir -p "$root/usr/lib64"

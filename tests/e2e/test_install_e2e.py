@@ -372,6 +372,7 @@ def test_el7_kernel_ml_reboot_firewalld_and_faults(tmp_path: Path) -> None:
         assert worker.ssh("uname -r").stdout.strip() == "3.10.0-1160.el7.x86_64"
         worker.ssh("systemctl disable ssh.service >/dev/null 2>&1")  # no sshd at the next boot
         worker.ssh("rm -rf /var/lib/kubeferry/phases/kernel*")  # the phase checks the node again
+        worker.close()  # this session would not survive the reboot
         impatient = _with_inventory(sc, "cluster-reboot.yaml", os={"rebootTimeout": 20})
         started = time.monotonic()
         stuck = impatient.install("--only", "kernel", run_dir="run-stuck")

@@ -233,7 +233,7 @@ def test_el8_ha_three_control_planes_vip_one_worker(tmp_path: Path) -> None:
 # A site's own package mirror that accepts connections and never answers (the worst kind of
 # broken mirror: a client that reads it hangs): each connection is one line in its log.
 _HANGING_MIRROR = """
-import socket, sys, threading
+import socket, sys
 server = socket.create_server((sys.argv[1], 80))
 held = []
 while True:

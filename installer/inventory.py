@@ -19,6 +19,7 @@ from kubeferry.yamlfile import read_yaml
 
 ROLES = ("control-plane", "worker", "lb")
 PROXY_MODES = ("ipvs", "iptables")
+FIREWALLD_MODES = ("stopped", "open")
 APISERVER_PORT = 6443  # kube-apiserver's bindPort on every control plane
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # a DNS label, as kubelet wants
 # Harbor project names (FACTS.md)
@@ -159,10 +160,19 @@ class ClusterSettings:
 
 
 @dataclass(frozen=True)
+class NodeOSSettings:
+    """The inventory's ``os`` section: how the ``os`` and ``kernel`` phases treat the nodes."""
+
+    firewalld: str = "stopped"  # stopped (and disabled), or open: running, the roles' ports opened
+    reboot_timeout: float | None = None  # seconds; None: manifests/nodeprep.yaml's
+
+
+@dataclass(frozen=True)
 class Inventory:
     cluster: ClusterSettings
     registry: RegistrySettings | None
     hosts: tuple[Host, ...]
+    os: NodeOSSettings = NodeOSSettings()
     source: str = "inventory"
     warnings: tuple[str, ...] = field(default=(), compare=False)
 
@@ -345,6 +355,21 @@ def _cluster(reader: _Reader) -> ClusterSettings:
     return cluster
 
 
+def _node_os(reader: _Reader | None) -> NodeOSSettings:
+    if reader is None:
+        return NodeOSSettings()
+    firewalld = reader.get("firewalld", str, "stopped")
+    if firewalld not in FIREWALLD_MODES:
+        raise reader.fail("firewalld", f"{firewalld!r}: choose stopped (stopped and disabled) or open"
+                          " (running, with the ports of each node's roles opened)")
+    timeout = reader.get("rebootTimeout", (int, float))
+    if timeout is not None and not 0 < timeout <= 3600:
+        raise reader.fail("rebootTimeout", f"{timeout:g} is not a number of seconds in (0, 3600]")
+    reader.finish()
+    return NodeOSSettings(firewalld=firewalld,
+                          reboot_timeout=float(timeout) if timeout is not None else None)
+
+
 def _registry(data: Any, source: str) -> RegistrySettings | None:
     if data == "none":
         return None
@@ -402,8 +427,9 @@ def parse(data: Any, source: str = "inventory") -> Inventory:
     ssh = _ssh(top.child("ssh"), SSHSettings())
     top.used.add("hosts")
     hosts = _hosts(top.data.get("hosts"), ssh, source)
+    node_os = _node_os(top.child("os"))
     top.finish()
-    inventory = Inventory(cluster=cluster, registry=registry, hosts=hosts, source=source)
+    inventory = Inventory(cluster=cluster, registry=registry, hosts=hosts, os=node_os, source=source)
     return replace(inventory, warnings=tuple(check(inventory)))
 
 

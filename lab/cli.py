@@ -41,7 +41,7 @@ def cli() -> None:
 
 os_option = click.option("--os", "os_name", default="debian12", show_default=True,
                          help="The OS whose build lab-sources.yaml is written for (and, with "
-                              "'up', the nodes' OS: debian12 or el8).")
+                              "'up', the nodes' OS: debian12, el8 or el7).")
 profile_option = click.option("--profile", type=click.Choice(list(PROFILES)), default="tiny",
                               show_default=True, help="Stand-in image sizes.")
 

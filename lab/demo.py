@@ -5,7 +5,8 @@
 2. ``kubeferry bundle build --os debian12 --sources lab-sources.yaml``: one bundle file.
 3. The air gap: three Debian 12 nodes (systemd, sshd, containerd) in network namespaces
    with no route out, a Harbor stand-in on .2, and the kubeadm/kubectl doubles
-   (``--os el8``: Rocky 8 nodes, and the bundle built against the EL stand-in upstream).
+   (``--os el8``: Rocky 8 nodes, ``--os el7``: CentOS 7.9 nodes, and the bundle built
+   against the EL stand-in upstream).
 4. The bundle file is carried onto the site's own admin host (.3, air-gapped too: a stock
    python3, ssh and tar, nothing else), ``kubeferry.pyz`` is extracted from it with tar, and
    ``python3 kubeferry.pyz install --bundle ... --inventory cluster.yaml --yes`` runs there:
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the lab up at the end")
     parser.add_argument("--name", default="demo", help="the lab site's name (default demo)")
     parser.add_argument("--os", default="debian12", choices=NODE_OSES, dest="os_name",
-                        help="the nodes' OS and the bundle's (el8: Rocky 8 nodes, lab/el_root.py)")
+                        help="the nodes' OS and the bundle's (el8: Rocky 8 nodes, el7: CentOS 7.9 "
+                        "nodes rebooted into kernel-ml; lab/el_root.py)")
     options = parser.parse_args(argv)
     options.ha = options.ha or options.upgrade
     try:
@@ -63,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     except KubeferryError as error:
         print(f"demo: {error}", file=sys.stderr)
         return error.exit_code
+    except subprocess.CalledProcessError as error:  # the build said why, on its stderr
+        print(f"demo: kubeferry {' '.join(error.cmd[3:5])} failed (exit {error.returncode}),"
+              " its message above", file=sys.stderr)
+        return 1
     finally:
         if options.keep:
             print(f"lab left up: kubeferry-lab status --name {options.name}; work dir {work}")
@@ -95,6 +102,9 @@ def _run(site: Site, work: Path, options: argparse.Namespace) -> int:
         code = _upgrades(sc, [v.strip() for v in options.upgrade_to.split(",") if v.strip()])
         if code:
             return code
+    step("the nodes now (read over SSH)")
+    for line in node_state(site):
+        print(line)
     step("done")
     return 0
 
@@ -123,6 +133,28 @@ def _upgrades(sc: scenario.Scenario, releases: list[str]) -> int:
     nodes = sc.site.nodes[0].ssh("kubectl --kubeconfig /etc/kubernetes/admin.conf get nodes -o wide")
     print(nodes.stdout.rstrip())
     return 0 if nodes.ok else 1
+
+
+# What the install left on an EL node, in one line: firewalld, SELinux (config and runtime),
+# the Kubernetes packages, their repository's gpgcheck and their version locks, the kernel.
+_EL_STATE = r"""
+echo "firewalld $(systemctl is-active firewalld)/$(systemctl is-enabled firewalld 2>/dev/null);" \
+  "SELinux $(sed -n 's/^SELINUX=//p' /etc/selinux/config) in config, $(getenforce) at runtime;" \
+  "$(rpm -q kubeadm kubelet kubectl | tr '\n' ' ')" \
+  "from kubeferry.repo ($(grep '^gpgcheck' /etc/yum.repos.d/kubeferry.repo))," \
+  "locked: $(yum -q --disablerepo='*' versionlock list 2>/dev/null | tr '\n' ' ')" \
+  "kernel $(uname -r) (grub default $(grubby --default-kernel 2>/dev/null || echo -))"
+"""
+_DEB_STATE = r"""
+echo "$(dpkg-query -W -f '${Package} ${Version}, ' kubeadm kubelet kubectl)" \
+  "held: $(apt-mark showhold | tr '\n' ' ') kernel $(uname -r)"
+"""
+
+
+def node_state(site: Site) -> list[str]:
+    """One line per node saying what the install left there (the demo's last evidence)."""
+    script = _DEB_STATE if site.os == "debian12" else _EL_STATE
+    return [f"{node.name}: {node.ssh(script, check=False).stdout.strip()}" for node in site.nodes]
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@
 # BUILD_DIR holds upper/ work/ root/; OS_RELEASE_DIR the release files (etc/...) to copy in;
 # REPO_DIR the stand-in BaseOS repository (its comps @core is what dnf records as installed);
 # KEY_FILE the OS vendor's key; DEB... Debian packages to add (rpm, dnf, firewalld, ...).
+# Environment: RELEASEVER (the OS's $releasever), UNITS (units of the release files to enable).
 set -eu
+: "${RELEASEVER:?}" "${UNITS=}"
 base=$1 build=$2 release=$3 repo=$4 key=$5 python=$6
 shift 6
 root=$build/root
@@ -51,12 +53,17 @@ echo '%_dbpath /var/lib/rpm' > "$root/etc/rpm/macros.kubeferry-lab-el"
 in_root systemctl disable chrony.service >/dev/null 2>&1 || true
 rm -f "$root/usr/lib/systemd/system/chrony.service" "$root/etc/default/chrony"
 cp "$root/etc/chrony/chrony.conf" "$root/etc/chrony.conf"
-# EL's command names: yum is dnf's (EL8), libraries of the stand-in rpms live in /usr/lib64.
+# EL's command names: yum is dnf's (EL8; on EL7 too: yum 3 cannot be had here); libraries
+# of the stand-in rpms live in /usr/lib64.
 ln -sf dnf "$root/usr/bin/yum"
 echo /usr/lib64 > "$root/etc/ld.so.conf.d/el-lib64.conf"
 mkdir -p "$root/usr/lib64"
 
 # The release: os-release, redhat-release, system-release, the vendor's key and repositories.
+# A release that brings its own uname (el7: the booted kernel's release) diverts Debian's.
+if [ -e "$release/usr/bin/uname" ]; then
+  in_root dpkg-divert --quiet --local --rename --divert /usr/lib/kubeferry-lab/uname.real --add /usr/bin/uname
+fi
 cp -a --remove-destination "$release/." "$root/"
 rm -f "$root/etc/debian_version"
 
@@ -75,10 +82,11 @@ mount --bind -o ro "$repo" "$root/tmp/baseos"
 in_root /usr/libexec/platform-python /usr/bin/dnf -q -y --setopt=reposdir=/dev/null \
   --disablerepo='*' --repofrompath=baseos,file:///tmp/baseos --enablerepo=baseos \
   --setopt=baseos.gpgcheck=1 --setopt=tsflags=justdb --setopt=install_weak_deps=False \
-  --releasever=8 group install core
+  --releasever="$RELEASEVER" group install core
 umount "$root/tmp/baseos"
 rm -rf "$root/var/cache/dnf" "$root/var/log/dnf"* "$root/var/log/hawkey.log"
 
 # firewalld and chronyd are enabled and start at boot, as on EL.
-in_root systemctl enable firewalld.service chronyd.service
+# shellcheck disable=SC2086
+in_root systemctl enable firewalld.service chronyd.service $UNITS
 umount "$root/etc/resolv.conf"

@@ -1,5 +1,6 @@
 """The EL layer of the lab's EL nodes: an overlay layer over the shared Debian base root that
-makes a node read as Rocky Linux 8 to kubeferry, with real package management.
+makes a node read as Rocky Linux 8 (el8) or CentOS 7.9 (el7) to kubeferry, with real package
+management.
 
 ``ensure_el_layer("el8", base)`` builds it once into the lab cache (``el-layer.sh`` in a
 private mount namespace; the base root is never written): Debian's rpm, dnf and firewalld
@@ -7,7 +8,9 @@ installed for real, Debian's containerd and runc purged (a minimal EL has none: 
 containerd.io brings them), the release files (os-release, redhat-release, system-release,
 the vendor key and repositories), ``/etc/selinux/config`` enforcing, and an rpm database at
 EL's ``/var/lib/rpm`` holding comps @core and its closure, recorded by dnf from the stand-in
-BaseOS (``lab/el_upstream.py``) with ``tsflags=justdb``. A node boots from
+BaseOS (``lab/el_upstream.py``) with ``tsflags=justdb``. el7 adds the boot loader: the grubby
+stand-in (``grubby_standin.py``), GRUB's files, and a unit that makes the default entry's kernel
+the node's release at each boot (its ``uname``). A node boots from
 ``lowerdir=<layer>:<base>``.
 """
 
@@ -57,6 +60,8 @@ def layer_path(os_name: str, base: Path, cache: Path | None = None) -> Path:
     script = resources.files("kubeferry.lab").joinpath(SCRIPT).read_bytes()
     digest = hashlib.sha256(b"\0".join([
         base.name.encode(), script, Path(__file__).read_bytes(),
+        *(resources.files("kubeferry.lab").joinpath(program).read_bytes()
+          for program in _node(os_name).get("programs", {}).values()),
         el_upstream.recipe_digest(os_name).encode()])).hexdigest()[:16]
     return (cache or paths.cache_dir()) / f"{os_name}-layer-{digest}"
 
@@ -114,9 +119,18 @@ def _build(os_name: str, base: Path, repos: Path, target: Path) -> None:
             os.symlink(points_to, release / relative)
         (release / node["key_file"]).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(key, release / node["key_file"])
+        for relative, program in node.get("programs", {}).items():  # lab programs (grubby)
+            source = resources.files("kubeferry.lab").joinpath(program).read_text()
+            (release / relative).parent.mkdir(parents=True, exist_ok=True)
+            (release / relative).write_text(f"#!{INTERPRETER}\n" + source.split("\n", 1)[1])
+            os.chmod(release / relative, 0o755)
+        for relative in node.get("executables", []):
+            os.chmod(release / relative, 0o755)
         script = resources.files("kubeferry.lab").joinpath(SCRIPT)
         with resources.as_file(script) as script_path:
-            proc.run(["unshare", "--mount", "--propagation", "private", "sh", str(script_path),
+            proc.run(["env", f"RELEASEVER={node['releasever']}",
+                      f"UNITS={' '.join(node.get('units', []))}",
+                      "unshare", "--mount", "--propagation", "private", "sh", str(script_path),
                       str(base), str(build), str(release), str(repo_dir), str(key), INTERPRETER,
                       *layer_debs(os_name)], timeout=BUILD_TIMEOUT)
     shutil.rmtree(build / "work", ignore_errors=True)

@@ -1,5 +1,6 @@
 """The EL operating-system repositories of the lab's upstream stand-in (Rocky 8's BaseOS and
-AppStream, Docker CE's containerd.io), written as rpm-md trees under their real URL paths.
+AppStream, CentOS 7.9's os/updates/extras, Docker CE's containerd.io, ELRepo's kernel-ml),
+written as rpm-md trees under their real URL paths.
 
 Real sites build against dl.rockylinux.org and download.docker.com, which this machine
 cannot reach. ``make_el_repos(root, "el8")`` writes stand-ins of them from
@@ -8,7 +9,8 @@ epoch, version and release, AutoReqProv off, the real Requires/Provides/Obsolete
 payload taken from Debian's builds of the same programs (``apt-get download``, cached), every
 rpm signed with the vendor's stand-in key (rpmsign), ``createrepo_c`` metadata in gzip
 (EL7's yum reads nothing else) with comps (@core, the "Minimal Install" environment) and
-AppStream's modules.yaml, ``repomd.xml.asc``, and each key at its real URL's path.
+AppStream's modules.yaml, ``repomd.xml.asc``, and each key at its real URL's path. For el7:
+CentOS 7.9's os, updates and extras, Docker CE's el7 repository and ELRepo's kernel-ml.
 
 The tree is ``<root>/mirror/<host><path>`` for each upstream URL; ``mirror_url`` maps an
 upstream URL to where the package server serves it.
@@ -79,6 +81,7 @@ class RpmPackage:
     files: dict[str, dict[str, str]] = field(default_factory=dict)
     dirs: list[str] = field(default_factory=list)
     pre: str | None = None  # the %pre scriptlet (haproxy's user)
+    posttrans: str | None = None  # the %posttrans scriptlet (kernel-ml's grubby call)
     module: str | None = None
 
     @classmethod
@@ -91,7 +94,8 @@ class RpmPackage:
                    obsoletes=list(entry.get("obsoletes", [])),
                    conflicts=list(entry.get("conflicts", [])),
                    files=dict(entry.get("files") or {}), dirs=list(entry.get("dirs", [])),
-                   pre=entry.get("pre"), module=entry.get("module"))
+                   pre=entry.get("pre"), posttrans=entry.get("posttrans"),
+                   module=entry.get("module"))
 
     @property
     def filename(self) -> str:
@@ -194,8 +198,9 @@ def _spec(repo: str, items: list[RpmPackage], trees: dict[str, Path], work: Path
             lines += [f"{tag}: {value}" for value in values]
         lines += [f"%description -n {package.name}",
                   f"Stand-in of {package.name} for the kubeferry air-gap lab.", ""]
-        if package.pre:
-            lines += [f"%pre -n {package.name}", package.pre.rstrip(), ""]
+        for scriptlet, body in (("pre", package.pre), ("posttrans", package.posttrans)):
+            if body:
+                lines += [f"%{scriptlet} -n {package.name}", body.rstrip(), ""]
         parts.append("\n".join(lines))
         for directory in package.dirs:
             install.append(f"mkdir -p %{{buildroot}}{directory}")

@@ -24,6 +24,9 @@ elif [ -d "/lib/modules/$(uname -r)" ]; then
 fi
 
 mount -t proc proc "$root/proc"
+# A boot id of this boot: the kernel's is the host's, the same for every node and every reboot.
+cat /proc/sys/kernel/random/uuid > "$dir/boot_id"
+mount --bind "$dir/boot_id" "$root/proc/sys/kernel/random/boot_id"
 
 # sysfs read-only, as container managers give it. /sys/class becomes a tmpfs holding
 # bind mounts of every real class plus a dmi/id of the node's own (product_uuid: kubeadm

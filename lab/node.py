@@ -186,8 +186,17 @@ def builtin_modules() -> list[str] | None:
     return [entry["path"] for entry in table.values() if entry["config"] in enabled]
 
 
+# The launcher: into the node's cgroup, then boot the node; again when it rebooted. A PID 1
+# that calls reboot(2) in its pid namespace is killed by SIGHUP (halt and poweroff: SIGINT), and
+# unshare dies of the same signal; only then is the node booted again (new PID 1, new boot id,
+# the same disk). Any other end (SIGKILL from `down` or a test, a failed boot) ends the launcher.
+BOOT_LOOP = ('echo $$ > "$1/cgroup.procs" && shift && while :; do "$@"; status=$?; '
+             '[ "$status" -eq 129 ] || exit "$status"; echo "kubeferry-lab: rebooting"; done')
+
+
 def launch(node: Node, base: Path | str, cluster_state: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start the node's init in its namespaces; returns the launcher (``unshare``) process.
+    """Start the node's init in its namespaces; returns the launcher process (``BOOT_LOOP``,
+    which boots the node again after a reboot; ``find_init`` finds its current PID 1).
 
     ``base``: the overlay's lower directories (the base root, or ``<EL layer>:<base root>``).
 
@@ -200,8 +209,7 @@ def launch(node: Node, base: Path | str, cluster_state: Path | None = None) -> s
         local_script = Path(node.directory) / INIT_SCRIPT
         shutil.copyfile(script_path, local_script)
     argv = [
-        "sh", "-c", 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"', "kubeferry-lab-node",
-        node.cgroup,
+        "sh", "-c", BOOT_LOOP, "kubeferry-lab-node", node.cgroup,
         "nsenter", f"--net=/run/netns/{node.netns}",
         "unshare", "--mount", "--uts", "--ipc", "--pid", "--cgroup", "--fork", "--kill-child",
         "sh", str(local_script), str(base), node.directory, node.name,
@@ -214,16 +222,40 @@ def launch(node: Node, base: Path | str, cluster_state: Path | None = None) -> s
         )
 
 
+def find_init(launcher_pid: int) -> int | None:
+    """The host pid of the node's PID 1 under the launcher (the descendant that is pid 1 of
+    its own pid namespace), or None while there is none (starting, between two boots)."""
+    pending = [launcher_pid]
+    for _depth in range(4):  # launcher shell -> unshare -> PID 1
+        children = []
+        for pid in pending:
+            try:
+                children += [int(c) for c in
+                             Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+            except OSError:
+                continue
+        for child in children:
+            try:
+                status = Path(f"/proc/{child}/status").read_text()
+            except OSError:
+                continue
+            nspids = next((line.split()[1:] for line in status.splitlines()
+                           if line.startswith("NSpid:")), [])
+            if len(nspids) > 1 and nspids[-1] == "1":
+                return child
+        pending = children
+    return None
+
+
 def init_pid(node: Node, launcher_pid: int, timeout: float = 10.0) -> int:
-    """The host pid of the node's PID 1: the launcher's only child."""
-    children_file = Path(f"/proc/{launcher_pid}/task/{launcher_pid}/children")
+    """The host pid of the node's PID 1."""
     found: list[int] = []
 
     def forked() -> bool:
-        try:
-            found[:] = [int(pid) for pid in children_file.read_text().split()]
-        except OSError:
+        if not Path(f"/proc/{launcher_pid}").exists():
             return True  # the launcher is gone: reported below
+        pid = find_init(launcher_pid)
+        found[:] = [pid] if pid is not None else []
         return bool(found)
 
     proc.wait_until(forked, timeout, interval=0.02)

@@ -31,7 +31,7 @@ DEFAULT_NAME = "lab"
 DEFAULT_REGISTRY_NAME = "harbor.lab"  # the Harbor stand-in's name at .2, as images spell it
 DEFAULT_SUBNET = "10.88.0.0/24"
 DEFAULT_OS = "debian12"  # the base root's own OS
-NODE_OSES = (DEFAULT_OS, "el8")
+NODE_OSES = (DEFAULT_OS, "el8", "el7")
 OTHER_SUBNETS_FROM = "10.88.1.0/24"  # other sites keep clear of the default lab's subnet
 ADMIN_HOST = 1  # this machine on the bridge: the internet side, where bundles are built
 HARBOR_HOST = 2
@@ -416,12 +416,26 @@ class Site:
                 return resource
         return {}
 
+    def _current_init(self, member: Node) -> dict:
+        """The node's init record, brought up to date when the node rebooted (its launcher
+        booted it again: another PID 1, lab/node.py BOOT_LOOP)."""
+        record = self._init_record(member)
+        if record.get("pid") and proc.is_same_process(record["pid"], record.get("started")):
+            return record
+        launcher = next((r for r in self.journal.resources if (r["kind"], r.get("node"), r.get("role"))
+                         == ("process", member.name, "launcher")), {})
+        if record and launcher.get("pid") and proc.is_same_process(launcher["pid"], launcher.get("started")):
+            pid = node.find_init(launcher["pid"])
+            if pid is not None:
+                self._record_pid(record, pid)
+        return record
+
     def init_pid(self, member: Node) -> int | None:
         """The admin-host pid of a node's PID 1 (systemd), for tests that crash a node."""
-        return self._init_record(member).get("pid")
+        return self._current_init(member).get("pid")
 
     def _init_alive(self, member: Node) -> bool:
-        record = self._init_record(member)
+        record = self._current_init(member)
         return bool(record.get("pid")) and proc.is_same_process(record["pid"], record["started"])
 
     def _write_known_hosts(self) -> None:
@@ -440,6 +454,7 @@ class Site:
     def _teardown(self) -> None:
         for member in self.nodes:
             member.close()
+            self._current_init(member)  # a rebooted node's PID 1 is another process
         errors = []
         for resource in reversed(list(self.journal.resources)):
             try:

@@ -113,10 +113,16 @@ def steps(ctx: InstallContext, host: Host) -> list[Step]:
         ctx.log(host)(f"kernel: {why}")
         return []
     install, target_release = install_steps(ctx, host)
-    timeout = data()["kernel"]["reboot_timeout"]
-    return [*install, Step(f"reboot ({REBOOT}), wait up to {timeout} s for SSH with a new boot id,"
+    timeout = _reboot_timeout(ctx)
+    return [*install, Step(f"reboot ({REBOOT}), wait up to {timeout:g} s for SSH with a new boot id,"
                            f" then check uname -r >= {target_release}",
                            run=lambda: _reboot(ctx, host, target_release))]
+
+
+def _reboot_timeout(ctx: InstallContext) -> float:
+    """The inventory's ``os.rebootTimeout``, else manifests/nodeprep.yaml's."""
+    configured = ctx.inventory.os.reboot_timeout
+    return configured if configured is not None else float(data()["kernel"]["reboot_timeout"])
 
 
 def _reboot(ctx: InstallContext, host: Host, target_release: str) -> str:
@@ -125,7 +131,7 @@ def _reboot(ctx: InstallContext, host: Host, target_release: str) -> str:
     old_boot = facts.BOOT_ID.read(conn)
     conn.run(REBOOT)
     conn.close()
-    wait_for_reboot(ctx, host, old_boot, float(settings["reboot_timeout"]), float(settings["reboot_poll"]))
+    wait_for_reboot(ctx, host, old_boot, _reboot_timeout(ctx), float(settings["reboot_poll"]))
     running = facts.KERNEL.read(conn)
     if not new_enough(running, target_release.split("-", 1)[0]):
         raise OperationError(f"{host.name}: booted {running}, not {target_release}: check the"

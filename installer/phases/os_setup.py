@@ -1,7 +1,7 @@
 """Phase ``os``: the kernel and OS settings kubeadm and kube-proxy need (runbook 000 1.1).
 
-Swap off (now and in /etc/fstab), SELinux permissive (EL), firewalld stopped and disabled
-(see nodeprep.yaml for why not port by port), kernel modules and sysctls now and at boot,
+Swap off (now and in /etc/fstab), SELinux permissive (EL), firewalld stopped and disabled or
+opened per the inventory (``installer/firewall.py``), kernel modules and sysctls now and at boot,
 /etc/hosts entries for the nodes, the API endpoint name and Harbor (one marked block),
 and chrony against the first control plane when chrony is already on the node (else the
 ``packages`` phase installs and configures it). Module availability is checked first: a
@@ -14,7 +14,7 @@ import ipaddress
 import re
 
 from kubeferry.errors import OperationError
-from kubeferry.installer import facts, operations, timesync
+from kubeferry.installer import facts, firewall, operations, timesync
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.inventory import Host
 from kubeferry.installer.operations import MissingModules, Step
@@ -112,7 +112,7 @@ def steps(ctx: InstallContext, host: Host) -> list[Step]:
     planned = _swap(conn) if kubernetes else []
     if platform(ctx.bundle.os).is_rpm:
         planned += _selinux(conn)
-    planned += operations.service(conn, settings["firewall_service"], enabled=False, running=False)
+    planned += firewall.steps(ctx, host)
     planned += modules
     if kubernetes:
         planned += operations.sysctl(conn, dict(settings["sysctl"]), settings["sysctl_file"])
@@ -127,7 +127,8 @@ def steps(ctx: InstallContext, host: Host) -> list[Step]:
 
 def inputs(ctx: InstallContext, host: Host) -> object:
     """The site data this phase writes from: /etc/hosts, modules, chrony's peers."""
-    return [hosts_lines(ctx), module_names(ctx), host.is_kubernetes_node, timesync.site_inputs(ctx)]
+    return [hosts_lines(ctx), module_names(ctx), host.is_kubernetes_node, timesync.site_inputs(ctx),
+            ctx.inventory.os.firewalld, firewall.wanted(ctx, host)]
 
 
 PHASE = Phase(

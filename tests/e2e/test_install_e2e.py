@@ -6,20 +6,25 @@ of the site meanwhile (the air-gap counter stays at 0)."""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
 import pytest
+import yaml
 
 from kubeferry.bundle.reader import Bundle
-from kubeferry.lab import scenario
+from kubeferry.lab import node as node_module
+from kubeferry.lab import scenario, upstream_service
 from kubeferry.lab.double_state import ClusterRecord
+from kubeferry.lab.inventory import write_inventory
 from kubeferry.lab.kubectl_release import kubectl_binary
 from kubeferry.lab.site import Site
 from kubeferry.lab.upstream_packages import reference_dir
@@ -223,3 +228,158 @@ def test_el8_ha_three_control_planes_vip_one_worker(tmp_path: Path) -> None:
             assert {"kubeadm-0:1.25.0-0.*", "kubelet-0:1.25.0-0.*", "kubectl-0:1.25.0-0.*"} <= set(locks)
         for node in site.nodes[:3]:
             assert node.ssh("systemctl is-active haproxy keepalived").stdout.split() == ["active"] * 2
+
+
+# A site's own package mirror that accepts connections and never answers (the worst kind of
+# broken mirror: a client that reads it hangs): each connection is one line in its log.
+_HANGING_MIRROR = """
+import socket, sys
+server = socket.create_server((sys.argv[1], 80))
+held = []
+while True:
+    connection, peer = server.accept()
+    held.append(connection)
+    with open(sys.argv[2], "a") as log:
+        log.write(f"{peer[0]}\\n")
+"""
+EL7_KERNEL_ML = "4.19.12-1.el7.elrepo.x86_64"
+
+
+def _boot_id(node) -> str:
+    return node.ssh("cat /proc/sys/kernel/random/boot_id").stdout.strip()
+
+
+def _reboot_and_wait(node, timeout: float = 120.0) -> None:
+    """Reboot a lab node for real and wait for SSH with a new boot id."""
+    old = _boot_id(node)
+    node.ssh("nohup sh -c 'sleep 1; systemctl reboot' >/dev/null 2>&1 &")
+    node.close()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        try:
+            if _boot_id(node) not in ("", old):
+                return
+        except Exception:  # noqa: BLE001 - the node is between boots
+            node.close()
+    raise AssertionError(f"{node.name} did not come back within {timeout} s")
+
+
+def _with_inventory(sc: scenario.Scenario, name: str, **sections) -> scenario.Scenario:
+    """The scenario with an inventory that adds ``sections`` (put on the admin host as ``name``)."""
+    data = yaml.safe_load(sc.inventory.read_text())
+    data.update(sections)
+    local = write_inventory(sc.work / name, data)
+    return dataclasses.replace(sc, admin_inventory=sc.admin.put(local, f"{scenario.ADMIN_SITE}/{name}"))
+
+
+def test_el7_kernel_ml_reboot_firewalld_and_faults(tmp_path: Path) -> None:
+    """CentOS 7.9 nodes (real rpm, dnf as yum, firewalld; grub's files and a real reboot) and a
+    bundle built against the el7 stand-in upstream: every phase, kernel-ml and the reboot into
+    it included; the nodes' own repositories (CentOS's mirrorlist, and a site mirror that
+    accepts connections and never answers) are never read. Then the faults: a repository
+    signed by another key than the bundle's, firewalld `open` per the inventory, and a node
+    that never comes back from the kernel phase's reboot."""
+    with _site("c", 2, os_name="el7") as site:
+        mirror_host = site.add_host("mirror", 4)
+        connections = tmp_path / "mirror-connections"
+        connections.touch()
+        mirror_host.start([sys.executable, "-c", _HANGING_MIRROR, mirror_host.address, str(connections)],
+                          log=tmp_path / "mirror.log",
+                          ready=lambda: node_module.port_open(mirror_host.address, 80))
+        old_boots = {}
+        for node in site.nodes:
+            assert node.ssh("uname -r").stdout.strip() == "3.10.0-1160.el7.x86_64"
+            assert "CentOS Linux release 7.9.2009 (Core)" in node.ssh("cat /etc/redhat-release").stdout
+            node.ssh(f"printf '[site-base]\\nname=site mirror\\nbaseurl=http://{mirror_host.address}"
+                     "/centos/7/os/x86_64/\\nenabled=1\\ngpgcheck=1\\n' > /etc/yum.repos.d/site.repo")
+            old_boots[node.name] = _boot_id(node)
+            # this machine's SSH sessions would outlive the reboot: the rebooted node's RST to
+            # a session its new boot never knew would count as a packet trying to leave
+            node.close()
+        sc = scenario.prepare(site, tmp_path)
+        assert Bundle.open(sc.bundle).metadata["os"] == "el7"
+
+        # a repository whose signature is not the key the sources name: the build refuses it
+        upstream = upstream_service.up(site, "1.25.0", "el7")  # the one prepare started
+        sources = yaml.safe_load(Path(upstream.sources_file).read_text())
+        sources["repositories"]["docker-ce-gpgkey"] = sources["repositories"]["elrepo-gpgkey"]
+        wrong = tmp_path / "wrong-key-sources.yaml"
+        wrong.write_text(yaml.safe_dump(sources))
+        refused = subprocess.run(
+            [sys.executable, "-m", "kubeferry.cli", "bundle", "build", "--k8s", "1.25.0", "--os", "el7",
+             "--include", "packages", "--sources", str(wrong), "--cache-dir", str(tmp_path / "cache"),
+             "--output", str(tmp_path / "refused")], capture_output=True, text=True, timeout=600)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert "docker-ce" in refused.stderr and "Traceback" not in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+
+        _check_install(sc, ["node1"], ["node2"])
+        for node in site.nodes:
+            assert node.ssh("uname -r").stdout.strip() == EL7_KERNEL_ML
+            assert _boot_id(node) != old_boots[node.name]
+            assert node.ssh("grubby --default-kernel").stdout.strip() == f"/boot/vmlinuz-{EL7_KERNEL_ML}"
+            assert node.ssh("rpm -q kernel-ml").stdout.strip() == f"kernel-ml-{EL7_KERNEL_ML}"
+            assert node.ssh("systemctl is-active firewalld", check=False).stdout.strip() == "inactive"
+            assert node.ssh("systemctl is-enabled firewalld", check=False).stdout.strip() == "disabled"
+            assert "SELINUX=permissive" in node.ssh("cat /etc/selinux/config").stdout.split()
+            assert "gpgcheck=1" in node.ssh("cat /etc/yum.repos.d/kubeferry.repo").stdout.split()
+            installed = node.ssh("rpm -q kubeadm kubelet kubectl containerd.io container-selinux").stdout
+            assert installed.split() == ["kubeadm-1.25.0-0.x86_64", "kubelet-1.25.0-0.x86_64",
+                                         "kubectl-1.25.0-0.x86_64", "containerd.io-1.6.22-3.1.el7.x86_64",
+                                         "container-selinux-2.119.2-1.911c772.el7_8.noarch"]
+            locks = node.ssh("yum -q --disablerepo='*' versionlock list").stdout.split()
+            assert {"kubeadm-0:1.25.0-0.*", "kubelet-0:1.25.0-0.*", "kubectl-0:1.25.0-0.*"} <= set(locks)
+            assert node.ssh("systemctl is-active containerd kubelet").stdout.split() == ["active"] * 2
+        # the site's mirror was never contacted by a node (only by its own readiness probe, from .1)
+        assert set(connections.read_text().split()) <= {site.admin_address}, connections.read_text()
+
+        # markers dropped, node preparation again: every step finds its work done (keys
+        # imported, packages at the bundle's versions and locked in dnf's form, kernel-ml booted)
+        for node in site.nodes:
+            node.ssh("rm -rf /var/lib/kubeferry/phases")
+        prep = sc.install("--only", "preflight,os,packages,kernel,containerd,images", run_dir="run-prep")
+        assert prep.returncode == 0, prep.stdout[-3000:] + prep.stderr
+        for node in site.nodes:
+            for phase in ("os", "packages", "kernel", "containerd", "images"):
+                assert f"[{phase}] {node.name}: ok" in prep.stdout, (phase, prep.stdout[-3000:])
+        ran = "".join(p.read_text() for p in sc.run_path("run-prep").glob("*.log"))
+        assert f"kernel {EL7_KERNEL_ML} is already >= 4.19.12" in ran
+        for changing in ("yum install", "rpm --import", "versionlock add", "grubby --set", "systemctl reboot",
+                         "systemctl restart", "mv -f", "ctr -n k8s.io images import"):
+            assert changing not in ran, changing
+
+        # firewalld `open`: running, each node's roles' ports opened; a re-run changes nothing
+        opened = _with_inventory(sc, "cluster-open.yaml", os={"firewalld": "open"})
+        result = opened.install("--only", "os", run_dir="run-open")
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+        assert "firewalld: open" in result.stdout
+        for node, expected in ((site.node("node1"), "6443/tcp"), (site.node("node2"), "30000-32767/tcp")):
+            assert node.ssh("systemctl is-active firewalld").stdout.strip() == "active"
+            assert node.ssh("systemctl is-enabled firewalld").stdout.strip() == "enabled"
+            ports = node.ssh("firewall-cmd --list-ports").stdout.split()
+            assert expected in ports and "179/tcp" in ports and "4789/udp" in ports, ports
+            assert "ipencap" in node.ssh("firewall-cmd --list-protocols").stdout.split()
+        assert "6443/tcp" not in site.node("node2").ssh("firewall-cmd --list-ports").stdout.split()
+        again = opened.install("--only", "os", run_dir="run-open2")
+        assert again.returncode == 0 and ": changed" not in again.stdout, again.stdout[-3000:]
+        _check_air_gap_held(sc)
+
+        # a node that never comes back from the kernel phase's reboot fails, naming it, in time
+        worker = site.node("node2")
+        worker.ssh("grubby --set-default /boot/vmlinuz-3.10.0-1160.el7.x86_64")
+        _reboot_and_wait(worker)
+        assert worker.ssh("uname -r").stdout.strip() == "3.10.0-1160.el7.x86_64"
+        worker.ssh("systemctl disable ssh.service >/dev/null 2>&1")  # no sshd at the next boot
+        worker.ssh("rm -rf /var/lib/kubeferry/phases/kernel*")  # the phase checks the node again
+        worker.close()  # this session would not survive the reboot
+        impatient = _with_inventory(sc, "cluster-reboot.yaml", os={"rebootTimeout": 20})
+        started = time.monotonic()
+        stuck = impatient.install("--only", "kernel", run_dir="run-stuck")
+        assert stuck.returncode == 1, stuck.stdout[-3000:]
+        assert "node2: did not come back within 20 s" in stuck.stdout + stuck.stderr
+        assert time.monotonic() - started < 180
+        assert not node_module.port_open(worker.address, 22)  # booted, without sshd
+        subprocess.run(["nsenter", "-t", str(site.init_pid(worker)), "-a", "systemctl", "start", "ssh"],
+                       check=True, timeout=60)
+        assert worker.ssh("uname -r").stdout.strip() == EL7_KERNEL_ML

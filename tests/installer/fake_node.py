@@ -1,8 +1,9 @@
 """A stand-in for an SSH connection: answers the installer's fact commands as a given node
 would (EL7, EL8, ...), records every command, and changes nothing anywhere.
 
-Used through the InstallContext seam (``connector``) for ``--plan`` tests of OS paths the
-lab cannot run (EL nodes). Unknown commands fail the test loudly.
+Used through the InstallContext seam (``connector``) for parsing and ``--plan`` output only:
+what the EL path's commands do is checked on the lab's EL nodes (tests/e2e). Unknown commands
+fail the test loudly.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ def test_example_is_valid() -> None:
     assert inv.host("node2").ssh.port == 2222 and inv.host("node1").ssh.port == 22
     assert inv.registry.repository == "harbor.example.local/google_containers"
     assert inv.cluster.endpoint_port == 8443 and not inv.warnings  # haproxy beside apiserver
+    assert inv.os.firewalld == "stopped" and inv.os.reboot_timeout is None
 
 
 def _set(path: str, value):
@@ -68,6 +69,10 @@ def _set(path: str, value):
     (_set("hosts.0.roles", ["master"]), ["hosts[0].roles"]),
     (_set("hosts.0.name", "Master_1"), ["hosts[0].name"]),
     (_set("hosts.4.ssh", {"prot": 22}), ["hosts[4].ssh.prot"]),
+    (_set("os.firewalld", False), ["os.firewalld", "must be a str"]),  # YAML's bare `off`
+    (_set("os.firewalld", "opened"), ["os.firewalld", "stopped", "open"]),
+    (_set("os.rebootTimeout", 0), ["os.rebootTimeout", "(0, 3600]"]),
+    (_set("os.reboot", 60), ["os.reboot", "unknown key"]),
 ])
 def test_bad_inventories(mutate, words: list[str]) -> None:
     with pytest.raises(InputError) as error:

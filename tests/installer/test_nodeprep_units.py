@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-import pytest
 from el_bundle import armored, key_id, public_key_packet
 from fake_node import FakeNode
 
@@ -91,38 +90,11 @@ def test_marked_block_is_added_replaced_and_then_left_alone() -> None:
     assert repaired[-4:] == ["x", "# END kubeferry", "b", "c"]
 
 
-def test_marked_block_writes_only_when_it_differs() -> None:
-    import hashlib
-
-    text = operations.with_block("127.0.0.1 localhost\n", "kubeferry", ["10.0.0.11 n1"])
-    same = node((r"^cat /etc/hosts", "127.0.0.1 localhost\n"),
-                (r"^sha256sum /etc/hosts", hashlib.sha256(text.encode()).hexdigest() + "  /etc/hosts\n"))
-    assert operations.marked_block(same, "/etc/hosts", "kubeferry", ["10.0.0.11 n1"]) == []
-    other = node((r"^cat /etc/hosts", "127.0.0.1 localhost\n"), (r"^sha256sum", ("", 1)))
-    (step,) = operations.marked_block(other, "/etc/hosts", "kubeferry", ["10.0.0.11 n1"])
-    assert step.stdin == text.encode() and "mv -f" in step.command
-
-
 def test_fstab_swap_lines_commented_once() -> None:
     fstab = "/dev/sda1 / ext4 defaults 0 1\n/swap.img none swap sw 0 0\n#/dev/sdb2 none swap sw 0 0\n"
     once = os_setup.without_swap(fstab)
     assert once == "/dev/sda1 / ext4 defaults 0 1\n#/swap.img none swap sw 0 0\n#/dev/sdb2 none swap sw 0 0\n"
     assert os_setup.without_swap(once) == once
-
-
-def test_modules_refuse_a_kernel_without_them_before_any_step() -> None:
-    conn = node((r"^for m in", "br_netfilter\t0\t\nip_vs\t1\tmodprobe: FATAL: Module ip_vs not found \n"))
-    with pytest.raises(operations.MissingModules) as raised:
-        operations.modules(conn, ["br_netfilter", "ip_vs"], "/etc/modules-load.d/kubeferry.conf")
-    assert raised.value.missing == ["ip_vs"]
-    assert conn.commands == [facts.module_states(["br_netfilter", "ip_vs"]).command]
-
-
-def test_modules_load_only_what_is_not_loaded() -> None:
-    conn = node((r"^for m in", "br_netfilter\t0\t\noverlay\t0\tinsmod /x/overlay.ko \n"),
-                (r"^sha256sum", ("", 1)))
-    steps = operations.modules(conn, ["br_netfilter", "overlay"], "/etc/modules-load.d/k.conf")
-    assert [step.describe for step in steps] == ["write /etc/modules-load.d/k.conf", "modprobe overlay"]
 
 
 # -- rpm key ids ----------------------------------------------------------------------------------

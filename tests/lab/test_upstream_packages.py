@@ -133,7 +133,10 @@ def test_lab_sources_remaps_only_what_the_lab_stands_in_for() -> None:
     el7 = lab_sources("1.25.3", "el7", url, REGISTRY)["repositories"]
     assert el7["kubernetes"] == f"{url}/core:/stable:/v1.25/rpm"
     assert el7["kubernetes-gpgkey"] == f"{url}/core:/stable:/v1.25/rpm/repodata/repomd.xml.key"
-    assert el7["el7-os"] == "https://vault.centos.org/7.9.2009/os/x86_64"
+    assert el7["el7-os"] == f"{url}/mirror/vault.centos.org/7.9.2009/os/x86_64"  # stood in too
+    assert el7["elrepo-kernel"] == f"{url}/mirror/mirrors.coreix.net/elrepo-archive-archive/kernel/el7/x86_64"
+    el9 = lab_sources("1.25.3", "el9", url, REGISTRY)["repositories"]
+    assert el9["el9-baseos"] == "https://dl.rockylinux.org/pub/rocky/9/BaseOS/x86_64/os"  # real
 
 
 def test_static_server_serves_ranges_and_nothing_outside_its_root(tmp_path: Path) -> None:

@@ -11,6 +11,8 @@
    python3, ssh and tar, nothing else), ``kubeferry.pyz`` is extracted from it with tar, and
    ``python3 kubeferry.pyz install --bundle ... --inventory cluster.yaml --yes`` runs there:
    every phase, then the same command again, which finds everything done.
+   ``--upgrade``: an HA site; the worker removed (``remove-node``) and joined again
+   (``install``), then ``upgrade`` to each release of ``--upgrade-to`` with its own bundle.
 5. The last line: how many packets any lab host tried to send out of the site (every lab
    namespace counts and refuses them, lab/airgap.py); not 0 fails the demo.
 Everything started is stopped at the end (``--keep`` leaves the lab up to look around).
@@ -99,7 +101,8 @@ def _run(site: Site, work: Path, options: argparse.Namespace) -> int:
             print(result.stderr, file=sys.stderr)
             return result.returncode
     if options.upgrade:
-        code = _upgrades(sc, [v.strip() for v in options.upgrade_to.split(",") if v.strip()])
+        code = (_worker_removed_and_added(sc, site.nodes[-1].name)
+                or _upgrades(sc, [v.strip() for v in options.upgrade_to.split(",") if v.strip()]))
         if code:
             return code
     step("the nodes now (read over SSH)")
@@ -107,6 +110,24 @@ def _run(site: Site, work: Path, options: argparse.Namespace) -> int:
         print(line)
     step("done")
     return 0
+
+
+def _admin_step(sc: scenario.Scenario, title: str, command: str, *args: str, run_dir: str) -> int:
+    step(f"admin host: {title}")
+    result = sc.kubeferry(command, *args, run_dir=run_dir)
+    print(result.stdout)
+    if result.returncode != 0:
+        print(result.stderr, file=sys.stderr)
+    return result.returncode
+
+
+def _worker_removed_and_added(sc: scenario.Scenario, worker: str) -> int:
+    """Day 2 membership: ``remove-node`` drains, resets and deletes the worker and updates the
+    others; the next ``install`` (the worker still in the inventory) joins it again."""
+    return (_admin_step(sc, f"python3 kubeferry.pyz remove-node {worker}", "remove-node", worker, "--yes",
+                        run_dir="remove-node")
+            or _admin_step(sc, f"python3 kubeferry.pyz install: {worker} joins again", "install",
+                           "--bundle", sc.admin_bundle, "--yes", run_dir="rejoin"))
 
 
 def _upgrades(sc: scenario.Scenario, releases: list[str]) -> int:

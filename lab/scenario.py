@@ -49,21 +49,22 @@ class Scenario:
     admin_inventory: str
     split: bool = False  # carried as parts (``bundle split``), read in place from the parts
 
-    def install(self, *args: str, run_dir: str = "run") -> subprocess.CompletedProcess[str]:
-        """``python3 kubeferry.pyz install`` on the admin host (Harbor password via env)."""
+    def kubeferry(self, command: str, *args: str, run_dir: str = "run") -> subprocess.CompletedProcess[str]:
+        """``python3 kubeferry.pyz COMMAND ... --inventory cluster.yaml`` on the admin host
+        (the kit of the installed bundle; Harbor's password via env)."""
         env = {PASSWORD_ENV: self.harbor.admin_password} if self.harbor is not None else {}
         return self.admin.run(
-            ["python3", self.kit(), "install", "--bundle", self.admin_bundle,
-             "--inventory", self.admin_inventory, "--yes", "--run-dir", f"{ADMIN_SITE}/{run_dir}",
-             *args], env=env, timeout=INSTALL_TIMEOUT)
+            ["python3", self.kit(), command, *args, "--inventory", self.admin_inventory,
+             "--run-dir", f"{ADMIN_SITE}/{run_dir}"], env=env, timeout=INSTALL_TIMEOUT)
+
+    def install(self, *args: str, run_dir: str = "run") -> subprocess.CompletedProcess[str]:
+        """``python3 kubeferry.pyz install`` with the scenario's bundle."""
+        return self.kubeferry("install", "--bundle", self.admin_bundle, "--yes", *args, run_dir=run_dir)
 
     def upgrade(self, admin_bundle: str, *args: str,
                 run_dir: str = "upgrade") -> subprocess.CompletedProcess[str]:
-        """``python3 kubeferry.pyz upgrade`` on the admin host (the kit of the installed bundle)."""
-        env = {PASSWORD_ENV: self.harbor.admin_password} if self.harbor is not None else {}
-        return self.admin.run(
-            ["python3", self.kit(), "upgrade", "--bundle", admin_bundle, "--inventory", self.admin_inventory,
-             "--run-dir", f"{ADMIN_SITE}/{run_dir}", *args], env=env, timeout=INSTALL_TIMEOUT)
+        """``python3 kubeferry.pyz upgrade`` to the bundle at ``admin_bundle`` on the admin host."""
+        return self.kubeferry("upgrade", "--bundle", admin_bundle, *args, run_dir=run_dir)
 
     def carry_bundle(self, kubernetes: str, log: Callable[[str], None] = lambda line: None) -> str:
         """A bundle of another release, built against the stand-in upstream of that release and

@@ -3,7 +3,9 @@
 The packages carry the real names, versions and dependency wiring (``standin_packages.yaml``)
 so kubeferry's packages phase installs them like the real ones; their programs are the
 lab's doubles from ``lab/doubles/``, with the release's image row baked in
-(``release.yaml``), so nothing on a node imports kubeferry.
+(``release.yaml``), so nothing on a node imports kubeferry. The kubectl package holds the
+real kubectl of the release's minor (``kubectl_release.kubectl_binary``; a minor without a
+pinned kubectl gets the nearest pinned one, which kubectl's ±1 minor skew allows).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import yaml
 
 from kubeferry.errors import InputError, OperationError
+from kubeferry.lab.kubectl_release import kubectl_binary, releases
 from kubeferry.versions import image_set
 
 DOUBLES = Path(__file__).resolve().parent / "doubles"
@@ -30,7 +33,7 @@ SHARED_FILES = (
     "kubeadm_pki.py", "kubeadm_manifests.py", "kubeadm_net.py", "aes_gcm.py",
     # the kubelet double runs the API server stand-in from the kube-apiserver static pod
     "apiserver_double.py", "apiserver_openapi.py", "apiserver-resources.yaml", "static_pods.py",
-    "apiclient.py",
+    "apiclient.py", "apiserver_streams.py", "kubelet_pods.py",
 )
 BUILD_TIMEOUT = 300
 
@@ -91,6 +94,13 @@ def release_row(version: str) -> dict[str, str]:
     }
 
 
+def real_kubectl(version: str) -> Path:
+    """The verified official kubectl for ``version``: its minor's, else the nearest pinned minor's."""
+    wanted = _key(_minor(version))
+    minor = min(releases(), key=lambda m: (abs(_key(m)[1] - wanted[1]), _key(m)))
+    return kubectl_binary(minor)
+
+
 def stage(name: str, version: str, root: Path, interpreter: str = DEFAULT_INTERPRETER) -> list[str]:
     """Lay out package ``name``'s files under ``root``; returns the installed paths it owns."""
     spec = metadata()["packages"][name]
@@ -112,6 +122,12 @@ def stage(name: str, version: str, root: Path, interpreter: str = DEFAULT_INTERP
             link.symlink_to(os.path.relpath(libdir / program, link.parent))
             owned.append(target)
         owned.append(f"{LIB}/{name}")
+    if spec.get("real_kubectl"):
+        path = root / spec["real_kubectl"].lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(real_kubectl(version), path)
+        path.chmod(0o755)
+        owned.append(spec["real_kubectl"])
     for target, source in (spec.get("files") or {}).items():
         path = root / target.lstrip("/")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +187,9 @@ def build_debs(version: str, out_dir: Path, interpreter: str = DEFAULT_INTERPRET
             if spec.get("conffiles"):
                 (control / "conffiles").write_text("".join(f"{c}\n" for c in spec["conffiles"]))
             partial = Path(tmp) / target.name
-            _run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(partial)], target.name)
+            # gzip -1: kubectl's 45 MB would take xz (dpkg-deb's default) most of a minute
+            _run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "--build", str(root), str(partial)],
+                 target.name)
             shutil.move(str(partial), target)
         built.append(target)
     return built
@@ -195,7 +213,7 @@ def build_rpms(version: str, out_dir: Path, interpreter: str = DEFAULT_INTERPRET
             requires = "".join(f"Requires: {r}\n" for r in dependencies(name, version, "rpm"))
             spec_text = (
                 "%define __os_install_post %{nil}\n%define _build_id_links none\n"
-                "%define debug_package %{nil}\n"
+                "%define debug_package %{nil}\n%define _binary_payload w1.gzdio\n"
                 f"Name: {name}\nVersion: {versions[name]}\nRelease: {release}\nSummary: {spec['summary']}\n"
                 "License: ASL 2.0\nURL: https://kubernetes.io\nBuildArch: x86_64\nAutoReqProv: no\n"
                 f"{requires}\n%description\n"

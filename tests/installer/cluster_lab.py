@@ -198,7 +198,7 @@ class ClusterLab:
         certs = f"/etc/containerd/certs.d/{host}"
         pause = self.site_image(image_set(VERSION).pause_image)
         files = {
-            DOUBLE_CONF: double_conf(site_registries=(host,), wait_timeout=180),
+            DOUBLE_CONF: double_conf(wait_timeout=180, run_control_plane=True),
             "/etc/containerd/config.toml": _containerd_config(pause),
             f"{certs}/ca.crt": Path(self.registry.ca_file).read_text(),
             f"{certs}/hosts.toml": f'server = "https://{host}"\n\n[host."https://{host}"]\n'

@@ -33,7 +33,7 @@ SHARED_FILES = (
     "kubeadm_pki.py", "kubeadm_manifests.py", "kubeadm_net.py", "aes_gcm.py",
     # the kubelet double runs the API server stand-in from the kube-apiserver static pod
     "apiserver_double.py", "apiserver_openapi.py", "apiserver-resources.yaml", "static_pods.py",
-    "apiclient.py", "apiserver_streams.py", "kubelet_pods.py",
+    "apiclient.py", "apiserver_streams.py", "apiserver_patch.py", "kubelet_pods.py",
 )
 BUILD_TIMEOUT = 300
 

@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import apiserver_openapi
+import apiserver_patch
 import apiserver_streams
 import yaml
 
@@ -434,7 +435,7 @@ def conflict(resource: Resource, name: str) -> ApiError:
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch (and strategic merge patch with lists replaced, directives dropped)."""
+    """RFC 7386 JSON merge patch (strategic merge patches: apiserver_patch)."""
     if not isinstance(patch, dict):
         return patch
     result = dict(target) if isinstance(target, dict) else {}
@@ -770,7 +771,8 @@ class Api:
                            "accepted media types include: application/merge-patch+json, "
                            "application/strategic-merge-patch+json, application/apply-patch+yaml")
         current = self.store.get(resource, namespace, found.name)
-        patched = merge_patch(current, obj)
+        strategic = content_type == "application/strategic-merge-patch+json"
+        patched = apiserver_patch.strategic_merge(current, obj) if strategic else merge_patch(current, obj)
         patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         return 200, self.store.replace(resource, namespace, found.name, patched, dry_run)
 

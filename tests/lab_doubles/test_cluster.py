@@ -80,7 +80,10 @@ def test_ha_cluster_from_init_to_verify(lab: Lab) -> None:
     assert applied.returncode == 0, applied.stderr
     assert "daemonset.apps/calico-node created" in applied.stdout
     again = kubectl(cp1, "apply", "-f", "-", stdin=calico("10.244.0.0/16"))
-    assert "daemonset.apps/calico-node unchanged" in again.stdout
+    # as on a real cluster: a PodDisruptionBudget's selector (patch strategy "replace") is
+    # patched on every apply, so kubectl says "configured" though nothing differs
+    changed = [line for line in again.stdout.splitlines() if not line.endswith(" unchanged")]
+    assert changed == ["poddisruptionbudget.policy/calico-kube-controllers configured"], again.stdout
     stored = json.loads(kubectl(cp1, "get", "daemonset", "calico-node", "-n", "kube-system", "-o", "json").stdout)
     env = {e["name"]: e.get("value") for e in stored["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["CALICO_IPV4POOL_CIDR"] == "10.244.0.0/16"
@@ -309,3 +312,23 @@ def test_a_worker_without_registry_config_stays_not_ready(lab: Lab) -> None:
     assert reasons == {"ContainerCreating"}
     beat = lab.record.heartbeats()["w1"]
     assert not beat["sandbox_ok"] and "127.0.0.1:5000/google_containers/pause:3.8" in beat["pull_errors"]
+
+
+def test_a_changed_manifest_is_merged_as_the_api_server_merges_it(lab: Lab) -> None:
+    """kubectl apply sends a strategic merge patch: containers merge by name, nothing else is lost."""
+    cp1 = init_cluster(lab)
+    manifest = calico("10.244.0.0/16")
+    assert kubectl(cp1, "apply", "-f", "-", stdin=manifest).returncode == 0
+    same = kubectl(cp1, "diff", "-f", "-", stdin=manifest)
+    assert same.returncode == 0 and same.stdout == "", same.stdout + same.stderr
+    newer = manifest.replace("v3.24.5", "v3.24.6")
+    differs = kubectl(cp1, "diff", "-f", "-", stdin=newer)
+    assert differs.returncode == 1 and "+        image: 127.0.0.1:5000/calico/node:v3.24.6" in differs.stdout
+    applied = kubectl(cp1, "apply", "-f", "-", stdin=newer)
+    assert "daemonset.apps/calico-node configured" in applied.stdout, applied.stderr
+    stored = json.loads(kubectl(cp1, "get", "daemonset", "calico-node", "-n", "kube-system", "-o", "json").stdout)
+    container = stored["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "127.0.0.1:5000/calico/node:v3.24.6"
+    assert {"CALICO_IPV4POOL_CIDR", "DATASTORE_TYPE"} <= {e["name"] for e in container["env"]}
+    assert container["livenessProbe"] and container["volumeMounts"]
+    assert kubectl(cp1, "diff", "-f", "-", stdin=newer).returncode == 0

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import apiserver_bootstrap
 import apiserver_openapi
 import apiserver_patch
 import apiserver_streams
@@ -734,7 +735,11 @@ class Api:
         if verb == "watch":
             return 200, watch_for(self.store, resource, namespace, query)
         if verb == "get":
-            return 200, self.store.get(resource, namespace, found.name)
+            obj = self.store.get(resource, namespace, found.name)
+            if apiserver_bootstrap.is_cluster_info(namespace, found.name, resource.name):
+                obj = apiserver_bootstrap.signed(obj, self.store.list(self.store.find("", "v1", "secrets"),
+                                                                      "kube-system")[0])
+            return 200, obj
         if verb == "list":
             items, revision = self.store.list(resource, namespace)
             items = [o for o in items

@@ -27,7 +27,8 @@ def node(lab: Lab, name: str, kubelet_port: int = 10250) -> Node:
     tests/e2e) and each kubelet gets its own port (kubeadm's preflight checks 10250)."""
     made = lab.node(name)
     made.write("etc/kubeferry-lab/double.conf", "wait_timeout: 60\nheartbeat_interval: 1\n"
-               f"run_control_plane: true\netcd_binary: /usr/bin/etcd\nkubelet_port: {kubelet_port}\n")
+               f"run_control_plane: true\netcd_binary: /usr/bin/etcd\nkubelet_port: {kubelet_port}\n"
+               "discovery_timeout: 3s\n")
     return made
 
 
@@ -170,41 +171,54 @@ def test_join_before_init_fails(lab: Lab) -> None:
     assert lab.record.invocations()[-1]["exit_code"] == 1
 
 
-def test_bad_token_and_ca_hash_are_refused(lab: Lab) -> None:
-    init_cluster(lab)
+def test_discovery_validates_the_api_server_over_the_network(lab: Lab) -> None:
+    """kubeadm join fetches cluster-info from the endpoint: JWS signed with the token, CA pinned,
+    the serving certificate checked against the endpoint; each fault fails as kubeadm fails."""
+    cp1 = init_cluster(lab)
     init = lab.record.init_config()
-    worker = node(lab, "w1")
-    bad = worker.run(
-        "kubeadm",
-        "join",
-        "--config",
-        worker.config("a.yaml", dump(join_docs("w1", "abcdef.0123456789abcdef", init["ca_hash"], endpoint=ENDPOINT))),
-    )
-    assert (
-        bad.returncode == 1
-        and 'could not find a JWS signature in the cluster-info ConfigMap for token ID "abcdef"' in bad.stderr
-    )
+    worker = node(lab, "w1", kubelet_port=10251)
     token = lab.record.tokens()[0]["token"]
-    wrong_hash = worker.run(
-        "kubeadm",
-        "join",
-        "--config",
-        worker.config("b.yaml", dump(join_docs("w1", token, "sha256:" + "1" * 64, endpoint=ENDPOINT))),
-    )
-    assert wrong_hash.returncode == 1 and "none of the public keys" in wrong_hash.stderr
-    malformed = worker.run(
-        "kubeadm",
-        "join",
-        "--config",
-        worker.config("c.yaml", dump(join_docs("w1", "not-a-token", init["ca_hash"], endpoint=ENDPOINT))),
-    )
+
+    def join(name: str, token: str = token, ca_hash: str = init["ca_hash"], endpoint: str = ENDPOINT):
+        docs = join_docs("w1", token, ca_hash, endpoint=endpoint)
+        return worker.run("kubeadm", "join", "--config", worker.config(name, dump(docs)))
+
+    identity = "couldn't validate the identity of the API Server: "
+    unknown = join("a.yaml", token="abcdef.0123456789abcdef")
+    assert unknown.returncode == 1
+    assert identity + 'could not find a JWS signature in the cluster-info ConfigMap for token ID "abcdef"' \
+        in unknown.stderr
+    forged = join("b.yaml", token=token.split(".")[0] + ".0123456789abcdef")
+    assert forged.returncode == 1 and "failed to verify JWS signature of received cluster info object" \
+        in forged.stderr
+    wrong_hash = join("c.yaml", ca_hash="sha256:" + "1" * 64)
+    assert wrong_hash.returncode == 1 and "cluster CA found in cluster-info ConfigMap is invalid: none of the" \
+        f' public keys "{init["ca_hash"]}" are pinned' in wrong_hash.stderr
+    malformed = join("d.yaml", token="not-a-token")
     assert malformed.returncode == 1 and "the bootstrap token is invalid" in malformed.stderr
-    lab.record.expire_tokens()
-    expired = worker.run(
-        "kubeadm", "join", "--config", worker.config("d.yaml", dump(join_docs("w1", token, init["ca_hash"], endpoint=ENDPOINT)))
-    )
+    nobody = join("e.yaml", endpoint="127.0.0.11:6449")
+    assert nobody.returncode == 1 and "dial tcp 127.0.0.11:6449: connect: connection refused" in nobody.stderr
+    # the API server answers on every address (0.0.0.0:6443), but its certificate names only
+    # kubeadm's SANs: 127.0.0.1 is not one of them
+    no_san = join("f.yaml", endpoint="127.0.0.1:6443")
+    assert no_san.returncode == 1 and "x509: certificate is valid for " in no_san.stderr
+    assert ", not 127.0.0.1" in no_san.stderr and "127.0.0.11" in no_san.stderr
+    short = cp1.run("kubeadm", "token", "create", "--ttl", "1s")
+    assert short.returncode == 0, short.stderr
+    time.sleep(2)
+    expired = join("g.yaml", token=short.stdout.strip())
     assert expired.returncode == 1 and "could not find a JWS signature" in expired.stderr
+    deleted = cp1.run("kubeadm", "token", "delete", token)
+    assert deleted.returncode == 0, deleted.stderr
+    gone = join("h.yaml")
+    assert gone.returncode == 1 and "could not find a JWS signature" in gone.stderr
     assert [n["name"] for n in lab.record.nodes()] == ["cp1"]
+    info = json.loads(kubectl(cp1, "get", "configmap", "cluster-info", "-n", "kube-public", "-o", "json").stdout)
+    assert f"server: https://{ENDPOINT}" in info["data"]["kubeconfig"]
+    fresh = cp1.run("kubeadm", "token", "create")
+    worker.start_kubelet()
+    joined = join("i.yaml", token=fresh.stdout.strip())
+    assert joined.returncode == 0, joined.stderr
 
 
 def test_control_plane_join_needs_the_current_certificate_key(lab: Lab) -> None:

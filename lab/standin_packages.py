@@ -3,9 +3,11 @@
 The packages carry the real names, versions and dependency wiring (``standin_packages.yaml``)
 so kubeferry's packages phase installs them like the real ones; their programs are the
 lab's doubles from ``lab/doubles/``, with the release's image row baked in
-(``release.yaml``), so nothing on a node imports kubeferry. The kubectl package holds the
-real kubectl of the release's minor (``kubectl_release.kubectl_binary``; a minor without a
-pinned kubectl gets the nearest pinned one, which kubectl's ±1 minor skew allows).
+(``release.yaml``, from the lab's own ``kubeadm_releases.yaml``, never from kubeferry's
+manifests: a wrong row there must fail the lab), so nothing on a node imports kubeferry.
+The kubectl package holds the real kubectl of the release's minor
+(``kubectl_release.kubectl_binary``; a minor without a pinned kubectl gets the nearest
+pinned one, which kubectl's ±1 minor skew allows).
 """
 
 from __future__ import annotations
@@ -22,10 +24,11 @@ import yaml
 
 from kubeferry.errors import InputError, OperationError
 from kubeferry.lab.kubectl_release import kubectl_binary, releases
-from kubeferry.versions import image_set
+from kubeferry.versions import parse_release
 
 DOUBLES = Path(__file__).resolve().parent / "doubles"
 METADATA = Path(__file__).resolve().parent / "standin_packages.yaml"
+RELEASES = Path(__file__).resolve().parent / "kubeadm_releases.yaml"
 LIB = "/usr/lib/kubeferry-lab"
 DEFAULT_INTERPRETER = f"{LIB}/bin/python3"
 SHARED_FILES = (
@@ -83,14 +86,18 @@ def dependencies(name: str, version: str, flavour: str) -> list[str]:
 
 
 def release_row(version: str) -> dict[str, str]:
-    """What the doubles bake in: the release's kubeadm image row (from manifests/kubernetes.yaml)."""
-    images = image_set(version)
+    """What the doubles bake in: kubeadm ``version``'s images, from the lab's own table."""
+    version = parse_release(version)
+    rows = yaml.safe_load(RELEASES.read_text())["releases"]
+    row = next((r for r in rows if _key(str(r["from"])) <= _key(version) <= _key(str(r["to"]))), None)
+    if row is None:
+        raise InputError(f"kubeadm {version} is not in the lab's {RELEASES.name}: add its row and source")
     return {
-        "version": images.kubernetes,
-        "repository": images.kubeadm_repository,
-        "pause": images.pause,
-        "etcd": images.etcd,
-        "coredns": images.coredns,
+        "version": version,
+        "repository": str(row["repository"]),
+        "pause": str(row["pause"]),
+        "etcd": str(row["etcd"]),
+        "coredns": str(row["coredns"]),
         "cri_tools": package_versions(version)["cri-tools"],
     }
 

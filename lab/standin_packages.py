@@ -37,7 +37,7 @@ SHARED_FILES = (
     # the kubelet double runs the API server stand-in from the kube-apiserver static pod
     "apiserver_double.py", "apiserver_openapi.py", "apiserver-resources.yaml", "static_pods.py",
     "apiclient.py", "apiserver_streams.py", "apiserver_patch.py", "kubelet_pods.py",
-    "apiserver_bootstrap.py", "kubeadm_discovery.py",
+    "apiserver_bootstrap.py", "kubeadm_discovery.py", "kubelet_flags.py",
 )
 BUILD_TIMEOUT = 300
 

@@ -683,6 +683,9 @@ def write_kubelet_files(
     ]
     if node_name != env.hostname:
         args.append(f"--hostname-override={node_name}")
+    # nodeRegistration.kubeletExtraArgs go into the same variable, overriding kubeadm's own
+    extra = {f"--{k}": str(v) for k, v in (config.node_registration().get("kubeletExtraArgs") or {}).items()}
+    args = [a for a in args if a.split("=", 1)[0] not in extra] + [f"{k}={v}" for k, v in sorted(extra.items())]
     write_atomic(
         env.path("/var/lib/kubelet/kubeadm-flags.env"),
         f'KUBELET_KUBEADM_ARGS="{" ".join(args)}"\n'.encode(),

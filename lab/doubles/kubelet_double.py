@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -21,42 +20,20 @@ import time
 from typing import Any
 
 import clustermodel
+import kubelet_flags
 import kubelet_pods
 import yaml
 from apiclient import ApiClient, ApiUnavailable
-from doublelib import Containerd, Env, Fail, parse_flags, read_text, write_atomic
+from doublelib import Containerd, Env, Fail, read_text, write_atomic
 from static_pods import StaticPods
 from static_pods import enabled as static_runner_enabled
 
 PULL_RETRY = 15.0  # seconds before a failed pull is tried again (kubelet's back-off, shortened)
 
-FLAGS = {
-    "--config": "str",
-    "--kubeconfig": "str",
-    "--bootstrap-kubeconfig": "str",
-    "--hostname-override": "str",
-    "--container-runtime-endpoint": "str",
-    "--container-runtime": "str",
-    "--pod-infra-container-image": "str",
-    "--node-ip": "str",
-    "--v": "str",
-    "--version": "bool",
-    "--fail-swap-on": "str",
-    "--cgroup-driver": "str",
-}
-
-
 def log(message: str) -> None:
     stamp = time.strftime("%m%d %H:%M:%S", time.gmtime())
     sys.stderr.write(f"I{stamp} kubelet-double] {message}\n")
     sys.stderr.flush()
-
-
-def flag_file_args(env: Env) -> list[str]:
-    """KUBELET_KUBEADM_ARGS from kubeadm-flags.env (systemd passes them too; read for robustness)."""
-    text = read_text(env.path("/var/lib/kubelet/kubeadm-flags.env")) or ""
-    match = re.search(r'KUBELET_KUBEADM_ARGS="([^"]*)"', text)
-    return match.group(1).split() if match else []
 
 
 def static_pod_docs(env: Env, manifests: str) -> dict[str, dict[str, Any]]:
@@ -172,14 +149,11 @@ class ApiReport:
 
 
 def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
-    flags, _ = parse_flags(argv, FLAGS)
-    if flags.get("--version"):
+    if "--version" in argv:
         sys.stdout.write(f"Kubernetes v{env.version}\n")
         return
     extra["command"] = "run"
-    flags_from_file, _ = parse_flags(flag_file_args(env), FLAGS)
-    for key, value in flags_from_file.items():
-        flags.setdefault(key, value)
+    flags = kubelet_flags.parse(env, argv)
     config_path = flags.get("--config", "/var/lib/kubelet/config.yaml")
     config_text = read_text(env.path(config_path))
     if config_text is None:
@@ -195,6 +169,8 @@ def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
             'E0000 run.go:74] "command failed" err="failed to run Kubelet: running with swap on is not supported, '
             'please disable swap! or set --fail-swap-on flag to false."'
         )
+    if flags.get("--node-ip"):
+        kubelet_flags.check_node_ip(env, str(flags["--node-ip"]))
     node = str(flags.get("--hostname-override") or env.hostname).lower()
     extra["node_name"] = node
     manifests = str(config.get("staticPodPath") or "/etc/kubernetes/manifests")

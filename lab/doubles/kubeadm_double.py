@@ -1238,9 +1238,16 @@ def publish_discovery(env: Env) -> str:
     admin = env.path("/etc/kubernetes/admin.conf")
     if not static_pods.enabled(env) or not state.get("init") or not admin.exists():
         return ""
-    return kubeadm_discovery.publish(admin, env.path("/etc/kubernetes/tmp/kubeadm-client"),
-                                     env.path(f"{PKI}/ca.crt").read_bytes(), f"https://{state['init']['endpoint']}",
-                                     state.get("tokens", []))
+    # kubeadm retries these writes (APICallRetryInterval 500 ms, APICallWithWriteTimeout 40 s):
+    # through a load balancer the new API server may not be a healthy backend yet
+    deadline = time.monotonic() + 40
+    while True:
+        problem = kubeadm_discovery.publish(admin, env.path("/etc/kubernetes/tmp/kubeadm-client"),
+                                           env.path(f"{PKI}/ca.crt").read_bytes(),
+                                           f"https://{state['init']['endpoint']}", state.get("tokens", []))
+        if not problem or time.monotonic() >= deadline:
+            return problem
+        time.sleep(0.5)
 
 
 def network_discovery(env: Env, join: dict[str, Any], bootstrap: dict[str, Any]) -> None:

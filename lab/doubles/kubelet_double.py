@@ -60,8 +60,8 @@ class ApiReport:
 
     REFRESH = 20.0
 
-    def __init__(self, env: Env, node: str) -> None:
-        self.env, self.node = env, node
+    def __init__(self, env: Env, node: str, node_ip: str = "") -> None:
+        self.env, self.node, self.node_ip = env, node, node_ip.split(",")[0]
         self.client: ApiClient | None = None
         self.written: dict[str, tuple[str, float]] = {}
         self.complaint = ""
@@ -91,13 +91,14 @@ class ApiReport:
     def serve_logs(self, state: dict[str, Any], port: int, client_ca: str) -> None:
         """kubelet's :10250 on the node's address, once the node is registered with one."""
         record = next((n for n in state.get("nodes", []) if n["name"] == self.node and not n.get("reset")), None)
-        if self.logs is not None or not record or not record.get("address"):
+        address = self.node_ip or (record or {}).get("address")
+        if self.logs is not None or not record or not address:
             return
         try:
-            self.logs = kubelet_pods.LogServer(self.env, self.node, record["address"], port, client_ca)
+            self.logs = kubelet_pods.LogServer(self.env, self.node, address, port, client_ca)
             self.port = port
         except (OSError, subprocess.SubprocessError) as error:
-            self.say(f"kubelet server on {record['address']}:{port}: {error}")
+            self.say(f"kubelet server on {address}:{port}: {error}")
 
     def stop(self) -> None:
         if self.logs is not None:
@@ -111,6 +112,8 @@ class ApiReport:
         now = time.time()
         node_obj = clustermodel.node_object(state, beats, record, now)
         node_obj["status"]["daemonEndpoints"] = {"kubeletEndpoint": {"Port": self.port}}
+        if self.node_ip:  # --node-ip, else the address kubeadm recorded
+            node_obj["status"]["addresses"][0]["address"] = self.node_ip
         objects = [("/api/v1/nodes", node_obj)]
         for pod in clustermodel.pods(state, beats):
             if pod["node"] == self.node and pod["owner"] != "Pod":
@@ -195,7 +198,7 @@ def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
 def beat_until_stopped(env: Env, flags: dict[str, Any], config_path: str, manifests: str, node: str,
                        interval: float, stop: dict[str, bool], runner: StaticPods | None) -> None:
     config = yaml.safe_load(read_text(env.path(config_path)) or "") or {}
-    reporter = ApiReport(env, node) if runner else None
+    reporter = ApiReport(env, node, str(flags.get("--node-ip") or "")) if runner else None
     try:
         beat_loop(env, flags, config_path, manifests, node, interval, stop, runner, reporter, config)
     finally:

@@ -1069,7 +1069,10 @@ def cmd_init(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         f'[wait-control-plane] Waiting for the kubelet to boot up the control plane as static Pods from directory "{MANIFESTS}". This can take up to 4m0s'
     )
     wait_for_kubelet(env, node_name, static, started, "wait-control-plane")
-    wait_for_apiserver(env, advertise, bind_port, "wait-control-plane")
+    # kubeadm init waits with admin.conf's client: through controlPlaneEndpoint (the VIP and
+    # haproxy in HA), so a wrong endpoint or a load balancer without this backend fails here
+    host, _, port = endpoint.rpartition(":")
+    wait_for_apiserver(env, host, int(port), "wait-control-plane")
     out(
         '[upload-config] Storing the configuration used in ConfigMap "kubeadm-config" in the "kube-system" Namespace'
     )

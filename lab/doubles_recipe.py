@@ -1,4 +1,4 @@
-"""What the lab's Debian 12 base root needs so the kubeadm/kubelet/kubectl doubles can run.
+"""What the lab's Debian 12 base root needs so the kubeadm and kubelet doubles can run.
 
 The doubles are Python (lab equipment, not kubeferry), but kubeferry must never find
 Python on a node. So the base root gets Debian's python3 + python3-yaml, and then every

@@ -2,7 +2,7 @@
 
 The node-preparing phases (os, packages, containerd, images, registry) are another part
 of kubeferry with their own lab tests; this harness does their job directly so the cluster
-phases are tested on their own against the lab's kubeadm/kubelet/kubectl doubles, on real
+phases are tested on their own against the lab's kubeadm/kubelet doubles and real kubectl, on real
 nodes (the lab's base already carries the doubles' Python, hidden from PATH, and the
 shared cluster state, docs/lab-doubles.md):
 

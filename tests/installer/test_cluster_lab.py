@@ -1,5 +1,5 @@
 """The cluster phases (loadbalancer, init, join, cni, verify) on the air-gap lab's real nodes,
-against the lab's kubeadm/kubelet/kubectl doubles, through the CLI as an operator runs it."""
+against the lab's kubeadm/kubelet doubles and real kubectl, through the CLI as an operator runs it."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import shutil
 import ssl
 import subprocess
 import threading
@@ -110,6 +111,9 @@ def run_pod(env: Env, pod: dict[str, Any], state: dict[str, Any],
     else:
         output, code = (f"lab kubelet double: only `nslookup NAME` is modelled, not {argv}\n", 126)
     path = log_path(env, meta.get("namespace", ""), meta["name"], meta.get("uid", ""), container.get("name", ""))
+    for old in env.path("/var/log/pods").glob(f"{meta.get('namespace', '')}_{meta['name']}_*"):
+        if old != path.parent.parent:  # an earlier pod of that name: kubelet removes a deleted pod's logs
+            shutil.rmtree(old, ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(output)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -111,6 +111,8 @@ class ClusterRecord:
         self._update(change)
 
     def expire_tokens(self) -> None:
+        """The recorded tokens expire (nodes without run_control_plane discover from this record;
+        with it, discovery reads the bootstrap-token Secrets in the API instead)."""
         def change(data: dict[str, Any]) -> None:
             for token in data.get("tokens", []):
                 token["expires"] = time.time() - 1

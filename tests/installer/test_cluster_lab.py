@@ -236,6 +236,16 @@ def test_ha_three_control_planes_a_vip_and_a_worker(cluster_lab, tmp_path: Path)
         holder.ssh("systemctl start haproxy")
 
 
+def test_a_wrong_endpoint_in_the_inventory_fails_init_in_one_line(cluster_lab, tmp_path: Path) -> None:
+    """kubeadm init waits for the API server through controlPlaneEndpoint: nothing answers there."""
+    lab = cluster_lab(1)
+    nowhere = f"{lab.site.subnet.network_address + 99}:6443"
+    result = lab.install(lab.inventory(1, 0, endpoint=nowhere), "init", tmp_path / "run")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert "node1 in phase init" in last and "error execution phase wait-control-plane" in last, last
+
+
 def test_a_wrong_host_key_is_refused_before_anything_changes(lab_site: Site, tmp_path: Path) -> None:
     node1, node2 = lab_site.nodes[0], lab_site.nodes[1]
     known_hosts = tmp_path / "known_hosts"

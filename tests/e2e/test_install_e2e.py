@@ -118,7 +118,8 @@ def _check_real_kubectl(sc: scenario.Scenario, names: list[str], tmp: Path) -> N
         # the cni phase applied calico (site images, podSubnet) through the API: the upstream
         # manifest would change it
         assert "daemonset.apps/calico-node configured (server dry run)" in dry.stdout
-        stored = json.loads(kubectl("get", "daemonset", "calico-node", "-n", "kube-system", "-o", "json").stdout)
+        stored = json.loads(kubectl("get", "daemonset", "calico-node", "-n", "kube-system",
+                                    "-o", "json").stdout)
         images = [c["image"] for c in stored["spec"]["template"]["spec"]["containers"]]
         assert images and not any(image.startswith("docker.io/") for image in images), images
 

@@ -115,13 +115,13 @@ def _check_real_kubectl(sc: scenario.Scenario, names: list[str], tmp: Path) -> N
         assert kubectl("get", "crd").returncode == 0
         dry = kubectl("apply", "--dry-run=server", "-f", str(calico))
         assert dry.returncode == 0, dry.stderr
-        # the cni phase applied calico (site images, podSubnet) through the API: the upstream
-        # manifest would change it
+        # the cni phase applied calico (pool = podSubnet, site images) through the API: the
+        # upstream manifest (no pool set) would change it
         assert "daemonset.apps/calico-node configured (server dry run)" in dry.stdout
         stored = json.loads(kubectl("get", "daemonset", "calico-node", "-n", "kube-system",
                                     "-o", "json").stdout)
-        images = [c["image"] for c in stored["spec"]["template"]["spec"]["containers"]]
-        assert images and not any(image.startswith("docker.io/") for image in images), images
+        env = {e["name"]: e.get("value") for e in stored["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env.get("CALICO_IPV4POOL_CIDR") == "10.244.0.0/16", env
 
 
 def _kubectl(minor: str, config: Path, cache: Path, *args: str) -> subprocess.CompletedProcess[str]:

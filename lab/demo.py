@@ -4,7 +4,7 @@
    calico manifest (Debian's own archive is real), on loopback.
 2. ``kubeferry bundle build --os debian12 --sources lab-sources.yaml``: one bundle file.
 3. The air gap: three Debian 12 nodes (systemd, sshd, containerd) in network namespaces
-   with no route out, a Harbor stand-in on .2, and the kubeadm/kubectl doubles
+   with no route out, a Harbor stand-in on .2, the kubeadm/kubelet doubles and real kubectl
    (``--os el8``: Rocky 8 nodes, ``--os el7``: CentOS 7.9 nodes, and the bundle built
    against the EL stand-in upstream).
 4. The bundle file is carried onto the site's own admin host (.3, air-gapped too: a stock

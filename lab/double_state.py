@@ -1,4 +1,4 @@
-"""Read (from the host) what the lab's kubeadm/kubelet/kubectl doubles recorded.
+"""Read (from the host) what the lab's kubeadm and kubelet doubles recorded.
 
 The doubles keep the cluster (the API server and etcd stand-in) in one directory that the
 lab bind-mounts into every node: ``cluster.json`` (init record, tokens, certificate key,
@@ -72,14 +72,6 @@ class ClusterRecord:
         controlPlaneEndpoint, endpoint, images, ca_hash, addons, and the config documents."""
         return self.state().get("init")
 
-    def applied(self) -> list[dict[str, Any]]:
-        """Each successful ``kubectl apply``: time, node, sources, objects (key, verb, images)."""
-        return self.state().get("applied", [])
-
-    def objects(self) -> dict[str, dict[str, Any]]:
-        """Applied objects by ``Kind/namespace/name`` (images, calico CIDR, replicas...)."""
-        return self.state().get("objects", {})
-
     def tokens(self) -> list[dict[str, Any]]:
         return self.state().get("tokens", [])
 
@@ -119,6 +111,8 @@ class ClusterRecord:
         self._update(change)
 
     def expire_tokens(self) -> None:
+        """The recorded tokens expire (nodes without run_control_plane discover from this record;
+        with it, discovery reads the bootstrap-token Secrets in the API instead)."""
         def change(data: dict[str, Any]) -> None:
             for token in data.get("tokens", []):
                 token["expires"] = time.time() - 1

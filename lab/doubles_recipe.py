@@ -1,4 +1,4 @@
-"""What the lab's Debian 12 base root needs so the kubeadm/kubelet/kubectl doubles can run.
+"""What the lab's Debian 12 base root needs so the kubeadm and kubelet doubles can run.
 
 The doubles are Python (lab equipment, not kubeferry), but kubeferry must never find
 Python on a node. So the base root gets Debian's python3 + python3-yaml, and then every
@@ -97,15 +97,12 @@ def check_root(root: Path) -> None:
 
 def double_conf(
     state_dir: str = STATE_DIR,
-    site_registries: tuple[str, ...] = (),
     wait_timeout: int = 240,
     heartbeat_interval: int = 2,
     run_control_plane: bool = False,
 ) -> str:
     """The text of /etc/kubeferry-lab/double.conf for a node (same on every node).
 
-    ``site_registries``: registry hosts exactly as image names spell them (``harbor.lab``) whose
-    images kubectl apply admits; empty = every host with a containerd certs.d/hosts.toml.
     The node name defaults to the node's hostname. ``run_control_plane``: the kubelet double
     runs real etcd (``ETCD_BINARY``, which lab/node-init.sh mounts from the admin host) and the
     API server stand-in from kubeadm's static pod manifests.
@@ -114,6 +111,4 @@ def double_conf(
                   "heartbeat_interval": heartbeat_interval}
     if run_control_plane:
         conf.update(run_control_plane=True, etcd_binary=ETCD_BINARY)
-    if site_registries:
-        conf["site_registries"] = list(site_registries)
     return yaml.safe_dump(conf, sort_keys=False)

@@ -84,7 +84,7 @@ def prepare(node: Node, base: Path, public_key: str, sudo_user: str,
             double_conf: str | None = None) -> None:
     """Lay out the node's directory and write its identity into its own overlay layer.
 
-    ``double_conf``: the text of the kubeadm/kubelet/kubectl doubles' configuration
+    ``double_conf``: the text of the kubeadm and kubelet doubles' configuration
     (``doubles_recipe.DOUBLE_CONF``), the same on every node of a site.
     """
     directory = Path(node.directory)

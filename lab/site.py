@@ -346,7 +346,7 @@ class Site:
             network.add_rule(rule)
         self.journal.add("cgroup", path=str(cgroups.site_path(self.name)))
         self.cluster_state.mkdir(mode=0o755)  # inside the data directory: removed with it
-        conf = double_conf(site_registries=(self.registry_name,), run_control_plane=True)
+        conf = double_conf(run_control_plane=True)
 
         for index in range(1, count + 1):
             machine_id, product_uuid = node.new_identity()

@@ -3,7 +3,11 @@
 The packages carry the real names, versions and dependency wiring (``standin_packages.yaml``)
 so kubeferry's packages phase installs them like the real ones; their programs are the
 lab's doubles from ``lab/doubles/``, with the release's image row baked in
-(``release.yaml``), so nothing on a node imports kubeferry.
+(``release.yaml``, from the lab's own ``kubeadm_releases.yaml``, never from kubeferry's
+manifests: a wrong row there must fail the lab), so nothing on a node imports kubeferry.
+The kubectl package holds the real kubectl of the release's minor
+(``kubectl_release.kubectl_binary``; a minor without a pinned kubectl gets the nearest
+pinned one, which kubectl's ±1 minor skew allows).
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from typing import Any
 import yaml
 
 from kubeferry.errors import InputError, OperationError
-from kubeferry.versions import image_set
+from kubeferry.lab.kubectl_release import kubectl_binary, releases
+from kubeferry.versions import parse_release
 
 DOUBLES = Path(__file__).resolve().parent / "doubles"
 METADATA = Path(__file__).resolve().parent / "standin_packages.yaml"
+RELEASES = Path(__file__).resolve().parent / "kubeadm_releases.yaml"
 LIB = "/usr/lib/kubeferry-lab"
 DEFAULT_INTERPRETER = f"{LIB}/bin/python3"
 SHARED_FILES = (
@@ -31,7 +37,8 @@ SHARED_FILES = (
     "kubeadm_upgrade.py",
     # the kubelet double runs the API server stand-in from the kube-apiserver static pod
     "apiserver_double.py", "apiserver_openapi.py", "apiserver-resources.yaml", "static_pods.py",
-    "apiclient.py", "kubectl_nodes.py",
+    "apiclient.py", "apiserver_streams.py", "apiserver_patch.py", "kubelet_pods.py",
+    "apiserver_bootstrap.py", "kubeadm_discovery.py", "kubelet_flags.py",
 )
 BUILD_TIMEOUT = 300
 
@@ -80,16 +87,27 @@ def dependencies(name: str, version: str, flavour: str) -> list[str]:
 
 
 def release_row(version: str) -> dict[str, str]:
-    """What the doubles bake in: the release's kubeadm image row (from manifests/kubernetes.yaml)."""
-    images = image_set(version)
+    """What the doubles bake in: kubeadm ``version``'s images, from the lab's own table."""
+    version = parse_release(version)
+    rows = yaml.safe_load(RELEASES.read_text())["releases"]
+    row = next((r for r in rows if _key(str(r["from"])) <= _key(version) <= _key(str(r["to"]))), None)
+    if row is None:
+        raise InputError(f"kubeadm {version} is not in the lab's {RELEASES.name}: add its row and source")
     return {
-        "version": images.kubernetes,
-        "repository": images.kubeadm_repository,
-        "pause": images.pause,
-        "etcd": images.etcd,
-        "coredns": images.coredns,
+        "version": version,
+        "repository": str(row["repository"]),
+        "pause": str(row["pause"]),
+        "etcd": str(row["etcd"]),
+        "coredns": str(row["coredns"]),
         "cri_tools": package_versions(version)["cri-tools"],
     }
+
+
+def real_kubectl(version: str) -> Path:
+    """The verified official kubectl for ``version``: its minor's, else the nearest pinned minor's."""
+    wanted = _key(_minor(version))
+    minor = min(releases(), key=lambda m: (abs(_key(m)[1] - wanted[1]), _key(m)))
+    return kubectl_binary(minor)
 
 
 def stage(name: str, version: str, root: Path, interpreter: str = DEFAULT_INTERPRETER) -> list[str]:
@@ -113,6 +131,12 @@ def stage(name: str, version: str, root: Path, interpreter: str = DEFAULT_INTERP
             link.symlink_to(os.path.relpath(libdir / program, link.parent))
             owned.append(target)
         owned.append(f"{LIB}/{name}")
+    if spec.get("real_kubectl"):
+        path = root / spec["real_kubectl"].lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(real_kubectl(version), path)
+        path.chmod(0o755)
+        owned.append(spec["real_kubectl"])
     for target, source in (spec.get("files") or {}).items():
         path = root / target.lstrip("/")
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,7 +196,9 @@ def build_debs(version: str, out_dir: Path, interpreter: str = DEFAULT_INTERPRET
             if spec.get("conffiles"):
                 (control / "conffiles").write_text("".join(f"{c}\n" for c in spec["conffiles"]))
             partial = Path(tmp) / target.name
-            _run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(partial)], target.name)
+            # gzip -1: kubectl's 45 MB would take xz (dpkg-deb's default) most of a minute
+            _run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "--build", str(root), str(partial)],
+                 target.name)
             shutil.move(str(partial), target)
         built.append(target)
     return built
@@ -196,7 +222,7 @@ def build_rpms(version: str, out_dir: Path, interpreter: str = DEFAULT_INTERPRET
             requires = "".join(f"Requires: {r}\n" for r in dependencies(name, version, "rpm"))
             spec_text = (
                 "%define __os_install_post %{nil}\n%define _build_id_links none\n"
-                "%define debug_package %{nil}\n"
+                "%define debug_package %{nil}\n%define _binary_payload w1.gzdio\n"
                 f"Name: {name}\nVersion: {versions[name]}\nRelease: {release}\nSummary: {spec['summary']}\n"
                 "License: ASL 2.0\nURL: https://kubernetes.io\nBuildArch: x86_64\nAutoReqProv: no\n"
                 f"{requires}\n%description\n"

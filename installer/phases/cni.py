@@ -2,7 +2,10 @@
 
 calico.yaml is read from the bundle on the admin host (a ``files/`` member, checked
 against its sha256), rewritten by ``calico.rewrite`` (images -> site names, the IPv4 pool
--> podSubnet) and piped to ``kubectl apply -f -`` on the first control plane.
+-> podSubnet) and piped to ``kubectl apply -f -`` on the first control plane, unless
+``kubectl diff -f -`` finds every object already as apply would leave it: apply's own
+"configured" is not proof of a change (a PodDisruptionBudget's selector is patched with
+strategy "replace", so apply patches it, and says "configured", on every run).
 """
 
 from __future__ import annotations
@@ -50,7 +53,12 @@ def steps(ctx: InstallContext, host: Host) -> list[Step]:
 
 
 def _apply(ctx: InstallContext, host: Host, manifest: str) -> str:
-    result = kube.kubectl(ctx.conn(host), "apply -f -", stdin=manifest.encode(), timeout=300)
+    conn = ctx.conn(host)
+    # kubectl diff: exit 0 = no differences, 1 = differences, >1 = it could not tell (then apply)
+    diff = conn.run(f"{kube.KUBECTL} diff -f -", stdin=manifest.encode(), timeout=300, check=False)
+    if diff.rc == 0:
+        return ""
+    result = kube.kubectl(conn, "apply -f -", stdin=manifest.encode(), timeout=300)
     lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
     changed = [line for line in lines if not line.endswith(" unchanged")]
     if not changed:

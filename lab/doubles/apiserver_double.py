@@ -32,7 +32,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import apiserver_bootstrap
 import apiserver_openapi
+import apiserver_patch
+import apiserver_streams
 import yaml
 
 HERE = Path(__file__).resolve().parent
@@ -433,7 +436,7 @@ def conflict(resource: Resource, name: str) -> ApiError:
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch (and strategic merge patch with lists replaced, directives dropped)."""
+    """RFC 7386 JSON merge patch (strategic merge patches: apiserver_patch)."""
     if not isinstance(patch, dict):
         return patch
     result = dict(target) if isinstance(target, dict) else {}
@@ -604,7 +607,9 @@ class Handler(BaseHTTPRequestHandler):
             code, answer = self.server.api.handle(method, self.path, self.headers, body, user)
         except ApiError as error:
             code, answer = error.code, error.status()
-        if isinstance(answer, Raw):
+        if isinstance(answer, apiserver_streams.Watch):
+            self.stream(answer)
+        elif isinstance(answer, Raw):
             self.reply(code, answer.data, answer.content_type)
         elif isinstance(answer, str):
             self.reply(code, answer.encode(), "text/plain; charset=utf-8")
@@ -616,6 +621,24 @@ class Handler(BaseHTTPRequestHandler):
         if header.startswith("Bearer "):
             return token_user(self.server.api.store, header[7:].strip())
         return certificate_user(self.connection.getpeercert()) or User("system:anonymous", ["system:unauthenticated"])
+
+    def stream(self, watch: apiserver_streams.Watch) -> None:
+        """A watch's events, chunked, until it ends or the client hangs up."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.send_header("Cache-Control", "no-cache, private")
+        self.end_headers()
+        self.wfile.flush()
+        try:
+            for event in watch.events(lambda: not self.server.stopping):
+                self.wfile.write(apiserver_streams.chunk(apiserver_streams.event_bytes(event)))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError, OSError):
+            pass
+        self.close_connection = True
 
     def reply(self, code: int, data: bytes, content_type: str) -> None:
         self.send_response(code)
@@ -631,6 +654,7 @@ class Api:
 
     def __init__(self, store: Store, version: dict[str, str], address: str) -> None:
         self.store, self.version, self.address = store, version, address
+        self.kubelet_client = ("", "")
 
     def handle(self, method: str, target: str, headers: Any, body: bytes, user: User) -> tuple[int, Any]:
         url = urlsplit(target)
@@ -652,6 +676,9 @@ class Api:
             raise ApiError(403, "Forbidden", f'forbidden: User "system:anonymous" cannot {method.lower()} path "{path}"')
         if method == "GET" and DISCOVERY.fullmatch(path):
             return 200, self.discovery(path)
+        logs = apiserver_streams.log_route(path)
+        if logs and method == "GET":
+            return self.pod_log(user, *logs, query)
         if EVICTION.fullmatch(path):
             return evict(self.store, method, path, body, user)
         found = route(path)
@@ -708,9 +735,13 @@ class Api:
             raise forbidden(user, verb, resource, namespace, found.name)
         dry_run = query.get("dryRun") == "All"
         if verb == "watch":
-            raise ApiError(405, "MethodNotAllowed", "the lab API server stand-in does not serve watch")
+            return 200, watch_for(self.store, resource, namespace, query)
         if verb == "get":
-            return 200, self.store.get(resource, namespace, found.name)
+            obj = self.store.get(resource, namespace, found.name)
+            if apiserver_bootstrap.is_cluster_info(namespace, found.name, resource.name):
+                obj = apiserver_bootstrap.signed(obj, self.store.list(self.store.find("", "v1", "secrets"),
+                                                                      "kube-system")[0])
+            return 200, obj
         if verb == "list":
             items, revision = self.store.list(resource, namespace)
             items = [o for o in items
@@ -747,7 +778,8 @@ class Api:
                            "accepted media types include: application/merge-patch+json, "
                            "application/strategic-merge-patch+json, application/apply-patch+yaml")
         current = self.store.get(resource, namespace, found.name)
-        patched = merge_patch(current, obj)
+        strategic = content_type == "application/strategic-merge-patch+json"
+        patched = apiserver_patch.strategic_merge(current, obj) if strategic else merge_patch(current, obj)
         patched["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
         return 200, self.store.replace(resource, namespace, found.name, patched, dry_run)
 
@@ -773,6 +805,55 @@ class Api:
         if obj.get("kind") != resource.kind or obj.get("apiVersion") != resource.group_version:
             raise ApiError(400, "BadRequest", f"the API version in the data ({obj.get('apiVersion')}) does not "
                            f"match the expected API version ({resource.group_version})")
+
+
+    def pod_log(self, user: User, namespace: str, name: str, query: dict[str, str]) -> tuple[int, Any]:
+        """pods/log: the pod's node's kubelet is asked, as kube-apiserver asks it."""
+        pods = self.store.find("", "v1", "pods")
+        if not allowed(user, "get", "pods", namespace, name):
+            raise forbidden(user, "get", pods, namespace, name)
+        pod = self.store.get(pods, namespace, name)
+        containers = [c["name"] for c in (pod.get("spec") or {}).get("containers") or []]
+        container = query.get("container") or (containers[0] if len(containers) == 1 else "")
+        if container not in containers:
+            raise ApiError(400, "BadRequest", f"a container name must be specified for pod {name}, "
+                           f"choose one of: {containers}")
+        node_name = (pod.get("spec") or {}).get("nodeName") or ""
+        if not node_name:
+            raise ApiError(400, "BadRequest", f'container "{container}" in pod "{name}" is waiting to start: '
+                           "ContainerCreating")
+        node = self.store.get(self.store.find("", "v1", "nodes"), "", node_name)
+        address, port = apiserver_streams.node_address(node), apiserver_streams.kubelet_port(node)
+        try:
+            data = apiserver_streams.kubelet_logs(address, port, namespace, name, container,
+                                                  self.kubelet_client[0], self.kubelet_client[1])
+        except OSError as error:
+            raise ApiError(500, "InternalError", f"Get \"https://{address}:{port}"
+                           f"/containerLogs/{namespace}/{name}/{container}\": {error}") from None
+        return 200, Raw(data, "text/plain")
+
+
+def watch_for(store: Store, resource: Resource, namespace: str, query: dict[str, str]) -> apiserver_streams.Watch:
+    """A watch of ``resource`` (in ``namespace``) with the request's selectors, from its resourceVersion."""
+    def read() -> apiserver_streams.Seen:
+        body = {"key": b64(resource.key(namespace)), "range_end": prefix_end(resource.key(namespace))}
+        answer = store.etcd.call("/v3/kv/range", body)
+        seen: apiserver_streams.Seen = {}
+        for kv in answer.get("kvs") or []:
+            obj = with_version(json.loads(base64.b64decode(kv["value"])), int(kv["mod_revision"]))
+            meta = obj["metadata"]
+            seen[(meta.get("namespace", ""), meta["name"])] = (obj, int(kv["mod_revision"]), int(kv["create_revision"]))
+        return seen
+
+    def keep(obj: dict[str, Any]) -> bool:
+        return (matches_labels((obj.get("metadata") or {}).get("labels") or {}, query.get("labelSelector", ""))
+                and matches_fields(obj, query.get("fieldSelector", "")))
+
+    try:
+        since = int(query.get("resourceVersion") or 0)
+    except ValueError:
+        raise ApiError(400, "BadRequest", f"invalid resource version: {query.get('resourceVersion')}") from None
+    return apiserver_streams.Watch(read, keep, since, apiserver_streams.watch_timeout(query))
 
 
 # ---------------------------------------------------------------- drain: the pods/eviction subresource
@@ -815,6 +896,7 @@ def evict(store: Store, method: str, path: str, body: bytes, user: User) -> tupl
 class ApiServer(ThreadingHTTPServer):
     daemon_threads = True
     api: Api
+    stopping = False
 
 
 def serve(flags: dict[str, str], version: dict[str, str]) -> ApiServer:
@@ -833,6 +915,7 @@ def serve(flags: dict[str, str], version: dict[str, str]) -> ApiServer:
     server = ApiServer((flags.get("bind-address") or "0.0.0.0", port), Handler, bind_and_activate=True)
     server.socket = context.wrap_socket(server.socket, server_side=True)
     server.api = Api(store, version, f"{address}:{port}")
+    server.api.kubelet_client = (flags.get("kubelet-client-certificate", ""), flags.get("kubelet-client-key", ""))
     return server
 
 

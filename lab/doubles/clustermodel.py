@@ -1,9 +1,10 @@
 """What the doubles' cluster runs: nodes, pods and their status, derived from the shared state.
 
-kubeadm records nodes and addons, kubectl apply records workloads, each node's kubelet
-double writes a heartbeat (images present in its containerd, pull errors, static pods).
-Both kubectl (to answer) and kubelet (to know what to pull) use these functions, so they
-agree on which pod lands on which node.
+kubeadm records nodes and addons; the workloads (DaemonSets, Deployments, bare Pods) are
+what the API server stand-in stores, read by each kubelet double into ``state["objects"]``
+(kubelet_pods.workloads); each kubelet double writes a heartbeat (images present in its
+containerd, pull errors, static pods). Every kubelet double uses these functions, so they
+agree on which pod lands on which node (the model is also the scheduler).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def schedulable(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def workloads(state: dict[str, Any]) -> list[dict[str, Any]]:
-    """kube-system addons kubeadm installed plus every applied DaemonSet/Deployment/Pod."""
+    """kube-system addons kubeadm installed plus every stored DaemonSet/Deployment/Pod."""
     result: list[dict[str, Any]] = []
     init = state.get("init")
     if init:
@@ -95,6 +96,7 @@ def pods(state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> list[dict[s
                     "containers": [{"name": component, "image": static[component]}],
                     "hostNetwork": True,
                     "owner": "Node",
+                    "owner_name": node["name"],
                     "labels": {"component": component, "tier": "control-plane"},
                 }
             )
@@ -104,6 +106,8 @@ def pods(state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> list[dict[s
             "containers": load["containers"],
             "hostNetwork": bool(load.get("hostNetwork")),
             "owner": load["kind"],
+            "owner_name": load["name"],
+            "owner_uid": load.get("uid") or "",
             "labels": dict(load.get("labels") or {}),
         }
         if load["kind"] == "DaemonSet":
@@ -115,9 +119,12 @@ def pods(state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> list[dict[s
             for i in range(int(load.get("replicas", 1))):
                 node = placeable[i % len(placeable)]
                 name = f"{load['name']}-{template}-{_suffix(load['name'], str(i))}"
-                result.append(dict(base, name=name, node=node["name"]))
+                result.append(dict(base, name=name, node=node["name"], owner="ReplicaSet",
+                                   owner_name=f"{load['name']}-{template}"))
         elif load["kind"] == "Pod" and in_cluster:
-            result.append(dict(base, name=load["name"], node=placeable[0]["name"]))
+            bound = ((load.get("object") or {}).get("spec") or {}).get("nodeName")
+            result.append(dict(base, name=load["name"], node=bound or placeable[0]["name"],
+                               object=load.get("object")))
     return result
 
 
@@ -213,7 +220,8 @@ def pod_object(pod: dict[str, Any], state: dict[str, Any], beats: dict[str, dict
     obj = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": pod["name"], "namespace": pod["namespace"], "labels": pod["labels"]},
+        "metadata": {"name": pod["name"], "namespace": pod["namespace"], "labels": pod["labels"],
+                     **owner_metadata(pod)},
         "spec": {"nodeName": pod["node"], "hostNetwork": pod["hostNetwork"],
                  "containers": [{"name": c["name"], "image": c["image"]} for c in pod["containers"]]},
         "status": {
@@ -228,24 +236,24 @@ def pod_object(pod: dict[str, Any], state: dict[str, Any], beats: dict[str, dict
     return obj, status
 
 
+def owner_metadata(pod: dict[str, Any]) -> dict[str, Any]:
+    """ownerReferences (and a mirror pod's annotations) as the real controllers / kubelet set them."""
+    owner = pod.get("owner")
+    if owner not in ("Node", "DaemonSet", "ReplicaSet"):
+        return {}
+    name = pod.get("owner_name", "")
+    uid = pod.get("owner_uid") or "-".join(_suffix(owner, name, str(i), length=8) for i in range(2))
+    reference = {"apiVersion": "v1" if owner == "Node" else "apps/v1", "kind": owner, "name": name,
+                 "uid": uid, "controller": True}
+    meta: dict[str, Any] = {"ownerReferences": [reference]}
+    if owner == "Node":
+        digest = hashlib.sha256(repr(pod["containers"]).encode()).hexdigest()[:32]
+        meta["annotations"] = {"kubernetes.io/config.mirror": digest, "kubernetes.io/config.source": "file"}
+    return meta
+
+
 def service_ip(subnet: str, index: int) -> str:
     import ipaddress
 
     network = ipaddress.ip_network(subnet.split(",")[0], strict=False)
     return str(network.network_address + index)
-
-
-def matches(labels: dict[str, str], selector: str) -> bool:
-    """Equality-based label selector (``a=b,c!=d,e``) as kubectl -l takes it."""
-    for term in filter(None, (t.strip() for t in selector.split(","))):
-        if "!=" in term:
-            key, value = term.split("!=", 1)
-            if labels.get(key) == value:
-                return False
-        elif "=" in term:
-            key, value = term.split("==", 1) if "==" in term else term.split("=", 1)
-            if labels.get(key) != value:
-                return False
-        elif term not in labels:
-            return False
-    return True

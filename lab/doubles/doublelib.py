@@ -1,4 +1,4 @@
-"""Shared machinery of the lab's kubeadm/kubelet/kubectl doubles (lab equipment, not kubeferry).
+"""Shared machinery of the lab's kubeadm and kubelet doubles (lab equipment, not kubeferry).
 
 The doubles run on lab nodes under a private Python that is not on the node's PATH.
 Everything a node owns is read under ``root`` (``/`` on a node; a temp dir in tests,

@@ -4,7 +4,9 @@ Each beat it reads its static pods, works out (like kubectl does) which cluster 
 on this node, pulls missing images through containerd's registry config as the CRI would,
 and writes a heartbeat to the shared state: images present, pull errors, sandbox image.
 With ``run_control_plane`` it also runs etcd and the API server stand-in from the static pod
-manifests (static_pods.py) and reports its Node and pods to the API through kubelet.conf.
+manifests (static_pods.py), reads the workloads stored in the API, reports its Node and pods
+to the API through kubelet.conf, runs the user pods placed on it and serves their logs on
+:10250 (kubelet_pods.py).
 """
 
 from __future__ import annotations
@@ -13,46 +15,26 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from typing import Any
 
 import clustermodel
+import kubelet_flags
+import kubelet_pods
 import yaml
 from apiclient import ApiClient, ApiUnavailable
-from doublelib import Containerd, Env, Fail, parse_flags, read_text, write_atomic
+from doublelib import Containerd, Env, Fail, read_text, write_atomic
 from static_pods import StaticPods
 from static_pods import enabled as static_runner_enabled
 
 PULL_RETRY = 15.0  # seconds before a failed pull is tried again (kubelet's back-off, shortened)
 
-FLAGS = {
-    "--config": "str",
-    "--kubeconfig": "str",
-    "--bootstrap-kubeconfig": "str",
-    "--hostname-override": "str",
-    "--container-runtime-endpoint": "str",
-    "--container-runtime": "str",
-    "--pod-infra-container-image": "str",
-    "--node-ip": "str",
-    "--v": "str",
-    "--version": "bool",
-    "--fail-swap-on": "str",
-    "--cgroup-driver": "str",
-}
-
-
 def log(message: str) -> None:
     stamp = time.strftime("%m%d %H:%M:%S", time.gmtime())
     sys.stderr.write(f"I{stamp} kubelet-double] {message}\n")
     sys.stderr.flush()
-
-
-def flag_file_args(env: Env) -> list[str]:
-    """KUBELET_KUBEADM_ARGS from kubeadm-flags.env (systemd passes them too; read for robustness)."""
-    text = read_text(env.path("/var/lib/kubelet/kubeadm-flags.env")) or ""
-    match = re.search(r'KUBELET_KUBEADM_ARGS="([^"]*)"', text)
-    return match.group(1).split() if match else []
 
 
 def static_pod_docs(env: Env, manifests: str) -> dict[str, dict[str, Any]]:
@@ -88,38 +70,78 @@ class ApiReport:
     """This kubelet's Node and its pods in the API (through kubelet.conf), written on change.
 
     Only where the site runs its control planes (``run_control_plane``); what is reported
-    is clustermodel's view, the same the kubectl double answers with.
+    is clustermodel's view of the workloads the API stores (``with_workloads``).
     """
 
     REFRESH = 20.0
 
-    def __init__(self, env: Env, node: str) -> None:
-        self.env, self.node = env, node
+    def __init__(self, env: Env, node: str, node_ip: str = "") -> None:
+        self.env, self.node, self.node_ip = env, node, node_ip.split(",")[0]
         self.client: ApiClient | None = None
         self.written: dict[str, tuple[str, float]] = {}
         self.complaint = ""
         self.cordon_written: bool | None = None  # spec.unschedulable as this kubelet last wrote it
+        self.workloads: dict[str, dict[str, Any]] = {}
+        self.logs: kubelet_pods.LogServer | None = None
+        self.port = kubelet_pods.PORT
+
+    def connect(self) -> ApiClient | None:
+        conf = self.env.path("/etc/kubernetes/kubelet.conf")
+        if not conf.exists():
+            self.client = None
+            return None
+        if self.client is None:
+            self.client = ApiClient(conf, self.env.path("/var/lib/kubelet/pki"))
+        return self.client
+
+    def with_workloads(self, state: dict[str, Any]) -> dict[str, Any]:
+        """``state`` with the DaemonSets, Deployments and Pods the API holds as its objects."""
+        try:
+            client = self.connect()
+            if client is not None:
+                self.workloads = kubelet_pods.workloads(client)
+        except (ApiUnavailable, OSError, KeyError, StopIteration, ValueError) as error:
+            self.say(str(error))
+        return dict(state, objects=self.workloads)
+
+    def serve_logs(self, state: dict[str, Any], port: int, client_ca: str) -> None:
+        """kubelet's :10250 on the node's address, once the node is registered with one."""
+        record = next((n for n in state.get("nodes", []) if n["name"] == self.node and not n.get("reset")), None)
+        address = self.node_ip or (record or {}).get("address")
+        if self.logs is not None or not record or not address:
+            return
+        try:
+            self.logs = kubelet_pods.LogServer(self.env, self.node, address, port, client_ca)
+            self.port = port
+        except (OSError, subprocess.SubprocessError) as error:
+            self.say(f"kubelet server on {address}:{port}: {error}")
+
+    def stop(self) -> None:
+        if self.logs is not None:
+            self.logs.stop()
+            self.logs = None
 
     def objects(self, state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
         record = next((n for n in state.get("nodes", []) if n["name"] == self.node and not n.get("reset")), None)
         if record is None:
             return []
         now = time.time()
-        objects = [("/api/v1/nodes", clustermodel.node_object(state, beats, record, now))]
+        node_obj = clustermodel.node_object(state, beats, record, now)
+        node_obj["status"]["daemonEndpoints"] = {"kubeletEndpoint": {"Port": self.port}}
+        if self.node_ip:  # --node-ip, else the address kubeadm recorded
+            node_obj["status"]["addresses"][0]["address"] = self.node_ip
+        objects = [("/api/v1/nodes", node_obj)]
         for pod in clustermodel.pods(state, beats):
-            if pod["node"] == self.node:
+            if pod["node"] == self.node and pod["owner"] != "Pod":
                 obj, _ = clustermodel.pod_object(pod, state, beats, now)
                 objects.append((f"/api/v1/namespaces/{pod['namespace']}/pods", obj))
         return objects
 
     def report(self, state: dict[str, Any], beats: dict[str, dict[str, Any]]) -> None:
-        conf = self.env.path("/etc/kubernetes/kubelet.conf")
-        if not conf.exists():
-            self.client = None
-            return
         try:
-            if self.client is None:
-                self.client = ApiClient(conf, self.env.path("/var/lib/kubelet/pki"))
+            client = self.connect()
+            if client is None:
+                return
             if self.adopt_cordon():
                 state = self.env.state.read()
             for collection, obj in self.objects(state, beats):
@@ -127,13 +149,18 @@ class ApiReport:
                 last, at = self.written.get(key, ("", 0.0))
                 if last == text and time.time() - at < self.REFRESH:
                     continue
-                code = self.client.upsert(collection, obj)
+                code = client.upsert(collection, obj)
                 if code < 300:
                     self.written[key] = (text, time.time())
                     if obj["kind"] == "Node":
                         self.cordon_written = bool(obj["spec"].get("unschedulable"))
                 else:
                     self.say(f"{key}: HTTP {code}")
+            for pod in clustermodel.pods(state, beats):
+                if pod["node"] == self.node and pod["owner"] == "Pod" and pod.get("object"):
+                    code = kubelet_pods.report_user_pod(self.env, client, self.node, pod, state, beats)
+                    if code >= 300 and code != 404:  # 404: deleted meanwhile (kubectl run --rm)
+                        self.say(f"pod {pod['namespace']}/{pod['name']}: HTTP {code}")
             self.complaint = ""
         except (ApiUnavailable, OSError, KeyError, StopIteration, ValueError) as error:
             self.say(str(error))
@@ -162,14 +189,11 @@ class ApiReport:
 
 
 def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
-    flags, _ = parse_flags(argv, FLAGS)
-    if flags.get("--version"):
+    if "--version" in argv:
         sys.stdout.write(f"Kubernetes v{env.version}\n")
         return
     extra["command"] = "run"
-    flags_from_file, _ = parse_flags(flag_file_args(env), FLAGS)
-    for key, value in flags_from_file.items():
-        flags.setdefault(key, value)
+    flags = kubelet_flags.parse(env, argv)
     config_path = flags.get("--config", "/var/lib/kubelet/config.yaml")
     config_text = read_text(env.path(config_path))
     if config_text is None:
@@ -185,6 +209,8 @@ def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
             'E0000 run.go:74] "command failed" err="failed to run Kubelet: running with swap on is not supported, '
             'please disable swap! or set --fail-swap-on flag to false."'
         )
+    if flags.get("--node-ip"):
+        kubelet_flags.check_node_ip(env, str(flags["--node-ip"]))
     node = str(flags.get("--hostname-override") or env.hostname).lower()
     extra["node_name"] = node
     check_skew(env)
@@ -210,7 +236,17 @@ def handle(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
 def beat_until_stopped(env: Env, flags: dict[str, Any], config_path: str, manifests: str, node: str,
                        interval: float, stop: dict[str, bool], runner: StaticPods | None) -> None:
     config = yaml.safe_load(read_text(env.path(config_path)) or "") or {}
-    reporter = ApiReport(env, node) if runner else None
+    reporter = ApiReport(env, node, str(flags.get("--node-ip") or "")) if runner else None
+    try:
+        beat_loop(env, flags, config_path, manifests, node, interval, stop, runner, reporter, config)
+    finally:
+        if reporter:
+            reporter.stop()
+
+
+def beat_loop(env: Env, flags: dict[str, Any], config_path: str, manifests: str, node: str, interval: float,
+              stop: dict[str, bool], runner: StaticPods | None, reporter: ApiReport | None,
+              config: dict[str, Any]) -> None:
     failed_at: dict[str, float] = {}
     errors: dict[str, str] = {}
     while not stop["now"]:
@@ -222,6 +258,11 @@ def beat_until_stopped(env: Env, flags: dict[str, Any], config_path: str, manife
         static = {name: doc["spec"]["containers"][0]["image"] for name, doc in docs.items()}
         wanted = {runtime.sandbox_image} | set(static.values())
         state = env.state.read()
+        if reporter:
+            state = reporter.with_workloads(state)
+            port = int(env.setting("kubelet_port", config.get("port") or kubelet_pods.PORT))
+            reporter.serve_logs(state, port, str(((config.get("authentication") or {}).get("x509") or {})
+                                           .get("clientCAFile") or "/etc/kubernetes/pki/ca.crt"))
         if any(n["name"] == node for n in state.get("nodes", [])):
             for pod in clustermodel.pods(state, {node: {"static_pods": static}}):
                 if pod["node"] == node:
@@ -254,7 +295,7 @@ def beat_until_stopped(env: Env, flags: dict[str, Any], config_path: str, manife
         }
         write_atomic(env.state.heartbeat_path(node), json.dumps(beat, sort_keys=True).encode())
         if reporter:
-            reporter.report(env.state.read(), env.state.heartbeats())
+            reporter.report(dict(env.state.read(), objects=reporter.workloads), env.state.heartbeats())
         deadline = time.time() + interval
         while not stop["now"] and time.time() < deadline:
             time.sleep(0.1)

@@ -2,7 +2,7 @@
 
 The node-preparing phases (os, packages, containerd, images, registry) are another part
 of kubeferry with their own lab tests; this harness does their job directly so the cluster
-phases are tested on their own against the lab's kubeadm/kubelet/kubectl doubles, on real
+phases are tested on their own against the lab's kubeadm/kubelet doubles and real kubectl, on real
 nodes (the lab's base already carries the doubles' Python, hidden from PATH, and the
 shared cluster state, docs/lab-doubles.md):
 
@@ -150,7 +150,7 @@ def install(bundle: Path, inventory: Path, phases: str, run_dir: Path,
 class ClusterLab:
     """One lab site with a Harbor stand-in and nodes ready for kubeadm (the doubles)."""
 
-    def __init__(self, site: Site, workdir: Path, run_control_plane: bool = False) -> None:
+    def __init__(self, site: Site, workdir: Path, run_control_plane: bool = True) -> None:
         self.site = site
         self.run_control_plane = run_control_plane  # the kubelet double runs etcd and the API server
         self.workdir = workdir
@@ -204,8 +204,7 @@ class ClusterLab:
         certs = f"/etc/containerd/certs.d/{host}"
         pause = self.site_image(image_set(VERSION).pause_image)
         files = {
-            DOUBLE_CONF: double_conf(site_registries=(host,), wait_timeout=180,
-                                     run_control_plane=self.run_control_plane),
+            DOUBLE_CONF: double_conf(wait_timeout=180, run_control_plane=self.run_control_plane),
             "/etc/containerd/config.toml": _containerd_config(pause),
             f"{certs}/ca.crt": Path(self.registry.ca_file).read_text(),
             f"{certs}/hosts.toml": f'server = "https://{host}"\n\n[host."https://{host}"]\n'

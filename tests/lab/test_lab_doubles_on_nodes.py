@@ -43,7 +43,7 @@ def test_every_node_has_the_doubles_configuration(lab_site: Site) -> None:
     for node in lab_site.nodes:
         conf = yaml.safe_load(node.ssh(f"cat {DOUBLE_CONF}").stdout)
         assert conf["state_dir"] == STATE_DIR
-        assert conf["site_registries"] == ["harbor.lab"]
+        assert conf["run_control_plane"] is True
 
 
 def test_the_cluster_state_is_one_directory_for_all_nodes(lab_site: Site) -> None:

@@ -1,11 +1,17 @@
-"""A whole cluster on the doubles: HA init, control-plane and worker joins, calico, verify."""
+"""A whole cluster on the doubles: HA init, control-plane and worker joins, calico, verify.
+
+Every node's kubelet double runs the control plane (real etcd, the API server stand-in), and
+``kubectl`` is the stand-in kubectl package's program: the real, official kubectl."""
 
 from __future__ import annotations
 
 import json
+import time
 
 from doubles_configs import CERT_KEY, calico, dump, init_docs, join_docs
 from doubles_harness import Lab, Node
+
+ENDPOINT = "127.0.0.11:6443"  # the host's resolver, which real kubectl uses, knows no lab names
 
 
 def kubectl(node: Node, *args: str, stdin: str | None = None):
@@ -14,11 +20,24 @@ def kubectl(node: Node, *args: str, stdin: str | None = None):
     )
 
 
-def init_cluster(lab: Lab) -> Node:
-    cp1 = lab.node("cp1")
+def node(lab: Lab, name: str, kubelet_port: int = 10250) -> Node:
+    """A node whose kubelet double runs the control plane's static pods and reports to the API,
+    as the lab sets it. The test nodes share one network namespace, so only one control plane
+    runs (its etcd and API server bind 127.0.0.1:2379 and :6443; HA runs on the lab's nodes,
+    tests/e2e) and each kubelet gets its own port (kubeadm's preflight checks 10250)."""
+    made = lab.node(name)
+    made.write("etc/kubeferry-lab/double.conf", "wait_timeout: 60\nheartbeat_interval: 1\n"
+               f"run_control_plane: true\netcd_binary: /usr/bin/etcd\nkubelet_port: {kubelet_port}\n"
+               "discovery_timeout: 3s\n")
+    return made
+
+
+def init_cluster(lab: Lab, control_plane: bool = True) -> Node:
+    """cp1 initialised; with ``control_plane`` its kubelet double runs etcd and the API server."""
+    cp1 = node(lab, "cp1", kubelet_port=10252) if control_plane else lab.node("cp1")
     cp1.start_kubelet()
     result = cp1.run(
-        "kubeadm", "init", "--config", cp1.config("init.yaml", dump(init_docs())), "--upload-certs"
+        "kubeadm", "init", "--config", cp1.config("init.yaml", dump(init_docs(endpoint=ENDPOINT))), "--upload-certs"
     )
     assert result.returncode == 0, result.stderr
     return cp1
@@ -27,71 +46,50 @@ def init_cluster(lab: Lab) -> Node:
 def test_ha_cluster_from_init_to_verify(lab: Lab) -> None:
     cp1 = init_cluster(lab)
     init = lab.record.init_config()
-    assert init["podSubnet"] == "10.244.0.0/16" and init["controlPlaneEndpoint"] == "cp.lab.test:6443"
+    assert init["podSubnet"] == "10.244.0.0/16" and init["controlPlaneEndpoint"] == ENDPOINT
     assert init["images"]["coredns"] == "127.0.0.1:5000/google_containers/coredns:v1.9.3"
     assert lab.record.certificate_key()["key"] == CERT_KEY
     admin = (cp1.root / "etc/kubernetes/admin.conf").read_text()
-    assert "server: https://cp.lab.test:6443" in admin and "client-key-data" in admin
+    assert f"server: https://{ENDPOINT}" in admin and "client-key-data" in admin
     assert (cp1.root / "etc/kubernetes/admin.conf").stat().st_mode & 0o777 == 0o600
     manifest = (cp1.root / "etc/kubernetes/manifests/kube-apiserver.yaml").read_text()
     assert "image: 127.0.0.1:5000/google_containers/kube-apiserver:v1.25.0" in manifest
     assert "cgroupDriver: systemd" in (cp1.root / "var/lib/kubelet/config.yaml").read_text()
 
     token = lab.record.tokens()[0]["token"]
-    cp2 = lab.node("cp2")
-    cp2.start_kubelet()
-    joined = cp2.run(
-        "kubeadm",
-        "join",
-        "--config",
-        cp2.config("join.yaml", dump(join_docs("cp2", token, init["ca_hash"], control_plane="127.0.0.12"))),
-    )
-    assert joined.returncode == 0, joined.stderr
-    assert (cp2.root / "etc/kubernetes/pki/ca.key").read_bytes() == (
-        cp1.root / "etc/kubernetes/pki/ca.key"
-    ).read_bytes()
 
     created = cp1.run("kubeadm", "token", "create", "--print-join-command")
     assert created.returncode == 0, created.stderr
-    assert created.stdout.startswith("kubeadm join cp.lab.test:6443 --token ")
-    worker = lab.node("w1")
+    assert created.stdout.startswith(f"kubeadm join {ENDPOINT} --token ")
+    worker = node(lab, "w1", kubelet_port=10251)
     worker.start_kubelet()
     joined = worker.run("kubeadm", "join", *created.stdout.split()[2:])
     assert joined.returncode == 0, joined.stderr
-    assert lab.record.join_order() == [("cp1", "control-plane"), ("cp2", "control-plane"), ("w1", "worker")]
+    assert lab.record.join_order() == [("cp1", "control-plane"), ("w1", "worker")]
 
-    nodes = json.loads(kubectl(cp1, "get", "nodes", "-o", "json").stdout)["items"]
-    assert [n["metadata"]["name"] for n in nodes] == ["cp1", "cp2", "w1"]
+    deadline = time.time() + 30
+    nodes: list = []
+    while time.time() < deadline and len(nodes) < 2:
+        time.sleep(1)
+        nodes = json.loads(kubectl(cp1, "get", "nodes", "-o", "json").stdout)["items"]
+    assert [n["metadata"]["name"] for n in nodes] == ["cp1", "w1"]
     assert all(n["status"]["conditions"][0]["status"] == "False" for n in nodes), (
         "NotReady until the CNI is up"
     )
-
-    wrong_cidr = kubectl(cp1, "apply", "-f", "-", stdin=calico("192.168.0.0/16"))
-    assert wrong_cidr.returncode == 1
-    assert (
-        'CALICO_IPV4POOL_CIDR "192.168.0.0/16" differs from the cluster podSubnet "10.244.0.0/16"'
-        in wrong_cidr.stderr
-    )
-    unset = kubectl(cp1, "apply", "-f", "-", stdin=calico(None))
-    assert unset.returncode == 1 and "CALICO_IPV4POOL_CIDR is not set" in unset.stderr
-    upstream = kubectl(cp1, "apply", "-f", "-", stdin=calico("10.244.0.0/16", registry="docker.io"))
-    assert upstream.returncode == 1
-    assert 'image "docker.io/calico/cni:v3.24.5" is not in the site registry' in upstream.stderr
-    missing_tag = kubectl(
-        cp1, "apply", "-f", "-", stdin=calico("10.244.0.0/16").replace("v3.24.5", "v3.99.0")
-    )
-    assert missing_tag.returncode == 1
-    assert "HEAD http://127.0.0.1:5000/v2/calico/cni/manifests/v3.99.0: 404" in missing_tag.stderr
-    assert lab.record.applied() == []
 
     applied = kubectl(cp1, "apply", "-f", "-", stdin=calico("10.244.0.0/16"))
     assert applied.returncode == 0, applied.stderr
     assert "daemonset.apps/calico-node created" in applied.stdout
     again = kubectl(cp1, "apply", "-f", "-", stdin=calico("10.244.0.0/16"))
-    assert "daemonset.apps/calico-node unchanged" in again.stdout
-    assert lab.record.objects()["DaemonSet/kube-system/calico-node"]["calicoIPv4PoolCIDR"] == "10.244.0.0/16"
+    # as on a real cluster: a PodDisruptionBudget's selector (patch strategy "replace") is
+    # patched on every apply, so kubectl says "configured" though nothing differs
+    changed = [line for line in again.stdout.splitlines() if not line.endswith(" unchanged")]
+    assert changed == ["poddisruptionbudget.policy/calico-kube-controllers configured"], again.stdout
+    stored = json.loads(kubectl(cp1, "get", "daemonset", "calico-node", "-n", "kube-system", "-o", "json").stdout)
+    env = {e["name"]: e.get("value") for e in stored["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["CALICO_IPV4POOL_CIDR"] == "10.244.0.0/16"
 
-    waited = kubectl(cp1, "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=60s")
+    waited = kubectl(cp1, "wait", "--for=condition=Ready", "nodes", "--all", "--timeout=90s")
     assert waited.returncode == 0, waited.stderr
     waited = kubectl(
         cp1, "wait", "--for=condition=Ready", "pods", "--all", "-n", "kube-system", "--timeout=60s"
@@ -99,11 +97,10 @@ def test_ha_cluster_from_init_to_verify(lab: Lab) -> None:
     assert waited.returncode == 0, waited.stderr
     pods = json.loads(kubectl(cp1, "get", "pods", "-A", "-o", "json").stdout)["items"]
     names = sorted(p["metadata"]["name"].rsplit("-", 1)[0] for p in pods)
-    assert names.count("calico-node") == 3 and names.count("kube-proxy") == 3
+    assert names.count("calico-node") == 2 and names.count("kube-proxy") == 2
     assert len([p for p in pods if p["metadata"]["name"].startswith("coredns-")]) == 2
     for static in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"):
         assert f"{static}-cp1" in {p["metadata"]["name"] for p in pods}
-        assert f"{static}-cp2" in {p["metadata"]["name"] for p in pods}
     images = {c["image"] for p in pods for c in p["spec"]["containers"]}
     assert images and all(i.startswith("127.0.0.1:5000/") for i in images)
     assert all(p["status"]["phase"] == "Running" for p in pods)
@@ -120,7 +117,7 @@ def test_ha_cluster_from_init_to_verify(lab: Lab) -> None:
     )
     assert dns_pods.returncode == 0 and len(dns_pods.stdout.splitlines()) == 2, dns_pods.stdout
     calico_pods = kubectl(cp1, "get", "pods", "-A", "-l", "k8s-app=calico-node", "-o", "name").stdout.split()
-    assert len(calico_pods) == 3 and all(p.startswith("pod/calico-node-") for p in calico_pods)
+    assert len(calico_pods) == 2 and all(p.startswith("pod/calico-node-") for p in calico_pods)
     table = kubectl(cp1, "get", "nodes").stdout
     assert table.splitlines()[1].split()[:2] == ["cp1", "Ready"]
 
@@ -139,40 +136,28 @@ def test_ha_cluster_from_init_to_verify(lab: Lab) -> None:
     )
     assert dns.returncode == 0, dns.stderr
     assert "Address 1: 10.96.0.1 kubernetes.default.svc.cluster.local" in dns.stdout
-    outside = kubectl(
-        cp1,
-        "run",
-        "dnscheck",
-        "--image",
-        "docker.io/library/busybox:1.28",
-        "--rm",
-        "-i",
-        "--restart=Never",
-        "--",
-        "nslookup",
-        "kubernetes.default",
-    )
-    assert outside.returncode == 1 and "not a site registry" in outside.stderr
+    assert 'pod "dnscheck" deleted' in dns.stdout
+    assert "dnscheck" not in kubectl(cp1, "get", "pods", "-o", "name").stdout
+    unknown = kubectl(cp1, "run", "dnscheck", "--image", "127.0.0.1:5000/library/busybox:1.28", "--rm", "-i",
+                      "--restart=Never", "--", "nslookup", "nosuch.default")
+    assert unknown.returncode == 1 and "nslookup: can't resolve 'nosuch.default'" in unknown.stdout
+    assert "pod default/dnscheck terminated (Error)" in unknown.stderr
+    outside = kubectl(cp1, "run", "dnscheck", "--image", "docker.io/library/busybox:1.28", "--rm", "-i",
+                      "--restart=Never", "--pod-running-timeout=8s", "--", "nslookup", "kubernetes.default")
+    assert outside.returncode == 1 and "timed out waiting for the condition" in outside.stderr, outside.stderr
 
     calls = lab.record.invocations(program="kubeadm")
     assert [(c["node"], c["argv"][1], c["exit_code"]) for c in calls] == [
         ("cp1", "init", 0),
-        ("cp2", "join", 0),
         ("cp1", "token", 0),
         ("w1", "join", 0),
     ]
     flag_join = calls[-1]
     assert flag_join["secret_flags"] == ["--token"], "the printed join command puts the token on argv"
     assert token not in json.dumps(lab.record.invocations())
-    assert calls[0]["secret_flags"] == [] and calls[1]["secret_flags"] == []
-    assert {c["command"] for c in lab.record.invocations(program="kubectl")} >= {
-        "apply",
-        "get",
-        "wait",
-        "run",
-    }
+    assert calls[0]["secret_flags"] == []
     beats = lab.record.heartbeats()
-    assert set(beats) == {"cp1", "cp2", "w1"} and all(b["sandbox_ok"] for b in beats.values())
+    assert set(beats) == {"cp1", "w1"} and all(b["sandbox_ok"] for b in beats.values())
 
 
 def test_join_before_init_fails(lab: Lab) -> None:
@@ -186,52 +171,65 @@ def test_join_before_init_fails(lab: Lab) -> None:
     assert lab.record.invocations()[-1]["exit_code"] == 1
 
 
-def test_bad_token_and_ca_hash_are_refused(lab: Lab) -> None:
-    init_cluster(lab)
+def test_discovery_validates_the_api_server_over_the_network(lab: Lab) -> None:
+    """kubeadm join fetches cluster-info from the endpoint: JWS signed with the token, CA pinned,
+    the serving certificate checked against the endpoint; each fault fails as kubeadm fails."""
+    cp1 = init_cluster(lab)
     init = lab.record.init_config()
-    worker = lab.node("w1")
-    bad = worker.run(
-        "kubeadm",
-        "join",
-        "--config",
-        worker.config("a.yaml", dump(join_docs("w1", "abcdef.0123456789abcdef", init["ca_hash"]))),
-    )
-    assert (
-        bad.returncode == 1
-        and 'could not find a JWS signature in the cluster-info ConfigMap for token ID "abcdef"' in bad.stderr
-    )
+    worker = node(lab, "w1", kubelet_port=10251)
     token = lab.record.tokens()[0]["token"]
-    wrong_hash = worker.run(
-        "kubeadm",
-        "join",
-        "--config",
-        worker.config("b.yaml", dump(join_docs("w1", token, "sha256:" + "1" * 64))),
-    )
-    assert wrong_hash.returncode == 1 and "none of the public keys" in wrong_hash.stderr
-    malformed = worker.run(
-        "kubeadm",
-        "join",
-        "--config",
-        worker.config("c.yaml", dump(join_docs("w1", "not-a-token", init["ca_hash"]))),
-    )
+
+    def join(name: str, token: str = token, ca_hash: str = init["ca_hash"], endpoint: str = ENDPOINT):
+        docs = join_docs("w1", token, ca_hash, endpoint=endpoint)
+        return worker.run("kubeadm", "join", "--config", worker.config(name, dump(docs)))
+
+    identity = "couldn't validate the identity of the API Server: "
+    unknown = join("a.yaml", token="abcdef.0123456789abcdef")
+    assert unknown.returncode == 1
+    assert identity + 'could not find a JWS signature in the cluster-info ConfigMap for token ID "abcdef"' \
+        in unknown.stderr
+    forged = join("b.yaml", token=token.split(".")[0] + ".0123456789abcdef")
+    assert forged.returncode == 1 and "failed to verify JWS signature of received cluster info object" \
+        in forged.stderr
+    wrong_hash = join("c.yaml", ca_hash="sha256:" + "1" * 64)
+    assert wrong_hash.returncode == 1 and "cluster CA found in cluster-info ConfigMap is invalid: none of the" \
+        f' public keys "{init["ca_hash"]}" are pinned' in wrong_hash.stderr
+    malformed = join("d.yaml", token="not-a-token")
     assert malformed.returncode == 1 and "the bootstrap token is invalid" in malformed.stderr
-    lab.record.expire_tokens()
-    expired = worker.run(
-        "kubeadm", "join", "--config", worker.config("d.yaml", dump(join_docs("w1", token, init["ca_hash"])))
-    )
+    nobody = join("e.yaml", endpoint="127.0.0.11:6449")
+    assert nobody.returncode == 1 and "dial tcp 127.0.0.11:6449: connect: connection refused" in nobody.stderr
+    # the API server answers on every address (0.0.0.0:6443), but its certificate names only
+    # kubeadm's SANs: 127.0.0.1 is not one of them
+    no_san = join("f.yaml", endpoint="127.0.0.1:6443")
+    assert no_san.returncode == 1 and "x509: certificate is valid for " in no_san.stderr
+    assert ", not 127.0.0.1" in no_san.stderr and "127.0.0.11" in no_san.stderr
+    short = cp1.run("kubeadm", "token", "create", "--ttl", "1s")
+    assert short.returncode == 0, short.stderr
+    time.sleep(2)
+    expired = join("g.yaml", token=short.stdout.strip())
     assert expired.returncode == 1 and "could not find a JWS signature" in expired.stderr
+    deleted = cp1.run("kubeadm", "token", "delete", token)
+    assert deleted.returncode == 0, deleted.stderr
+    gone = join("h.yaml")
+    assert gone.returncode == 1 and "could not find a JWS signature" in gone.stderr
     assert [n["name"] for n in lab.record.nodes()] == ["cp1"]
+    info = json.loads(kubectl(cp1, "get", "configmap", "cluster-info", "-n", "kube-public", "-o", "json").stdout)
+    assert f"server: https://{ENDPOINT}" in info["data"]["kubeconfig"]
+    fresh = cp1.run("kubeadm", "token", "create")
+    worker.start_kubelet()
+    joined = join("i.yaml", token=fresh.stdout.strip())
+    assert joined.returncode == 0, joined.stderr
 
 
 def test_control_plane_join_needs_the_current_certificate_key(lab: Lab) -> None:
-    cp1 = init_cluster(lab)
+    cp1 = init_cluster(lab, control_plane=False)  # cp2's preflight would find cp1's ports taken
     init = lab.record.init_config()
     token = lab.record.tokens()[0]["token"]
     cp2 = lab.node("cp2")
     cp2.start_kubelet()
 
     def join(key: str, name: str):
-        docs = join_docs("cp2", token, init["ca_hash"], control_plane="127.0.0.12", key=key)
+        docs = join_docs("cp2", token, init["ca_hash"], endpoint=ENDPOINT, control_plane="127.0.0.12", key=key)
         return cp2.run("kubeadm", "join", "--config", cp2.config(name, dump(docs)))
 
     wrong = join("f" * 64, "wrong.yaml")
@@ -253,6 +251,8 @@ def test_control_plane_join_needs_the_current_certificate_key(lab: Lab) -> None:
     assert len(new_key) == 64 and new_key != CERT_KEY
     fine = join(new_key, "fresh.yaml")
     assert fine.returncode == 0, fine.stderr
+    shared = cp1.root / "etc/kubernetes/pki/ca.key"
+    assert (cp2.root / "etc/kubernetes/pki/ca.key").read_bytes() == shared.read_bytes()
     assert lab.record.join_order() == [("cp1", "control-plane"), ("cp2", "control-plane")]
     assert "--certificate-key" in lab.record.invocations(program="kubeadm", node="cp2")[-2]["secret_flags"]
 
@@ -261,9 +261,9 @@ def join_worker(lab: Lab) -> tuple[Node, str]:
     """Worker w1 joined to the cluster; with the path of its join configuration."""
     init = lab.record.init_config()
     token = lab.record.tokens()[0]["token"]
-    worker = lab.node("w1")
+    worker = node(lab, "w1", kubelet_port=10251)
     worker.start_kubelet()
-    config = worker.config("join.yaml", dump(join_docs("w1", token, init["ca_hash"])))
+    config = worker.config("join.yaml", dump(join_docs("w1", token, init["ca_hash"], endpoint=ENDPOINT)))
     assert worker.run("kubeadm", "join", "--config", config).returncode == 0
     return worker, config
 
@@ -290,8 +290,12 @@ def test_resetting_the_last_control_plane_ends_the_cluster(lab: Lab) -> None:
     reset = cp1.run("kubeadm", "reset", "-f")
     assert reset.returncode == 0, reset.stderr
     assert lab.record.init_config() is None and lab.record.nodes() == []
+    deadline = time.time() + 30  # the kubelet double stops the static pods whose manifests reset removed
     stale = cp1.run("kubectl", "--kubeconfig", str(admin), "get", "nodes")
-    assert stale.returncode == 1 and "connect: connection refused" in stale.stderr
+    while time.time() < deadline and "was refused" not in stale.stderr:
+        time.sleep(1)
+        stale = cp1.run("kubectl", "--kubeconfig", str(admin), "get", "nodes")
+    assert stale.returncode == 1 and f"The connection to the server {ENDPOINT} was refused" in stale.stderr
     again = cp1.run("kubeadm", "init", "--config", str(cp1.root / "root/init.yaml"), "--upload-certs")
     assert again.returncode == 0, again.stderr
     old_ca = cp1.run("kubectl", "--kubeconfig", str(admin), "get", "nodes")
@@ -306,7 +310,7 @@ def test_a_worker_without_registry_config_stays_not_ready(lab: Lab) -> None:
     """
     cp1 = init_cluster(lab)
     init = lab.record.init_config()
-    worker = lab.node("w1")
+    worker = node(lab, "w1", kubelet_port=10251)
     hosts = worker.root / "etc/containerd/certs.d/127.0.0.1:5000/hosts.toml"
     hosts.write_text(hosts.read_text().replace("127.0.0.1:5000", "127.0.0.1:5999"))  # a wrong mirror address
     worker.start_kubelet()
@@ -314,7 +318,7 @@ def test_a_worker_without_registry_config_stays_not_ready(lab: Lab) -> None:
         "kubeadm",
         "join",
         "--config",
-        worker.config("join.yaml", dump(join_docs("w1", lab.record.tokens()[0]["token"], init["ca_hash"]))),
+        worker.config("join.yaml", dump(join_docs("w1", lab.record.tokens()[0]["token"], init["ca_hash"], endpoint=ENDPOINT))),
     )
     assert joined.returncode == 0, joined.stderr
     assert kubectl(cp1, "apply", "-f", "-", stdin=calico("10.244.0.0/16")).returncode == 0
@@ -354,3 +358,23 @@ def test_drain_refuses_daemonset_pods_unless_told_and_delete_node_removes_it(lab
     assert kubectl(cp1, "get", "nodes", "-o", "name").stdout.split() == ["node/cp1"]
     gone = kubectl(cp1, "delete", "node", "w1")
     assert gone.returncode == 1 and 'Error from server (NotFound): nodes "w1" not found' in gone.stderr
+
+
+def test_a_changed_manifest_is_merged_as_the_api_server_merges_it(lab: Lab) -> None:
+    """kubectl apply sends a strategic merge patch: containers merge by name, nothing else is lost."""
+    cp1 = init_cluster(lab)
+    manifest = calico("10.244.0.0/16")
+    assert kubectl(cp1, "apply", "-f", "-", stdin=manifest).returncode == 0
+    same = kubectl(cp1, "diff", "-f", "-", stdin=manifest)
+    assert same.returncode == 0 and same.stdout == "", same.stdout + same.stderr
+    newer = manifest.replace("v3.24.5", "v3.24.6")
+    differs = kubectl(cp1, "diff", "-f", "-", stdin=newer)
+    assert differs.returncode == 1 and "+        image: 127.0.0.1:5000/calico/node:v3.24.6" in differs.stdout
+    applied = kubectl(cp1, "apply", "-f", "-", stdin=newer)
+    assert "daemonset.apps/calico-node configured" in applied.stdout, applied.stderr
+    stored = json.loads(kubectl(cp1, "get", "daemonset", "calico-node", "-n", "kube-system", "-o", "json").stdout)
+    container = stored["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "127.0.0.1:5000/calico/node:v3.24.6"
+    assert {"CALICO_IPV4POOL_CIDR", "DATASTORE_TYPE"} <= {e["name"] for e in container["env"]}
+    assert container["livenessProbe"] and container["volumeMounts"]
+    assert kubectl(cp1, "diff", "-f", "-", stdin=newer).returncode == 0

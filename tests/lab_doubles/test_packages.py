@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from kubeferry.errors import InputError
+from kubeferry.lab.kubectl_release import release, sha256_file
 from kubeferry.lab.standin_packages import DEFAULT_INTERPRETER, build_debs, build_rpms, package_versions
 from kubeferry.versions import image_set
 
@@ -100,8 +102,10 @@ def test_dpkg_installs_them_together_needing_only_os_packages(debs: dict[str, Pa
     for name in ("kubectl", "cri-tools", "kubernetes-cni"):
         status = run("dpkg", "--root", str(tmp_path), "-s", name).stdout
         assert "Status: install ok installed" in status, status
-    assert (tmp_path / "usr/bin/kubectl").is_symlink()
-    assert (tmp_path / "usr/bin/kubectl").resolve() == tmp_path / "usr/lib/kubeferry-lab/kubectl/kubectl"
+    kubectl = tmp_path / "usr/bin/kubectl"  # the real, official binary of the release's minor
+    assert sha256_file(kubectl) == release("1.25").kubectl_sha256
+    client = json.loads(run(str(kubectl), "version", "--client", "-o", "json").stdout)["clientVersion"]
+    assert client["gitVersion"] == "v1.25.0"
 
 
 def test_rpms_named_and_wired_like_the_legacy_yum_repo(rpms: dict[str, Path]) -> None:

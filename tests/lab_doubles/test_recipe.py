@@ -51,10 +51,11 @@ def test_prepare_root_diverts_python_out_of_path(tmp_path: Path) -> None:
 
 
 def test_double_conf() -> None:
-    conf = yaml.safe_load(double_conf(site_registries=("harbor.lab:443",)))
+    conf = yaml.safe_load(double_conf(run_control_plane=True))
     assert conf == {
         "state_dir": "/var/lib/kubeferry-lab/cluster",
         "wait_timeout": 240,
         "heartbeat_interval": 2,
-        "site_registries": ["harbor.lab:443"],
+        "run_control_plane": True,
+        "etcd_binary": "/usr/lib/kubeferry-lab/etcd/etcd",
     }

@@ -12,10 +12,11 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 import yaml
@@ -49,8 +50,10 @@ def _containerd_images(node) -> set[str]:
     return set(node.ssh("ctr -n k8s.io images ls -q").stdout.split())
 
 
-def _check_install(sc: scenario.Scenario, control_planes: list[str], workers: list[str]) -> None:
-    first = sc.install()
+def _check_install(sc: scenario.Scenario, control_planes: list[str], workers: list[str],
+                   install: Callable[[], subprocess.CompletedProcess[str]] | None = None) -> None:
+    """``install``: how the first install runs (a fault injected meanwhile), else plainly."""
+    first = (install or sc.install)()
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr
     _check_air_gap_held(sc)
     bundle = Bundle.open(sc.bundle)
@@ -165,13 +168,59 @@ def test_one_control_plane_two_workers(tmp_path: Path) -> None:
         _check_install(sc, ["node1"], ["node2", "node3"])
 
 
+def _vip_holders(site: Site, names: list[str]) -> list[str]:
+    return [name for name in names if site.vip in site.node(name).ssh("ip -4 -o addr show").stdout]
+
+
+def _install_losing_the_vip_holder(sc: scenario.Scenario, lb_hosts: list[str],
+                                   moved: list[str]) -> subprocess.CompletedProcess[str]:
+    """The install, with the VIP holder's keepalived stopped as soon as the first join starts
+    (the VIP moves to another lb host). kubeferry either recovers (the joins reach the API
+    through the VIP on its new holder) or fails in one line naming the host, and a re-run
+    completes. The new holder's name is appended to ``moved``; keepalived is started again
+    (as an operator would), and keeps the VIP where it is (nopreempt)."""
+    result: dict[str, subprocess.CompletedProcess[str]] = {}
+    installing = threading.Thread(target=lambda: result.update(first=sc.install()), daemon=True)
+    installing.start()
+    joining = sc.run_path("run") / f"{lb_hosts[1]}.log"
+    deadline = time.monotonic() + scenario.INSTALL_TIMEOUT
+    while installing.is_alive() and time.monotonic() < deadline:
+        if joining.exists() and "kubeadm join" in joining.read_text():
+            break
+        time.sleep(0.2)
+    assert installing.is_alive(), result["first"].stdout[-3000:] + result["first"].stderr
+    [holder] = _vip_holders(sc.site, lb_hosts)
+    sc.site.node(holder).ssh("systemctl stop keepalived")
+    deadline = time.monotonic() + 30
+    while (holders := _vip_holders(sc.site, lb_hosts)) in ([], [holder]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(holders) == 1 and holders != [holder], (holder, holders)
+    moved.extend(holders)
+    installing.join(timeout=scenario.INSTALL_TIMEOUT)
+    first = result["first"]
+    if first.returncode != 0:  # no recovery: one line naming a host, and a re-run completes
+        errors = first.stderr.strip().splitlines()
+        assert first.returncode == 1 and len(errors) == 1, first.stdout[-3000:] + first.stderr
+        assert "Traceback" not in first.stderr and any(name in errors[0] for name in lb_hosts), errors
+        first = sc.install(run_dir="run-again")  # starts keepalived again
+    else:
+        sc.site.node(holder).ssh("systemctl start keepalived")
+    time.sleep(3)  # a few VRRP adverts: the old holder, back, does not take the VIP over
+    assert _vip_holders(sc.site, lb_hosts) == holders
+    return first
+
+
 def test_ha_three_control_planes_vip_one_worker(tmp_path: Path) -> None:
+    """HA, and the VIP holder's keepalived stopped once the joins started (the rest of the
+    install, kubectl through the endpoint and the no-change re-run go through the new holder);
+    then one API server down."""
     with _site("h", 4) as site:
         sc = scenario.prepare(site, tmp_path, ha=True)
-        _check_install(sc, ["node1", "node2", "node3"], ["node4"])
-        holders = [node.name for node in site.nodes[:3]
-                   if site.vip in node.ssh("ip -4 -o addr show").stdout]
-        assert len(holders) == 1, holders
+        lb_hosts = ["node1", "node2", "node3"]
+        moved: list[str] = []
+        _check_install(sc, lb_hosts, ["node4"],
+                       install=lambda: _install_losing_the_vip_holder(sc, lb_hosts, moved))
+        assert _vip_holders(site, lb_hosts) == moved  # kubectl went through the new holder
         # one API server down: the kubelet double restarts it; meanwhile the VIP still answers
         pid = site.node("node1").ssh("pgrep -f -o kubelet/apiserver_double.py").stdout.split()[0]
         site.node("node1").ssh(f"kill {pid}")

@@ -3,6 +3,7 @@ against the lab's kubeadm/kubelet doubles and real kubectl, through the CLI as a
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from pathlib import Path
@@ -244,6 +245,70 @@ def test_a_wrong_endpoint_in_the_inventory_fails_init_in_one_line(cluster_lab, t
     assert result.returncode == 1 and "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert "node1 in phase init" in last and "error execution phase wait-control-plane" in last, last
+
+
+KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
+LONG_AGO = base64.b64encode(b"2000-01-01T00:00:00Z").decode()
+
+
+def expire_bootstrap_tokens(node: Node) -> int:
+    """Every bootstrap token's Secret expired (as days between init and join would); how many."""
+    listed = json.loads(node.ssh(f"{KUBECTL} -n kube-system get secrets -o json").stdout)["items"]
+    names = [s["metadata"]["name"] for s in listed if s.get("type") == "bootstrap.kubernetes.io/token"]
+    patch = json.dumps({"data": {"expiration": LONG_AGO}})
+    for name in names:
+        node.ssh(f"{KUBECTL} -n kube-system patch secret {name} --type merge -p '{patch}'")
+    return len(names)
+
+
+def cluster_info_ca(node: Node, pem: str) -> str:
+    """cluster-info's kubeconfig made to carry ``pem`` as its CA; the kubeconfig it had."""
+    shown = json.loads(node.ssh(f"{KUBECTL} -n kube-public get configmap cluster-info -o json").stdout)
+    kubeconfig = shown["data"]["kubeconfig"]
+    config = yaml.safe_load(kubeconfig)
+    config["clusters"][0]["cluster"]["certificate-authority-data"] = base64.b64encode(pem.encode()).decode()
+    set_cluster_info(node, yaml.safe_dump(config))
+    return kubeconfig
+
+
+def set_cluster_info(node: Node, kubeconfig: str) -> None:
+    patch = json.dumps({"data": {"kubeconfig": kubeconfig}}).encode()
+    node.ssh("cat > /root/cluster-info-patch.json", stdin=patch)
+    node.ssh(f"{KUBECTL} -n kube-public patch configmap cluster-info --type merge"
+             " --patch-file /root/cluster-info-patch.json && rm /root/cluster-info-patch.json")
+
+
+def test_join_expired_tokens_recover_an_unpinned_ca_fails_in_one_line(cluster_lab, tmp_path: Path) -> None:
+    """Init, then the join in a later run: every bootstrap token has expired meanwhile
+    (kubeferry makes a fresh one, so the join goes through), but first cluster-info carries
+    another CA than the one kubeferry's --discovery-token-ca-cert-hash pins (what a join
+    endpoint answered by another cluster looks like): kubeadm refuses it, and kubeferry says
+    so in one line naming the node; the CA put back, a re-run joins."""
+    lab = cluster_lab(2)
+    node1 = lab.site.nodes[0]
+    inventory = lab.inventory(1, 1)
+    ok(lab.install(inventory, "init", tmp_path / "run1"))
+    assert expire_bootstrap_tokens(node1) == 1  # the one init made
+
+    other_ca = node1.ssh("cat /etc/kubernetes/pki/front-proxy-ca.crt").stdout  # a CA, not the cluster's
+    kubeconfig = cluster_info_ca(node1, other_ca)
+    refused = lab.install(inventory, "join", tmp_path / "run2")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stdout + refused.stderr
+    errors = refused.stderr.strip().splitlines()
+    assert len(errors) == 1, errors
+    # past the JWS check (the fresh token signs), refused at the CA pin
+    assert "node2 in phase join" in errors[0] and "none of the public keys" in errors[0] \
+        and "are pinned" in errors[0], errors[0]
+    assert not any(secret in refused.stdout + refused.stderr for secret in secrets_of(lab))
+
+    set_cluster_info(node1, kubeconfig)
+    assert expire_bootstrap_tokens(node1) == 2  # init's, and the one the refused run made
+    joined = ok(lab.install(inventory, "join,verify", tmp_path / "run3"))
+    assert statuses(joined)[("join", "node2")] == "changed" and "2 nodes Ready" in joined
+    calls = [(node, command) for node, command, _ in kubeadm_calls(lab)]
+    assert calls == [("node1", "init --config"), ("node1", "token create"), ("node2", "join --config"),
+                     ("node1", "token create"), ("node2", "join --config")]
+    assert lab.record.join_order() == [("node1", "control-plane"), ("node2", "worker")]
 
 
 def test_a_wrong_host_key_is_refused_before_anything_changes(lab_site: Site, tmp_path: Path) -> None:

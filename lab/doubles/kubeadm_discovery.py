@@ -66,14 +66,16 @@ def rfc3339(when: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
-def publish(admin_conf: Path, credentials: Path, ca_pem: bytes, server: str, tokens: list[dict[str, Any]]) -> str:
-    """cluster-info and the bootstrap-token Secrets in the API; "" or why it failed."""
+def publish(admin_conf: Path, credentials: Path, ca_pem: bytes, server: str, tokens: list[dict[str, Any]],
+            cluster_info: bool = True) -> str:
+    """The bootstrap-token Secrets in the API, and cluster-info with ``cluster_info`` (kubeadm's
+    init writes it; ``token create/delete`` only the Secrets); "" or why it failed."""
     try:
         client = ApiClient(admin_conf, credentials)
         info = {"apiVersion": "v1", "kind": "ConfigMap",
                 "metadata": {"name": "cluster-info", "namespace": "kube-public"},
                 "data": {"kubeconfig": cluster_info_kubeconfig(ca_pem, server)}}
-        code = client.upsert("/api/v1/namespaces/kube-public/configmaps", info)
+        code = client.upsert("/api/v1/namespaces/kube-public/configmaps", info) if cluster_info else 200
         if code >= 300:
             return f"cluster-info: HTTP {code}"
         wanted = set()

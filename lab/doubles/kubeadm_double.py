@@ -1240,8 +1240,9 @@ def join_config_from_flags(env: Env, flags: dict[str, Any], positional: list[str
     return config
 
 
-def publish_discovery(env: Env) -> str:
-    """cluster-info and the token Secrets in the API (when the kubelet double runs the API server)."""
+def publish_discovery(env: Env, cluster_info: bool = True) -> str:
+    """The token Secrets in the API, and cluster-info with ``cluster_info`` (when the kubelet
+    double runs the API server)."""
     state = env.state.read()
     admin = env.path("/etc/kubernetes/admin.conf")
     if not static_pods.enabled(env) or not state.get("init") or not admin.exists():
@@ -1252,7 +1253,8 @@ def publish_discovery(env: Env) -> str:
     while True:
         problem = kubeadm_discovery.publish(admin, env.path("/etc/kubernetes/tmp/kubeadm-client"),
                                            env.path(f"{PKI}/ca.crt").read_bytes(),
-                                           f"https://{state['init']['endpoint']}", state.get("tokens", []))
+                                           f"https://{state['init']['endpoint']}", state.get("tokens", []),
+                                           cluster_info=cluster_info)
         if not problem or time.monotonic() >= deadline:
             return problem
         time.sleep(0.5)
@@ -1594,7 +1596,7 @@ def cmd_token(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         with env.state.update() as data:
             ids = {p.split(".")[0] for p in positional[1:]}
             data["tokens"] = [t for t in data.get("tokens", []) if t["token"].split(".")[0] not in ids]
-        problem = publish_discovery(env)
+        problem = publish_discovery(env, cluster_info=False)
         if problem:
             raise Fail(f"failed to delete bootstrap token: {problem}")
         for token_id in positional[1:]:
@@ -1610,7 +1612,7 @@ def cmd_token(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     ttl = parse_duration(flags.get("--ttl", "24h0m0s"))
     with env.state.update() as data:
         record_token(data, token, ttl, flags.get("--description", ""))
-    problem = publish_discovery(env)
+    problem = publish_discovery(env, cluster_info=False)  # kubeadm's token create writes the Secret only
     if problem:
         raise Fail(f"failed to create or update bootstrap token with name bootstrap-token-{token[:6]}: {problem}")
     if flags.get("--print-join-command"):

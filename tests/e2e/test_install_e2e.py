@@ -198,6 +198,8 @@ def _install_losing_the_vip_holder(sc: scenario.Scenario, lb_hosts: list[str],
     moved.extend(holders)
     installing.join(timeout=scenario.INSTALL_TIMEOUT)
     first = result["first"]
+    print(f"VIP holder {holder} lost as {lb_hosts[1]} began its join; the VIP moved to {holders[0]};"
+          f" the install exited {first.returncode}: {first.stderr.strip()}")
     if first.returncode != 0:  # no recovery: one line naming a host, and a re-run completes
         errors = first.stderr.strip().splitlines()
         assert first.returncode == 1 and len(errors) == 1, first.stdout[-3000:] + first.stderr

@@ -251,8 +251,11 @@ KUBECTL = "kubectl --kubeconfig /etc/kubernetes/admin.conf"
 LONG_AGO = base64.b64encode(b"2000-01-01T00:00:00Z").decode()
 
 
-def expire_bootstrap_tokens(node: Node) -> int:
-    """Every bootstrap token's Secret expired (as days between init and join would); how many."""
+def expire_bootstrap_tokens(lab: ClusterLab) -> int:
+    """Every bootstrap token expired (as days between init and join would): in kubeadm's record
+    and its Secret in the API; how many."""
+    lab.record.expire_tokens()
+    node = lab.site.nodes[0]
     listed = json.loads(node.ssh(f"{KUBECTL} -n kube-system get secrets -o json").stdout)["items"]
     names = [s["metadata"]["name"] for s in listed if s.get("type") == "bootstrap.kubernetes.io/token"]
     patch = json.dumps({"data": {"expiration": LONG_AGO}})
@@ -288,7 +291,7 @@ def test_join_expired_tokens_recover_an_unpinned_ca_fails_in_one_line(cluster_la
     node1 = lab.site.nodes[0]
     inventory = lab.inventory(1, 1)
     ok(lab.install(inventory, "init", tmp_path / "run1"))
-    assert expire_bootstrap_tokens(node1) == 1  # the one init made
+    assert expire_bootstrap_tokens(lab) == 1  # the one init made
 
     other_ca = node1.ssh("cat /etc/kubernetes/pki/front-proxy-ca.crt").stdout  # a CA, not the cluster's
     kubeconfig = cluster_info_ca(node1, other_ca)
@@ -302,7 +305,7 @@ def test_join_expired_tokens_recover_an_unpinned_ca_fails_in_one_line(cluster_la
     assert not any(secret in refused.stdout + refused.stderr for secret in secrets_of(lab))
 
     set_cluster_info(node1, kubeconfig)
-    assert expire_bootstrap_tokens(node1) == 2  # init's, and the one the refused run made
+    assert expire_bootstrap_tokens(lab) == 2  # init's, and the one the refused run made
     joined = ok(lab.install(inventory, "join,verify", tmp_path / "run3"))
     assert statuses(joined)[("join", "node2")] == "changed" and "2 nodes Ready" in joined
     calls = [(node, command) for node, command, _ in kubeadm_calls(lab)]

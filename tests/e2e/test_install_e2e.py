@@ -191,6 +191,8 @@ def _install_losing_the_vip_holder(sc: scenario.Scenario, lb_hosts: list[str],
     assert installing.is_alive(), result["first"].stdout[-3000:] + result["first"].stderr
     [holder] = _vip_holders(sc.site, lb_hosts)
     sc.site.node(holder).ssh("systemctl stop keepalived")
+    joined = [name for name, _ in ClusterRecord(sc.site.cluster_state).join_order()]
+    assert not set(joined) & set(lb_hosts[2:]), joined  # the later joins all come after
     deadline = time.monotonic() + 30
     while (holders := _vip_holders(sc.site, lb_hosts)) in ([], [holder]) and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -198,8 +200,8 @@ def _install_losing_the_vip_holder(sc: scenario.Scenario, lb_hosts: list[str],
     moved.extend(holders)
     installing.join(timeout=scenario.INSTALL_TIMEOUT)
     first = result["first"]
-    print(f"VIP holder {holder} lost as {lb_hosts[1]} began its join; the VIP moved to {holders[0]};"
-          f" the install exited {first.returncode}: {first.stderr.strip()}")
+    print(f"VIP holder {holder} lost as {lb_hosts[1]} began its join (joined then: {joined});"
+          f" the VIP moved to {holders[0]}; the install exited {first.returncode}: {first.stderr.strip()}")
     if first.returncode != 0:  # no recovery: one line naming a host, and a re-run completes
         errors = first.stderr.strip().splitlines()
         assert first.returncode == 1 and len(errors) == 1, first.stdout[-3000:] + first.stderr

@@ -306,7 +306,7 @@ def test_join_expired_tokens_recover_an_unpinned_ca_fails_in_one_line(cluster_la
 
     set_cluster_info(node1, kubeconfig)
     assert expire_bootstrap_tokens(lab) == 2  # init's, and the one the refused run made
-    joined = ok(lab.install(inventory, "join,verify", tmp_path / "run3"))
+    joined = ok(lab.install(inventory, "join,cni,verify", tmp_path / "run3"))
     assert statuses(joined)[("join", "node2")] == "changed" and "2 nodes Ready" in joined
     calls = [(node, command) for node, command, _ in kubeadm_calls(lab)]
     assert calls == [("node1", "init --config"), ("node1", "token create"), ("node2", "join --config"),

@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import aes_gcm
 import clustermodel
+import kubeadm_addons
 import kubeadm_certs
 import kubeadm_discovery
 import kubeadm_manifests
@@ -1104,6 +1105,9 @@ def cmd_init(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         if problem:
             raise phase_error("bootstrap-token", f"error creating bootstrap token or cluster-info: {problem}")
         out('[bootstrap-token] Creating the "cluster-info" ConfigMap in the "kube-public" namespace')
+    problem = publish_addons(env)
+    if problem:
+        raise phase_error("addon", f"unable to create or update the addons: {problem}")
     if "addon/coredns" not in skip and "addon" not in skip:
         out("[addons] Applied essential addon: CoreDNS")
     if "addon/kube-proxy" not in skip and "addon" not in skip:
@@ -1253,6 +1257,21 @@ def publish_discovery(env: Env) -> str:
         problem = kubeadm_discovery.publish(admin, env.path("/etc/kubernetes/tmp/kubeadm-client"),
                                            env.path(f"{PKI}/ca.crt").read_bytes(),
                                            f"https://{state['init']['endpoint']}", state.get("tokens", []))
+        if not problem or time.monotonic() >= deadline:
+            return problem
+        time.sleep(0.5)
+
+
+def publish_addons(env: Env) -> str:
+    """kube-proxy and CoreDNS as the API's objects (kubeadm_addons.py), retried as kubeadm's API
+    writes are (when the kubelet double runs the API server)."""
+    state = env.state.read()
+    admin = env.path("/etc/kubernetes/admin.conf")
+    if not static_pods.enabled(env) or not state.get("init") or not admin.exists():
+        return ""
+    deadline = time.monotonic() + 40
+    while True:
+        problem = kubeadm_addons.publish(admin, env.path("/etc/kubernetes/tmp/kubeadm-client"), state["init"])
         if not problem or time.monotonic() >= deadline:
             return problem
         time.sleep(0.5)

@@ -1244,37 +1244,34 @@ def join_config_from_flags(env: Env, flags: dict[str, Any], positional: list[str
     return config
 
 
-def publish_discovery(env: Env) -> str:
-    """cluster-info and the token Secrets in the API (when the kubelet double runs the API server)."""
+def api_write(env: Env, write: Callable[[Path, Path, dict[str, Any]], str]) -> str:
+    """``write(admin.conf, client credentials dir, recorded state)`` when the kubelet double runs
+    the API server, retried as kubeadm retries its API writes (APICallRetryInterval 500 ms,
+    APICallWithWriteTimeout 40 s: through a load balancer the new API server may not be a
+    healthy backend yet); "" or why it failed."""
     state = env.state.read()
     admin = env.path("/etc/kubernetes/admin.conf")
     if not static_pods.enabled(env) or not state.get("init") or not admin.exists():
         return ""
-    # kubeadm retries these writes (APICallRetryInterval 500 ms, APICallWithWriteTimeout 40 s):
-    # through a load balancer the new API server may not be a healthy backend yet
     deadline = time.monotonic() + 40
     while True:
-        problem = kubeadm_discovery.publish(admin, env.path("/etc/kubernetes/tmp/kubeadm-client"),
-                                           env.path(f"{PKI}/ca.crt").read_bytes(),
-                                           f"https://{state['init']['endpoint']}", state.get("tokens", []))
+        problem = write(admin, env.path("/etc/kubernetes/tmp/kubeadm-client"), state)
         if not problem or time.monotonic() >= deadline:
             return problem
         time.sleep(0.5)
+
+
+def publish_discovery(env: Env) -> str:
+    """cluster-info and the token Secrets in the API (kubeadm_discovery.py)."""
+    ca_pem = env.path(f"{PKI}/ca.crt").read_bytes() if env.path(f"{PKI}/ca.crt").exists() else b""
+    return api_write(env, lambda admin, credentials, state: kubeadm_discovery.publish(
+        admin, credentials, ca_pem, f"https://{state['init']['endpoint']}", state.get("tokens", [])))
 
 
 def publish_addons(env: Env) -> str:
-    """kube-proxy and CoreDNS as the API's objects (kubeadm_addons.py), retried as kubeadm's API
-    writes are (when the kubelet double runs the API server)."""
-    state = env.state.read()
-    admin = env.path("/etc/kubernetes/admin.conf")
-    if not static_pods.enabled(env) or not state.get("init") or not admin.exists():
-        return ""
-    deadline = time.monotonic() + 40
-    while True:
-        problem = kubeadm_addons.publish(admin, env.path("/etc/kubernetes/tmp/kubeadm-client"), state["init"])
-        if not problem or time.monotonic() >= deadline:
-            return problem
-        time.sleep(0.5)
+    """kube-proxy and CoreDNS as the API's objects (kubeadm_addons.py)."""
+    return api_write(env, lambda admin, credentials, state: kubeadm_addons.publish(
+        admin, credentials, state["init"]))
 
 
 def network_discovery(env: Env, join: dict[str, Any], bootstrap: dict[str, Any]) -> None:

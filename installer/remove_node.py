@@ -22,6 +22,7 @@ how it is reached to be reset); afterwards the operator deletes it from the file
 from __future__ import annotations
 
 import shlex
+import time
 from typing import Callable
 
 from kubeferry.errors import OperationError
@@ -29,9 +30,11 @@ from kubeferry.installer import controlplane, node_cleanup, operations, site
 from kubeferry.installer import kube_commands as kube
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.inventory import Host
+from kubeferry.installer.ssh import CommandFailed, Connection
 from kubeferry.installer.workflow import HostResult, run
 
 DRAIN_TIMEOUT = "300s"
+DELETE_RETRY = 30.0  # seconds: haproxy checks a backend every 3 s, down after 3 failures
 MEMBERSHIP_PHASES = ("os", "loadbalancer")
 
 
@@ -78,9 +81,25 @@ def remove(ctx: InstallContext, name: str, report: Callable[[str], None],
     reset = node_cleanup.reset_node(ctx, node)
     report(f"[remove-node] {name}: {reset}")
     if registered:
-        operations.run(conn, f"{kube.KUBECTL} delete node {shlex.quote(name)}", timeout=120)
+        delete_node(conn, name)
         report(f"[remove-node] {name}: Node deleted")
     return update_others(ctx, name, phase_report)
+
+
+def delete_node(conn: Connection, name: str) -> None:
+    """``kubectl delete node`` through the endpoint. Right after a control plane's reset the
+    load balancer may still hand a request to its API server, until haproxy's health check
+    marks that backend down (a few seconds): a connection that fails is tried again, for at
+    most DELETE_RETRY seconds."""
+    deadline = time.monotonic() + DELETE_RETRY
+    while True:
+        try:
+            operations.run(conn, f"{kube.KUBECTL} delete node {shlex.quote(name)}", timeout=120)
+            return
+        except CommandFailed as failed:
+            if "Unable to connect to the server" not in failed.result.stderr or time.monotonic() > deadline:
+                raise
+        time.sleep(2)
 
 
 def update_others(ctx: InstallContext, name: str,

@@ -212,7 +212,9 @@ def package_steps(ctx: InstallContext, host: Host, names: tuple[str, ...]) -> li
     conn = ctx.conn(host)
     if not target.is_rpm:
         return [Step(f"apt-get install {' '.join(specs)} (the bundle's repository only)",
-                     packages.apt_install_command(specs))]
+                     packages.apt_install_command(specs)),
+                Step(f"apt-mark hold {' '.join(sorted(packages.locked_rows(target, rows)))}",
+                     run=lambda: operations.apply(conn, packages.hold_steps(conn, rows)))]
     locked = packages.locked_rows(target, rows)
     command = packages.rpm_install_command(target, [data()["packages"]["rpm_repo_id"]], specs)
     return [*versionlock.unlock_steps(conn, target.packager, locked), Step(command, command),

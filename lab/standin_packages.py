@@ -33,8 +33,8 @@ LIB = "/usr/lib/kubeferry-lab"
 DEFAULT_INTERPRETER = f"{LIB}/bin/python3"
 SHARED_FILES = (
     "doublelib.py", "clustermodel.py", "config-schema.yaml", "README.md",
-    "kubeadm_pki.py", "kubeadm_certs.py", "kubeadm_manifests.py", "kubeadm_net.py", "aes_gcm.py",
-    "kubeadm_upgrade.py",
+    "kubeadm_pki.py", "kubeadm_addons.py", "kubeadm_certs.py", "kubeadm_manifests.py", "kubeadm_net.py",
+    "aes_gcm.py", "kubeadm_upgrade.py",
     # the kubelet double runs the API server stand-in from the kube-apiserver static pod
     "apiserver_double.py", "apiserver_openapi.py", "apiserver-resources.yaml", "static_pods.py",
     "apiclient.py", "apiserver_streams.py", "apiserver_patch.py", "kubelet_pods.py",

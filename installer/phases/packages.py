@@ -171,13 +171,20 @@ def install_steps(ctx: InstallContext, host: Host) -> list[Step]:
     if specs:
         steps.append(Step("apt-get update && apt-get install (the bundle's repository only) "
                           + " ".join(specs), apt_install_command(specs)))
-    hold = [name for name in settings["hold"] if name in {row["name"] for row in rows}]
+    return steps + hold_steps(conn, rows)
+
+
+def hold_steps(conn: Connection, rows: list[dict[str, Any]]) -> list[Step]:
+    """Debian/Ubuntu: kubeadm/kubelet/kubectl of ``rows`` held against upgrades unless they
+    are (after an install: ``apt-get install --allow-change-held-packages`` of a held
+    package leaves it unheld)."""
+    hold = [name for name in data()["packages"]["hold"] if name in {row["name"] for row in rows}]
     held = facts.APT_HOLDS.read(conn) if hold else set()
     unheld = [name for name in hold if name not in held]
-    if unheld:
-        command = "apt-mark hold " + " ".join(shlex.quote(name) for name in unheld) + " >/dev/null"
-        steps.append(Step(f"apt-mark hold {' '.join(unheld)}", command))
-    return steps
+    if not unheld:
+        return []
+    command = "apt-mark hold " + " ".join(shlex.quote(name) for name in unheld) + " >/dev/null"
+    return [Step(f"apt-mark hold {' '.join(unheld)}", command)]
 
 
 def locked_rows(target: Platform, rows: list[dict[str, Any]]) -> versionlock.Wanted:

@@ -502,7 +502,10 @@ def node_cells(obj: dict[str, Any]) -> list[Any]:
     ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
     labels = (obj.get("metadata") or {}).get("labels") or {}
     roles = sorted(k.split("/", 1)[1] for k in labels if k.startswith("node-role.kubernetes.io/"))
-    return ["Ready" if ready.get("status") == "True" else "NotReady", ",".join(roles) or "<none>",
+    state = ["Ready" if ready.get("status") == "True" else "NotReady"]
+    if (obj.get("spec") or {}).get("unschedulable"):  # printers.go printNode
+        state.append("SchedulingDisabled")
+    return [",".join(state), ",".join(roles) or "<none>",
             age(obj["metadata"].get("creationTimestamp", "")), (status.get("nodeInfo") or {}).get("kubeletVersion", "")]
 
 

@@ -44,7 +44,9 @@ def workloads(state: dict[str, Any]) -> list[dict[str, Any]]:
     """kube-system addons kubeadm installed plus every stored DaemonSet/Deployment/Pod."""
     result: list[dict[str, Any]] = []
     init = state.get("init")
-    if init:
+    stored = state.get("objects", {})
+    if init and not {"DaemonSet/kube-system/kube-proxy", "Deployment/kube-system/coredns"} & set(stored):
+        # kubeadm's addons until the kubelet has read them from the API (kubeadm_addons.py)
         addons = init.get("addons", {})
         images = init.get("images", {})
         if addons.get("kube-proxy", True):

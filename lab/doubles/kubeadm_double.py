@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import aes_gcm
 import clustermodel
+import kubeadm_addons
 import kubeadm_certs
 import kubeadm_discovery
 import kubeadm_manifests
@@ -1104,6 +1105,9 @@ def cmd_init(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         if problem:
             raise phase_error("bootstrap-token", f"error creating bootstrap token or cluster-info: {problem}")
         out('[bootstrap-token] Creating the "cluster-info" ConfigMap in the "kube-public" namespace')
+    problem = publish_addons(env)
+    if problem:
+        raise phase_error("addon", f"unable to create or update the addons: {problem}")
     if "addon/coredns" not in skip and "addon" not in skip:
         out("[addons] Applied essential addon: CoreDNS")
     if "addon/kube-proxy" not in skip and "addon" not in skip:
@@ -1240,24 +1244,35 @@ def join_config_from_flags(env: Env, flags: dict[str, Any], positional: list[str
     return config
 
 
-def publish_discovery(env: Env, cluster_info: bool = True) -> str:
-    """The token Secrets in the API, and cluster-info with ``cluster_info`` (when the kubelet
-    double runs the API server)."""
+def api_write(env: Env, write: Callable[[Path, Path, dict[str, Any]], str]) -> str:
+    """``write(admin.conf, client credentials dir, recorded state)`` when the kubelet double runs
+    the API server, retried as kubeadm retries its API writes (APICallRetryInterval 500 ms,
+    APICallWithWriteTimeout 40 s: through a load balancer the new API server may not be a
+    healthy backend yet); "" or why it failed."""
     state = env.state.read()
     admin = env.path("/etc/kubernetes/admin.conf")
     if not static_pods.enabled(env) or not state.get("init") or not admin.exists():
         return ""
-    # kubeadm retries these writes (APICallRetryInterval 500 ms, APICallWithWriteTimeout 40 s):
-    # through a load balancer the new API server may not be a healthy backend yet
     deadline = time.monotonic() + 40
     while True:
-        problem = kubeadm_discovery.publish(admin, env.path("/etc/kubernetes/tmp/kubeadm-client"),
-                                           env.path(f"{PKI}/ca.crt").read_bytes(),
-                                           f"https://{state['init']['endpoint']}", state.get("tokens", []),
-                                           cluster_info=cluster_info)
+        problem = write(admin, env.path("/etc/kubernetes/tmp/kubeadm-client"), state)
         if not problem or time.monotonic() >= deadline:
             return problem
         time.sleep(0.5)
+
+
+def publish_discovery(env: Env, cluster_info: bool = True) -> str:
+    """The token Secrets in the API, and cluster-info with ``cluster_info`` (kubeadm_discovery.py)."""
+    ca_pem = env.path(f"{PKI}/ca.crt").read_bytes() if env.path(f"{PKI}/ca.crt").exists() else b""
+    return api_write(env, lambda admin, credentials, state: kubeadm_discovery.publish(
+        admin, credentials, ca_pem, f"https://{state['init']['endpoint']}", state.get("tokens", []),
+        cluster_info=cluster_info))
+
+
+def publish_addons(env: Env) -> str:
+    """kube-proxy and CoreDNS as the API's objects (kubeadm_addons.py)."""
+    return api_write(env, lambda admin, credentials, state: kubeadm_addons.publish(
+        admin, credentials, state["init"]))
 
 
 def network_discovery(env: Env, join: dict[str, Any], bootstrap: dict[str, Any]) -> None:

@@ -36,6 +36,7 @@ from kubeadm_double import (
     admin_guard,
     image_pull_check,
     out,
+    publish_addons,
     run_checks,
     wait_for_apiserver,
     wait_for_kubelet,
@@ -282,6 +283,9 @@ def cmd_apply(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
         init.setdefault("upgrades", []).append({"from": cluster, "to": target, "node": node, "time": time.time()})
     out('[kubelet] Creating a ConfigMap "kubelet-config" in namespace kube-system with the configuration for the '
         "kubelets in the cluster")
+    problem = publish_addons(env)
+    if problem:
+        raise Fail(f"[upgrade/postupgrade] FATAL post-upgrade error: unable to update the addons: {problem}")
     if state["init"].get("addons", {}).get("coredns", True):
         out("[addons] Applied essential addon: CoreDNS")
     if state["init"].get("addons", {}).get("kube-proxy", True):

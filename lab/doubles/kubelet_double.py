@@ -143,7 +143,7 @@ class ApiReport:
             if client is None:
                 return
             if self.adopt_cordon():
-                state = self.env.state.read()
+                state = dict(self.env.state.read(), objects=self.workloads)
             for collection, obj in self.objects(state, beats):
                 key, text = f"{collection}/{obj['metadata']['name']}", json.dumps(obj, sort_keys=True)
                 last, at = self.written.get(key, ("", 0.0))

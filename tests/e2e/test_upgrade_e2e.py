@@ -129,6 +129,9 @@ def test_ha_upgrade_patch_killed_and_resumed_then_minor(tmp_path: Path) -> None:
         assert ": changed" not in again.stdout
         assert _nodes_through_real_kubectl(sc) == {name: f"v{MINOR}" for name in
                                                    ("node1", "node2", "node3", "node4")}
+        for node in sc.site.nodes:  # still held against upgrades (apt-get install unholds what it moves)
+            held = node.ssh("apt-mark showhold").stdout.split()
+            assert held == ["kubeadm", "kubectl", "kubelet"], (node.name, held)
         counts = site.airgap_counts()
         assert sum(counts.values()) == 0, (counts, site.airgap_destinations())
     finally:

@@ -232,3 +232,18 @@ class Lab:
         for node in self.nodes:
             node.stop()
         shutil.rmtree(self.base, ignore_errors=True)
+
+
+ENDPOINT = "127.0.0.11:6443"  # the host's resolver, which real kubectl uses, knows no lab names
+
+
+def api_node(lab: Lab, name: str, kubelet_port: int = 10250) -> Node:
+    """A node whose kubelet double runs the control plane's static pods and reports to the API,
+    as the lab sets it. The test nodes share one network namespace, so only one control plane
+    runs (its etcd and API server bind 127.0.0.1:2379 and :6443; HA runs on the lab's nodes,
+    tests/e2e) and each kubelet gets its own port (kubeadm's preflight checks 10250)."""
+    made = lab.node(name)
+    made.write("etc/kubeferry-lab/double.conf", "wait_timeout: 60\nheartbeat_interval: 1\n"
+               f"run_control_plane: true\netcd_binary: /usr/bin/etcd\nkubelet_port: {kubelet_port}\n"
+               "discovery_timeout: 3s\n")
+    return made

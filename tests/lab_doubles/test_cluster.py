@@ -9,9 +9,7 @@ import json
 import time
 
 from doubles_configs import CERT_KEY, calico, dump, init_docs, join_docs
-from doubles_harness import Lab, Node
-
-ENDPOINT = "127.0.0.11:6443"  # the host's resolver, which real kubectl uses, knows no lab names
+from doubles_harness import ENDPOINT, Lab, Node, api_node
 
 
 def kubectl(node: Node, *args: str, stdin: str | None = None):
@@ -20,21 +18,9 @@ def kubectl(node: Node, *args: str, stdin: str | None = None):
     )
 
 
-def node(lab: Lab, name: str, kubelet_port: int = 10250) -> Node:
-    """A node whose kubelet double runs the control plane's static pods and reports to the API,
-    as the lab sets it. The test nodes share one network namespace, so only one control plane
-    runs (its etcd and API server bind 127.0.0.1:2379 and :6443; HA runs on the lab's nodes,
-    tests/e2e) and each kubelet gets its own port (kubeadm's preflight checks 10250)."""
-    made = lab.node(name)
-    made.write("etc/kubeferry-lab/double.conf", "wait_timeout: 60\nheartbeat_interval: 1\n"
-               f"run_control_plane: true\netcd_binary: /usr/bin/etcd\nkubelet_port: {kubelet_port}\n"
-               "discovery_timeout: 3s\n")
-    return made
-
-
 def init_cluster(lab: Lab, control_plane: bool = True) -> Node:
     """cp1 initialised; with ``control_plane`` its kubelet double runs etcd and the API server."""
-    cp1 = node(lab, "cp1", kubelet_port=10252) if control_plane else lab.node("cp1")
+    cp1 = api_node(lab, "cp1", kubelet_port=10252) if control_plane else lab.node("cp1")
     cp1.start_kubelet()
     result = cp1.run(
         "kubeadm", "init", "--config", cp1.config("init.yaml", dump(init_docs(endpoint=ENDPOINT))), "--upload-certs"
@@ -61,7 +47,7 @@ def test_ha_cluster_from_init_to_verify(lab: Lab) -> None:
     created = cp1.run("kubeadm", "token", "create", "--print-join-command")
     assert created.returncode == 0, created.stderr
     assert created.stdout.startswith(f"kubeadm join {ENDPOINT} --token ")
-    worker = node(lab, "w1", kubelet_port=10251)
+    worker = api_node(lab, "w1", kubelet_port=10251)
     worker.start_kubelet()
     joined = worker.run("kubeadm", "join", *created.stdout.split()[2:])
     assert joined.returncode == 0, joined.stderr
@@ -176,7 +162,7 @@ def test_discovery_validates_the_api_server_over_the_network(lab: Lab) -> None:
     the serving certificate checked against the endpoint; each fault fails as kubeadm fails."""
     cp1 = init_cluster(lab)
     init = lab.record.init_config()
-    worker = node(lab, "w1", kubelet_port=10251)
+    worker = api_node(lab, "w1", kubelet_port=10251)
     token = lab.record.tokens()[0]["token"]
 
     def join(name: str, token: str = token, ca_hash: str = init["ca_hash"], endpoint: str = ENDPOINT):
@@ -261,7 +247,7 @@ def join_worker(lab: Lab) -> tuple[Node, str]:
     """Worker w1 joined to the cluster; with the path of its join configuration."""
     init = lab.record.init_config()
     token = lab.record.tokens()[0]["token"]
-    worker = node(lab, "w1", kubelet_port=10251)
+    worker = api_node(lab, "w1", kubelet_port=10251)
     worker.start_kubelet()
     config = worker.config("join.yaml", dump(join_docs("w1", token, init["ca_hash"], endpoint=ENDPOINT)))
     assert worker.run("kubeadm", "join", "--config", config).returncode == 0
@@ -310,7 +296,7 @@ def test_a_worker_without_registry_config_stays_not_ready(lab: Lab) -> None:
     """
     cp1 = init_cluster(lab)
     init = lab.record.init_config()
-    worker = node(lab, "w1", kubelet_port=10251)
+    worker = api_node(lab, "w1", kubelet_port=10251)
     hosts = worker.root / "etc/containerd/certs.d/127.0.0.1:5000/hosts.toml"
     hosts.write_text(hosts.read_text().replace("127.0.0.1:5000", "127.0.0.1:5999"))  # a wrong mirror address
     worker.start_kubelet()

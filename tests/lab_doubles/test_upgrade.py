@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from doubles_configs import dump, init_docs
-from doubles_harness import PUSH_SCRIPT, Lab, Node
+from doubles_harness import ENDPOINT, PUSH_SCRIPT, Lab, Node, api_node
 
 from kubeferry.lab.registry import Registry
 from kubeferry.lab.standin_packages import build_debs
@@ -46,12 +46,13 @@ def manifest_image(node: Node, component: str) -> str:
 
 
 def test_upgrade_apply_node_and_drain(lab: Lab, next_packages: Path, netns: str, site_registry: Registry) -> None:
-    cp1 = lab.node("cp1")
+    cp1 = api_node(lab, "cp1", kubelet_port=10252)
     cp1.start_kubelet()
-    init = cp1.run("kubeadm", "init", "--config", cp1.config("init.yaml", dump(init_docs())), "--upload-certs")
+    init = cp1.run("kubeadm", "init", "--config", cp1.config("init.yaml", dump(init_docs(endpoint=ENDPOINT))),
+                   "--upload-certs")
     assert init.returncode == 0, init.stderr
     created = cp1.run("kubeadm", "token", "create", "--print-join-command")
-    worker = lab.node("w1")
+    worker = api_node(lab, "w1", kubelet_port=10251)
     worker.start_kubelet()
     joined = worker.run("kubeadm", "join", *created.stdout.split()[2:])
     assert joined.returncode == 0, joined.stderr

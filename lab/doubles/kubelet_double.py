@@ -80,7 +80,6 @@ class ApiReport:
         self.client: ApiClient | None = None
         self.written: dict[str, tuple[str, float]] = {}
         self.complaint = ""
-        self.cordon_written: bool | None = None  # spec.unschedulable as this kubelet last wrote it
         self.workloads: dict[str, dict[str, Any]] = {}
         self.logs: kubelet_pods.LogServer | None = None
         self.port = kubelet_pods.PORT
@@ -142,18 +141,16 @@ class ApiReport:
             client = self.connect()
             if client is None:
                 return
-            if self.adopt_cordon():
+            if self.adopt_cordon(state):
                 state = dict(self.env.state.read(), objects=self.workloads)
             for collection, obj in self.objects(state, beats):
                 key, text = f"{collection}/{obj['metadata']['name']}", json.dumps(obj, sort_keys=True)
                 last, at = self.written.get(key, ("", 0.0))
                 if last == text and time.time() - at < self.REFRESH:
                     continue
-                code = client.upsert(collection, obj)
+                code = self.write_node(client, obj) if obj["kind"] == "Node" else client.upsert(collection, obj)
                 if code < 300:
                     self.written[key] = (text, time.time())
-                    if obj["kind"] == "Node":
-                        self.cordon_written = bool(obj["spec"].get("unschedulable"))
                 else:
                     self.say(f"{key}: HTTP {code}")
             for pod in clustermodel.pods(state, beats):
@@ -165,15 +162,30 @@ class ApiReport:
         except (ApiUnavailable, OSError, KeyError, StopIteration, ValueError) as error:
             self.say(str(error))
 
-    def adopt_cordon(self) -> bool:
-        """A cordon or uncordon made through the API (real kubectl's PATCH of spec.unschedulable)
-        since this kubelet last wrote its Node goes into the cluster model, so the pods move
-        as the scheduler would move them; whether it did."""
-        if self.client is None or self.cordon_written is None:
-            return False  # nothing written yet: the model's value is the one to report
+    def write_node(self, client: ApiClient, obj: dict[str, Any]) -> int:
+        """The Node registered once, then only its status written, as kubelet does: its spec
+        (``unschedulable``: kubectl's cordon, drain and uncordon) is the API's, never
+        overwritten from the model (a write racing a cordon is refused on its resourceVersion
+        and made again on the next beat)."""
+        code, current = client.request("GET", f"/api/v1/nodes/{self.node}")
+        if code == 404:
+            return client.request("POST", "/api/v1/nodes", obj)[0]
+        if code >= 300:
+            return code
+        current["status"] = obj["status"]
+        return client.request("PUT", f"/api/v1/nodes/{self.node}", current)[0]
+
+    def adopt_cordon(self, state: dict[str, Any]) -> bool:
+        """The Node's ``spec.unschedulable`` as the API holds it goes into the cluster model, so
+        the pods move as the scheduler would move them; whether the model changed."""
+        record = next((n for n in state.get("nodes", []) if n["name"] == self.node and not n.get("reset")), None)
+        if self.client is None or record is None:
+            return False
         code, current = self.client.request("GET", f"/api/v1/nodes/{self.node}")
-        value = bool((current.get("spec") or {}).get("unschedulable")) if code == 200 else self.cordon_written
-        if value == self.cordon_written:
+        if code != 200:
+            return False
+        value = bool((current.get("spec") or {}).get("unschedulable"))
+        if value == bool(record.get("unschedulable")):
             return False
         with self.env.state.update() as data:
             for node in data.get("nodes", []):

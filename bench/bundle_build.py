@@ -20,6 +20,7 @@ Run as root: `.venv/bin/python bench/bundle_build.py [--rtt-ms 0,50,200]`.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -68,6 +69,7 @@ def at_latency(registry: Registry, work: Path, rtts: list[float]) -> None:
         with ProxyProcess(port, rtt) as proxy:
             base_seconds, _ = baseline(registry, work / f"baseline-{rtt:g}", host=proxy.host)
         base_requests = proxy.requests
+        os.sync()  # the baseline's archives reach the disk before the build is timed, not during it
         last_byte = LastByte()
         with ProxyProcess(port, rtt) as proxy:
             cold = build(BuildRequest(kubernetes=KUBERNETES, mirrors=mirrors(proxy.url),

@@ -170,6 +170,7 @@ def build(request: BuildRequest, progress: Progress | None = None) -> BuildResul
             target, metadata, members,
             progress=(lambda n: progress("write", n, total)) if progress else None,
             mtime=int(build_time().timestamp()), file_hash=file_hash,
+            settle=pull.finish if pull else None,
         )
         pulled = pull.finish() if pull else None
     downloaded = stats.get("downloaded", 0) + (pulled.downloaded if pulled else 0)

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 
 @dataclass(frozen=True)
@@ -18,8 +18,8 @@ class Member:
     source: Path  # the file on disk (usually in the cache) holding its bytes
     size: int
     sha256: str  # hex digest of the bytes
-    # returns once ``source`` holds the bytes (a download still under way), else None: ready now
-    ready: Callable[[], None] | None = field(default=None, compare=False)
+    # a reader of the bytes while a download still under way writes them, else None: read ``source``
+    follow: Callable[[], IO[bytes]] | None = field(default=None, compare=False)
 
     @classmethod
     def from_file(cls, path: str, source: Path, sha256: str | None = None) -> Member:

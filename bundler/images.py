@@ -17,7 +17,8 @@ import itertools
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence
+from pathlib import Path
+from typing import IO, Any, Callable, Protocol, Sequence
 
 from kubeferry import transport
 from kubeferry.bundle import layout
@@ -46,18 +47,19 @@ class PulledImages:
     downloaded: int  # bytes fetched over the network
     cached: int  # bytes already in the cache
 
-    def ready(self, digest: str) -> None:
-        """Every blob is in the cache already."""
+    def follower(self, digest: str) -> Callable[[], IO[bytes]] | None:
+        """Every blob is in the cache already: read it there."""
+        return None
 
 
 class ImagePull:
     """A pull under way: every image resolved, the missing blobs still arriving.
 
     The bundle writer needs only the manifests to lay the images out and list them, so it
-    starts writing at once and waits for each blob when it reaches it (``ready``) instead
-    of after the last download: at a long round trip the write then runs alongside the
-    transfers rather than after them. Use as a context manager: leaving it early (an error)
-    cancels what has not started and waits for what has.
+    starts writing at once and reads each blob while its download writes it (``follower``)
+    instead of after the last download: at a long round trip the write then runs alongside
+    the transfers rather than after them, and ends with the last byte. Use as a context
+    manager: leaving it early (an error) cancels what has not started and waits for what has.
     """
 
     def __init__(self, names: Sequence[str], source: ImageSource, store: BlobStore, arch: str,
@@ -67,6 +69,7 @@ class ImagePull:
         self._progress = progress
         self._lock = threading.Lock()
         self._fetches: dict[str, Future[int]] = {}
+        self._arrived = threading.Condition()  # bytes landed in a partial file, or a fetch ended
         self._counts = {"missing": 0, "cached": 0}
         self._waits = ThreadPoolExecutor(max_workers=workers * transport.ROUND_TRIP_LANE)
         self._bulk = RankedPool(workers)
@@ -88,8 +91,14 @@ class ImagePull:
             pool.shutdown(wait=True, cancel_futures=cancel)
 
     def _on_bytes(self, n: int) -> None:
+        with self._arrived:
+            self._arrived.notify_all()
         if self._progress:
             self._progress(n, self._counts["missing"])
+
+    def _ended(self, _: Future[int]) -> None:
+        with self._arrived:
+            self._arrived.notify_all()
 
     def _resolve(self, ref: ImageReference) -> Any:
         image = self._source.resolve(ref, arch=self._arch, store=self._store)
@@ -107,15 +116,18 @@ class ImagePull:
                     continue
                 self._counts["missing"] += blob.size
                 fetch = (self._source.fetch_blob, ref, blob, self._store, self._on_bytes)
-                self._fetches[blob.digest] = (self._waits.submit(*fetch) if blob.size < transport.SMALL_BODY
-                                              else self._bulk.submit((rank, number), *fetch))
+                future = (self._waits.submit(*fetch) if blob.size < transport.SMALL_BODY
+                          else self._bulk.submit((rank, number), *fetch))
+                future.add_done_callback(self._ended)
+                self._fetches[blob.digest] = future
         return image
 
-    def ready(self, digest: str) -> None:
-        """Return once blob ``digest`` is complete in the cache (raise what its fetch raised)."""
+    def follower(self, digest: str) -> Callable[[], IO[bytes]] | None:
+        """Opens a reader of blob ``digest`` while its download writes it; None if complete."""
         fetch = self._fetches.get(digest)
-        if fetch is not None:
-            fetch.result()
+        if fetch is None or (fetch.done() and self._store.has(digest)):
+            return None
+        return functools.partial(ArrivingBlob, self._store, digest, fetch, self._arrived)
 
     def finish(self) -> PulledImages:
         """Wait for every download; what was fetched and what the cache had."""
@@ -179,6 +191,75 @@ class RankedPool:
                 thread.join()
 
 
+class ArrivingBlob:
+    """Blob bytes read while their download appends them to the cache's partial file.
+
+    ``read(n)`` returns n bytes (fewer only at the blob's end), waiting for them to land.
+    Once the download has ended, what it raised is raised here, and reading goes on in the
+    finished file of the store (the same bytes, whatever the partial file went through).
+    The caller bounds the read by the blob's size and checks its sha256, so bytes that were
+    never the blob (a stale partial file the download refused and fetched again) fail the
+    build naming the member; they never enter a bundle.
+    """
+
+    POLL = 0.1  # seconds between looks when no notice comes (another build fetching it)
+
+    def __init__(self, store: BlobStore, digest: str, fetch: Future[int],
+                 arrived: threading.Condition) -> None:
+        self._store, self._digest, self._fetch, self._arrived = store, digest, fetch, arrived
+        self._handle: IO[bytes] | None = None
+        self._offset = 0
+        self._final = False  # reading the finished file in the store
+
+    def __enter__(self) -> ArrivingBlob:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def read(self, size: int) -> bytes:
+        first = self._read_some(size)
+        if len(first) == size or not first:
+            return first
+        wanted = bytearray(first)
+        while len(wanted) < size:
+            chunk = self._read_some(size - len(wanted))
+            if not chunk:
+                break
+            wanted += chunk
+        return bytes(wanted)
+
+    def _read_some(self, size: int) -> bytes:
+        while True:
+            if not self._final and self._fetch.done():
+                self._fetch.result()  # what the download raised
+                self.close()  # finished: go on in the store's file (the partial may have been redone)
+                self._handle, self._final = self._open(self._store.path(self._digest)), True
+            elif self._handle is None:
+                self._handle = self._open(self._store.partial_path(self._digest))
+            if self._handle is not None and (chunk := self._handle.read(size)):
+                self._offset += len(chunk)
+                return chunk
+            if self._final:
+                return b""  # the finished file ends here: the caller reports it short
+            with self._arrived:
+                self._arrived.wait(self.POLL)
+
+    def _open(self, path: Path) -> IO[bytes] | None:
+        """``path`` at our offset, or None while it does not exist."""
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed by close()
+        except FileNotFoundError:
+            return None
+        handle.seek(self._offset)
+        return handle
+
+
 def _done(result: int) -> Future[int]:
     future: Future[int] = Future()
     future.set_result(result)
@@ -234,7 +315,7 @@ def layout_content(pulled: PulledImages | ImagePull, store: BlobStore) -> Conten
 
     ``index.json`` points straight at single-platform manifests, so containerd imports
     exactly the platform the bundle was built for, under the upstream names. A blob member
-    of a pull still under way is read once the pull has it (``Member.ready``).
+    of a pull still under way is read while its download writes it (``Member.follow``).
     """
     images = [bundled_image(ref, image, store) for ref, image in pulled.images]
     index = layout.index_json(layout.index_entry(image.name, image.digest, len(image.manifest),
@@ -253,7 +334,7 @@ def layout_content(pulled: PulledImages | ImagePull, store: BlobStore) -> Conten
                 seen.add(blob.digest)
                 members.append(Member(path=layout.blob_path(blob.digest), source=store.path(blob.digest),
                                       size=blob.size, sha256=blob.digest.partition(":")[2],
-                                      ready=functools.partial(pulled.ready, blob.digest)))
+                                      follow=pulled.follower(blob.digest)))
     return Content(kind="images", members=members,
                    metadata={"images": [_image_metadata(image) for image in images]})
 

@@ -21,13 +21,15 @@ def write_bundle(
     progress: Callable[[int], None] | None = None,
     mtime: int = 0,
     file_hash: Any = None,
+    settle: Callable[[], Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``members`` and their metadata as the bundle ``target``; return the metadata.
 
     The bytes of each member are hashed again as they are copied, so a damaged cache
     file can never end up in a bundle under a good checksum. ``file_hash`` (a hashlib
     object) is fed every byte of the file as it is written: the sha256 an operator checks
-    with ``sha256sum`` on the other side, at no extra read.
+    with ``sha256sum`` on the other side, at no extra read. ``settle`` runs before the file
+    takes its name: members read while their downloads ran are in it only once those ended well.
     """
     paths = [member.path for member in members]
     if len(set(paths)) != len(paths):
@@ -41,6 +43,8 @@ def write_bundle(
         else:
             with HashingWriter(handle, file_hash) as output:
                 write_tar(output, encode_metadata(metadata), sources, mtime, progress)
+        if settle is not None:
+            settle()
     return metadata
 
 
@@ -49,8 +53,8 @@ def _cache_source(member: Member) -> Source:
     describe = f"cache file {member.source} for {member.path}"
 
     def opened() -> IO[bytes]:
-        if member.ready is not None:
-            member.ready()
+        if member.follow is not None:
+            return member.follow()  # bounded by the member's size; write_tar checks its sha256
         try:
             handle = open(member.source, "rb")  # noqa: SIM115 - write_tar closes it
         except FileNotFoundError:

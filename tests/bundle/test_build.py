@@ -262,3 +262,29 @@ def test_a_blob_damaged_in_transit_while_the_file_is_written_leaves_no_bundle(
     assert layer.partition(":")[2][:12] in str(failed.value)
     assert not list(output.iterdir())
     assert not BlobStore(tmp_path / "cache").has(layer)
+
+
+def test_a_blob_cut_then_sent_whole_is_written_while_it_arrives(
+        upstream: Registry, built: tuple[Path, Path], tmp_path: Path) -> None:
+    """The writer reads a blob while its download appends it: a transfer cut midway and
+    resumed, whose server then ignores the Range and sends it whole again (the partial file
+    started over), still gives a bundle identical, member for member, to an unhurt build."""
+    blobs = [m for m in Bundle.open(built[0]).members if m["path"].startswith(BLOBS_PREFIX)]
+    layer = "sha256:" + max(blobs, key=lambda m: m["size"])["sha256"]
+    whole = upstream.blob_path(layer).read_bytes()
+
+    def rule(exchange: Exchange) -> Fault | None:
+        if exchange.method != "GET" or not exchange.path.endswith(layer):
+            return None
+        return Fault(status=200, body=whole) if exchange.header("Range") else Fault(cut_after=len(whole) // 2)
+
+    output = tmp_path / "out"
+    with Proxy(upstream.url, rule) as proxy:
+        request = BuildRequest(kubernetes="1.25.0", include=("images",), mirrors=mirrors(proxy.url),
+                               cache_dir=tmp_path / "cache", output_dir=output)
+        result = build(request)
+        ranges = [get.header("Range") for get in proxy.requests("GET", layer)]
+    assert ranges == [None, f"bytes={len(whole) // 2}-"]
+    assert Bundle.open(result.path).members == Bundle.open(built[0]).members
+    verified = kubeferry("bundle", "verify", str(result.path))
+    assert verified.returncode == 0, verified.stderr

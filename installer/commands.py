@@ -14,6 +14,7 @@ from kubeferry.bundle.reader import Bundle
 from kubeferry.console import progress_bars
 from kubeferry.errors import InputError, OperationError
 from kubeferry.installer import inventory as inventory_module
+from kubeferry.installer.cli_options import site_options
 from kubeferry.installer.context import InstallContext, InstallOptions
 from kubeferry.installer.phases import all_phases
 from kubeferry.installer.workflow import HostResult, run, select
@@ -29,8 +30,7 @@ def _names(value: str | None) -> tuple[str, ...]:
 @click.command("install")
 @click.option("--bundle", "bundle_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="The bundle file from 'kubeferry bundle build'.")
-@click.option("--inventory", "inventory_path", required=True,
-              type=click.Path(path_type=Path, dir_okay=False), help="The site inventory (YAML).")
+@site_options
 @click.option("--only", help="Run only these phases (comma-separated).")
 @click.option("--skip", help="Skip these phases (comma-separated).")
 @click.option("--plan", is_flag=True, help="Print what each phase would change per host; change nothing.")
@@ -38,11 +38,7 @@ def _names(value: str | None) -> tuple[str, ...]:
               help="With --plan: print the plan as one JSON document on stdout (tables go to stderr).")
 @click.option("--forks", type=click.IntRange(1, 100), default=10, show_default=True,
               help="Hosts worked on in parallel.")
-@click.option("--accept-new-host-keys", is_flag=True,
-              help="Trust unknown SSH host keys on first use (a changed key is still refused).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Where per-host logs go [default: runs/<time>].")
 @click.option("--relay", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
               help="distribute: pass the bytes from node to node, so the admin host's link carries"
                    " each byte once (auto: from 3 nodes on).")

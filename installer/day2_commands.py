@@ -15,24 +15,16 @@ from kubeferry.errors import InputError, OperationError
 from kubeferry.installer import certs as certs_module
 from kubeferry.installer import inventory as inventory_module
 from kubeferry.installer import remove_node, reset, site
+from kubeferry.installer.cli_options import site_options
 from kubeferry.installer.commands import report
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.inventory import Inventory
 
 
 def _site_options(command: Callable) -> Callable:
-    for option in reversed([
-        click.option("--inventory", "inventory_path", required=True,
-                     type=click.Path(path_type=Path, dir_okay=False), help="The site inventory (YAML)."),
-        click.option("--forks", type=click.IntRange(1, 100), default=10, show_default=True,
-                     help="Hosts worked on in parallel (where the order allows it)."),
-        click.option("--accept-new-host-keys", is_flag=True,
-                     help="Trust unknown SSH host keys on first use (a changed key is still refused)."),
-        click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False),
-                     help="Where per-host logs go [default: runs/<time>]."),
-    ]):
-        command = option(command)
-    return command
+    command = click.option("--forks", type=click.IntRange(1, 100), default=10, show_default=True,
+                           help="Hosts worked on in parallel (where the order allows it).")(command)
+    return site_options(command)
 
 
 def _inventory(inventory_path: Path) -> Inventory:

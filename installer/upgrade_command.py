@@ -14,6 +14,7 @@ from kubeferry.console import progress_bars
 from kubeferry.errors import InputError
 from kubeferry.installer import inventory as inventory_module
 from kubeferry.installer import upgrade
+from kubeferry.installer.cli_options import site_options
 from kubeferry.installer.commands import raise_if_failed, report, summary
 from kubeferry.installer.context import InstallContext, InstallOptions
 from kubeferry.installer.workflow import run
@@ -27,16 +28,11 @@ PARALLEL = 10  # hosts the other phases (distribute, images, ...) work on at onc
 @click.command("upgrade")
 @click.option("--bundle", "bundle_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="The bundle of the release to upgrade to.")
-@click.option("--inventory", "inventory_path", required=True,
-              type=click.Path(path_type=Path, dir_okay=False), help="The site inventory (YAML).")
+@site_options
 @click.option("--plan", is_flag=True, help="Print every step per host; change nothing.")
 @click.option("--forks", type=click.IntRange(1, 100), default=1, show_default=True,
               help="Workers drained and upgraded at a time (control planes: always one).")
-@click.option("--accept-new-host-keys", is_flag=True,
-              help="Trust unknown SSH host keys on first use (a changed key is still refused).")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--run-dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Where per-host logs go [default: runs/<time>].")
 @verify_key_option
 @timeout_options
 def upgrade_command(bundle_path: Path, inventory_path: Path, plan: bool, forks: int,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Mapping, Sequence
 
@@ -137,9 +136,7 @@ class AdminHost:
         self._write_identity()
         ready = self.directory / "ready"
         ready.unlink(missing_ok=True)
-        script = resources.files("kubeferry.lab").joinpath(INIT_SCRIPT)
-        local_script = self.directory / INIT_SCRIPT
-        local_script.write_text(script.read_text())
+        local_script = proc.copy_init_script(INIT_SCRIPT, self.directory)
         launcher = start_recorded(
             self.site.journal, self.host.cgroup,
             ["nsenter", f"--net=/run/netns/{self.host.netns}", "unshare", "--mount", "--uts",

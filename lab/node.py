@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import gzip
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field, fields
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -204,10 +202,7 @@ def launch(node: Node, base: Path | str, cluster_state: Path | None = None) -> s
     (and everything the node starts) is rooted there. ``cluster_state``: a host directory
     bind-mounted at ``doubles_recipe.STATE_DIR`` (the doubles' shared cluster state).
     """
-    script = resources.files("kubeferry.lab").joinpath(INIT_SCRIPT)
-    with resources.as_file(script) as script_path:
-        local_script = Path(node.directory) / INIT_SCRIPT
-        shutil.copyfile(script_path, local_script)
+    local_script = proc.copy_init_script(INIT_SCRIPT, Path(node.directory))
     argv = [
         "sh", "-c", BOOT_LOOP, "kubeferry-lab-node", node.cgroup,
         "nsenter", f"--net=/run/netns/{node.netns}",

@@ -11,11 +11,22 @@ import os
 import signal
 import subprocess
 import time
+from importlib import resources
+from pathlib import Path
 from typing import Callable, Sequence
 
 from kubeferry.errors import OperationError
 
 DEFAULT_TIMEOUT = 120.0
+INIT_LIBRARY = "root-dev.sh"  # what the lab roots' init scripts source, from beside them
+
+
+def copy_init_script(name: str, directory: Path) -> Path:
+    """The lab's init script ``name`` (and the file it sources) copied into ``directory``:
+    the root's holder runs it from there, outside the installed package."""
+    for file in (name, INIT_LIBRARY):
+        (directory / file).write_bytes(resources.files("kubeferry.lab").joinpath(file).read_bytes())
+    return directory / name
 
 
 def run(

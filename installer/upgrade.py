@@ -46,7 +46,7 @@ from kubeferry.installer import kube_commands as kube
 from kubeferry.installer.context import InstallContext
 from kubeferry.installer.inventory import Host
 from kubeferry.installer.operations import Step
-from kubeferry.installer.phases import cni, distribute, images, packages, registry, verify
+from kubeferry.installer.phases import cni, containerd, distribute, images, packages, registry, verify
 from kubeferry.installer.platform import data, describe, platform
 from kubeferry.installer.workflow import HostGroup, Phase
 from kubeferry.versions import release_in, release_key
@@ -307,17 +307,21 @@ def _cordoned(node: dict[str, Any] | None) -> bool:
 
 
 def kubelet_steps(ctx: InstallContext, host: Host) -> list[Step]:
-    """Drain, kubelet + kubectl, restart, Ready at the target, uncordon: from where it stands."""
+    """Drain, containerd's sandbox image, kubelet + kubectl, restart, Ready at the target,
+    uncordon: from where it stands."""
     target = ctx.bundle.kubernetes
     node = _node(ctx, host.name)
     upgrade = package_steps(ctx, host, ("kubelet", "kubectl"))
+    runtime = containerd.runtime_steps(ctx, host)
     steps: list[Step] = []
     if upgrade:
         if not host.is_control_plane:
             steps += package_steps(ctx, host, ("kubeadm",))
             steps.append(_node_step(ctx))
         steps.append(_drain(ctx, host))
-        steps += upgrade
+        steps += runtime + upgrade
+    else:
+        steps += runtime  # packages moved before (by hand, or an older kubeferry): containerd still to move
     if upgrade or _reported(node) != target:
         steps.append(Step("systemctl daemon-reload && systemctl restart kubelet",
                           "systemctl daemon-reload && systemctl restart kubelet"))
@@ -431,7 +435,8 @@ def phases() -> list[Phase]:
               groups=lambda ctx: [HostGroup(_first(ctx), parallel=False),
                                   HostGroup(ctx.inventory.control_planes[1:], parallel=False)],
               steps=control_plane_steps),
-        Phase(name="kubelet", short="each node: drain, kubelet + kubectl, restart, Ready, uncordon",
+        Phase(name="kubelet",
+              short="each node: drain, containerd's pause image, kubelet + kubectl, restart, Ready, uncordon",
               groups=_kubelet_groups, steps=kubelet_steps),
         dataclasses.replace(cni.PHASE, hosts=_calico_host),
         Phase(name="upgrade-verify",

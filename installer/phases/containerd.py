@@ -97,6 +97,19 @@ def steps(ctx: InstallContext, host: Host) -> list[Step]:
     return planned
 
 
+def runtime_steps(ctx: InstallContext, host: Host) -> list[Step]:
+    """config.toml for this bundle's release and containerd restarted, only if it changed: an
+    upgrade's release may name another pause image (1.26: pause 3.9), which the sandboxes of
+    the pods the node runs next must use. Restarting containerd leaves running containers
+    alone (their shims outlive it)."""
+    conn = ctx.conn(host)
+    config = operations.file(conn, data()["containerd"]["config"], config_toml(ctx))
+    if not config:
+        return []
+    return [*config, *operations.service(conn, "containerd", enabled=True, running=True, restart=True),
+            _ready_step(ctx, host)]
+
+
 def _ready_step(ctx: InstallContext, host: Host) -> Step:
     """Wait (bounded) until containerd answers ``ctr version`` again."""
     settings = data()["containerd"]

@@ -132,6 +132,8 @@ def test_ha_upgrade_patch_killed_and_resumed_then_minor(tmp_path: Path) -> None:
         for node in sc.site.nodes:  # still held against upgrades (apt-get install unholds what it moves)
             held = node.ssh("apt-mark showhold").stdout.split()
             assert held == ["kubeadm", "kubectl", "kubelet"], (node.name, held)
+            sandbox = node.ssh("grep sandbox_image /etc/containerd/config.toml").stdout
+            assert '/pause:3.9"' in sandbox, (node.name, sandbox)  # 1.26's pause, not 1.25's 3.8
         counts = site.airgap_counts()
         assert sum(counts.values()) == 0, (counts, site.airgap_destinations())
     finally:

@@ -4,6 +4,7 @@ Through the fake connection (EL nodes answering like an installed 1.24/1.25 clus
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from kubeferry.bundle.reader import Bundle
 from kubeferry.errors import InputError
 from kubeferry.installer import inventory, upgrade
 from kubeferry.installer.context import InstallContext, InstallOptions
+from kubeferry.installer.phases import containerd
 
 SITE = inventory.parse({
     "cluster": {"controlPlaneEndpoint": "k8s-api.example.local:6443"},
@@ -111,8 +113,12 @@ def test_the_plan_follows_kubeadms_order_per_host(tmp_path: Path) -> None:
     assert steps[2] == "kubeadm upgrade node"
     assert steps[3] == ("kubectl drain node1 --ignore-daemonsets --delete-emptydir-data --timeout=300s"
                         " (on master1)")
-    assert "kubelet-1.25.0-0" in steps[4] and "kubectl-1.25.0-0" in steps[4]
-    assert steps[5] == "yum versionlock add kubectl kubelet"
+    # drained: containerd's config for the new release (1.25's pause 3.8, not 1.24's 3.7), then
+    # kubelet and kubectl
+    assert steps[4] == "write /etc/containerd/config.toml"
+    assert steps[7].startswith("check that containerd answers")
+    assert "kubelet-1.25.0-0" in steps[8] and "kubectl-1.25.0-0" in steps[8]
+    assert steps[9] == "yum versionlock add kubectl kubelet"
     assert steps[-3:] == ["systemctl daemon-reload && systemctl restart kubelet",
                           "wait until node1 is Ready at v1.25.0", "kubectl uncordon node1 (on master1)"]
     changing = ("yum install", "kubeadm upgrade", "systemctl restart")
@@ -141,6 +147,8 @@ def test_a_node_cut_short_after_its_packages_resumes_at_the_restart(tmp_path: Pa
     worker.answer(r"^rpm -q --qf", installed)
     locks = "".join(f"0:{name}-1.25.0-0.*\n" for name in ("kubeadm", "kubelet", "kubectl"))
     worker.answer(r"versionlock list", locks)
+    moved = hashlib.sha256(containerd.config_toml(ctx).encode()).hexdigest()  # the new pause image
+    worker.answer(r"^sha256sum /etc/containerd/config\.toml", f"{moved}  /etc/containerd/config.toml\n")
     phase = {phase.name: phase for phase in upgrade.phases()}["kubelet"]
     assert [step.describe for step in phase.steps(ctx, SITE.hosts[1])] == [
         "systemctl daemon-reload && systemctl restart kubelet", "wait until node1 is Ready at v1.25.0",

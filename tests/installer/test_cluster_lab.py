@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import re
 import socket
 import ssl
 import time
@@ -433,6 +434,7 @@ def test_a_certificate_without_the_endpoints_name_is_reissued_before_the_joins(c
     reissued = next(i for i, line in enumerate(lines) if line.startswith("[join] admin-host: changed (node1:"
                                                                          " apiserver certificate re-issued"))
     assert reissued < lines.index("[join] node2: changed (joined as a worker)"), joined
+    assert re.search(r"^admin-host +changed", joined, re.M), joined  # the table: changed before, ok after
     assert lab.record.join_order() == [("node1", "control-plane"), ("node2", "worker")]
     ca = node1.ssh(f"cat {PKI}/ca.crt").stdout
     raw = socket.create_connection((node1.address, 6443), timeout=10)

@@ -24,6 +24,7 @@ certificate may be the one being fixed. Without the CA's key on a control plane 
 external CA), nothing can be re-issued there: the run stops saying what the site's CA must
 issue.
 """
+
 from __future__ import annotations
 
 import shlex

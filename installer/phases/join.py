@@ -128,8 +128,8 @@ def certificate_advice(endpoint: str) -> str:
     """What to do when discovery refused the certificate of the API server ``endpoint`` led to."""
     host = endpoint.rpartition(":")[0].strip("[]") or endpoint
     return (f"the API server this node reached through {endpoint} is not one of the inventory's control"
-            f" planes (kubeferry re-issues theirs with {host}): make {host} lead this node to them"
-            " (DNS, /etc/hosts, the load balancer), or have that server's certificate name it")
+            f" planes, whose certificates name {host}: make {host} lead this node to them (DNS,"
+            " /etc/hosts, the load balancer), or have that server's certificate name it")
 
 
 PHASE = Phase(

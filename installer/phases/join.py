@@ -115,8 +115,8 @@ def _join(ctx: InstallContext, host: Host) -> str:
         operations.run(conn, f"kubeadm join --config {JOIN_CONFIG}", timeout=JOIN_TIMEOUT,
                        secrets=(material.token, certificate_key or ""))
     except CommandFailed as error:
-        if "x509: " not in str(error):
-            raise
+        if "couldn't validate the identity of the API Server" not in str(error) or "x509: " not in str(error):
+            raise  # not discovery refusing the certificate of the API server it reached
         advice = certificate_advice(ctx.inventory.cluster.control_plane_endpoint)
         raise OperationError(f"{error}; {advice}") from None
     finally:

@@ -119,12 +119,17 @@ def report(result: HostResult) -> None:
         click.echo(f"[{result.phase}] {result.host}: {result.status}{detail}")
 
 
+_WEIGHT = {"done": 1, "ok": 2, "changed": 3, "failed": 4}  # what the table shows of several results
+
+
 def summary(results: list[HostResult], run_dir: Path) -> None:
     """The table of every host's phases at the end of a run, and where the logs are."""
     table: dict[str, dict[str, str]] = defaultdict(dict)
     phases: list[str] = []
-    for result in results:
-        table[result.host][result.phase] = result.status
+    for result in results:  # the admin host may have two results in a phase (before, after)
+        shown = table[result.host].get(result.phase)
+        if shown is None or _WEIGHT.get(result.status, 0) > _WEIGHT.get(shown, 0):
+            table[result.host][result.phase] = result.status
         if result.phase not in phases:
             phases.append(result.phase)
     if not results:

@@ -7,9 +7,12 @@ is still valid: the one init uploaded if it is younger than CERTIFICATE_KEY_FRES
 a new key uploaded with ``kubeadm init phase upload-certs`` (uploaded certs expire after
 two hours). Each node gets a JoinConfiguration (0600, removed after the join).
 
-After the joins, every control plane's apiserver certificate must name every control plane
-of the inventory: where one does not (a control plane was added), it is issued again
-(installer/certsans.py).
+Before the joins and after them, every control plane's apiserver certificate must name the
+endpoint and every control plane of the inventory: where one does not (a control plane was
+added, a certificate was re-issued without the endpoint's name), it is issued again
+(installer/certsans.py). A join that still fails on the certificate of the API server it
+reached (kubeadm's ``x509: ...`` at discovery: the endpoint leads to a server kubeferry does
+not manage) says so and what to do.
 
 Control planes join one at a time: kubeadm 1.25's stacked-etcd member add is not safe to
 race (kubernetes/kubeadm#1646, #2005; etcd adds one member at a time). Workers join in
@@ -30,6 +33,7 @@ from kubeferry.installer.context import CertificateKey, InstallContext, JoinMate
 from kubeferry.installer.inventory import Host
 from kubeferry.installer.kubeadm_config import init_documents, join_document, new_certificate_key, render
 from kubeferry.installer.operations import Step
+from kubeferry.installer.ssh import CommandFailed
 from kubeferry.installer.workflow import HostGroup, Phase
 
 JOIN_CONFIG = f"{kube.CONFIG_DIR}/join.yaml"
@@ -110,9 +114,22 @@ def _join(ctx: InstallContext, host: Host) -> str:
     try:
         operations.run(conn, f"kubeadm join --config {JOIN_CONFIG}", timeout=JOIN_TIMEOUT,
                        secrets=(material.token, certificate_key or ""))
+    except CommandFailed as error:
+        if "couldn't validate the identity of the API Server" not in str(error) or "x509: " not in str(error):
+            raise  # not discovery refusing the certificate of the API server it reached
+        advice = certificate_advice(ctx.inventory.cluster.control_plane_endpoint)
+        raise OperationError(f"{error}; {advice}") from None
     finally:
         kube.remove(conn, JOIN_CONFIG)
     return f"joined as a {_role(host)}"
+
+
+def certificate_advice(endpoint: str) -> str:
+    """What to do when discovery refused the certificate of the API server ``endpoint`` led to."""
+    host = endpoint.rpartition(":")[0].strip("[]") or endpoint
+    return (f"the API server this node reached through {endpoint} is not one of the inventory's control"
+            f" planes, whose certificates name {host}: make {host} lead this node to them (DNS,"
+            " /etc/hosts, the load balancer), or have that server's certificate name it")
 
 
 PHASE = Phase(
@@ -120,5 +137,6 @@ PHASE = Phase(
     short="join the other control planes (one by one), then the workers (in parallel)",
     groups=_groups,
     steps=steps,
-    after=certsans.steps,  # a control plane added: the others' apiserver certificates name it
+    before=certsans.before_joins,  # the joins go through the endpoint: its name in every certificate
+    after=certsans.after_joins,  # a control plane added: the others' apiserver certificates name it
 )

@@ -11,7 +11,9 @@
   for, else the phase fails as kubeadm's ``validateCertificateWithConfig`` does (so a re-issue
   moves the old pair aside first, as kubeadm's documentation says);
 - ``init phase upload-config kubeadm --config F``: the ClusterConfiguration stored as the
-  cluster's kubeadm-config (what later joins and these phases read).
+  cluster's kubeadm-config (what later joins and these phases read), written to the API
+  through admin.conf as kubeadm writes it: so, as with kubeadm, it fails while the API server
+  that admin.conf's endpoint reaches serves a certificate without the endpoint's name.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import kubeadm_pki
 import yaml
+from apiclient import ApiClient, ApiUnavailable
 from doublelib import Env, Fail, parse_flags, write_atomic
 
 PKI = "/etc/kubernetes/pki"
@@ -299,10 +302,26 @@ def upload_config(env: Env, argv: list[str], extra: dict[str, Any]) -> None:
     kd().admin_guard(env, {})
     kd().out('[upload-config] Storing the configuration used in ConfigMap "kubeadm-config" in the'
              ' "kube-system" Namespace')
+    problem = kd().api_write(env, lambda admin, credentials, state: store_config(admin, credentials, cluster))
+    if problem:
+        raise kd().phase_error("upload-config/kubeadm", "error uploading the kubeadm ClusterConfiguration:"
+                               f" unable to create ConfigMap: {problem}")
     with env.state.update() as state:
         record = state["init"].setdefault("config", {})
         record["cluster"] = cluster
         state["init"]["controlPlaneEndpoint"] = cluster.get("controlPlaneEndpoint")
+
+
+def store_config(admin_conf: Path, credentials: Path, cluster: dict[str, Any]) -> str:
+    """The kubeadm-config ConfigMap in the API (kubeadm's uploadconfig); "" or why it failed."""
+    config_map = {"apiVersion": "v1", "kind": "ConfigMap",
+                  "metadata": {"name": "kubeadm-config", "namespace": "kube-system"},
+                  "data": {"ClusterConfiguration": yaml.safe_dump(cluster, sort_keys=False)}}
+    try:
+        code = ApiClient(admin_conf, credentials).upsert("/api/v1/namespaces/kube-system/configmaps", config_map)
+    except (ApiUnavailable, OSError, KeyError, StopIteration, ValueError) as error:
+        return str(error)
+    return f"kubeadm-config: HTTP {code}" if code >= 300 else ""
 
 
 def cmd_init_phase(env: Env, argv: list[str], extra: dict[str, Any]) -> bool:

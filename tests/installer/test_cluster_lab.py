@@ -4,7 +4,11 @@ against the lab's kubeadm/kubelet doubles and real kubectl, through the CLI as a
 from __future__ import annotations
 
 import base64
+import datetime
 import json
+import re
+import socket
+import ssl
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -12,6 +16,8 @@ from typing import Callable, Iterator
 import pytest
 import yaml
 from cluster_lab import ClusterLab, install, write_test_bundle
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
 from kubeferry.lab.node import Node
 from kubeferry.lab.site import Site
@@ -312,6 +318,136 @@ def test_join_expired_tokens_recover_an_unpinned_ca_fails_in_one_line(cluster_la
     assert calls == [("node1", "init --config"), ("node1", "token create"), ("node2", "join --config"),
                      ("node1", "token create"), ("node2", "join --config")]
     assert lab.record.join_order() == [("node1", "control-plane"), ("node2", "worker")]
+
+
+PKI = "/etc/kubernetes/pki"
+ENDPOINT_NAME = "k8s-api.site.lab"  # the site's name for its API endpoint
+
+
+def served_certificate(node: Node) -> x509.Certificate | None:
+    """The certificate node's API server presents on 6443 now; None when nothing answers."""
+    try:
+        pem = ssl.get_server_certificate((node.address, 6443), timeout=5)
+    except OSError:
+        return None
+    return x509.load_pem_x509_certificate(pem.encode())
+
+
+def dns_names(cert: x509.Certificate) -> list[str]:
+    return cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName)
+
+
+def reissue_without(node: Node, name: str) -> None:
+    """node's apiserver certificate signed again by the cluster CA without ``name`` (a site's
+    hand re-issue that forgot it): same key, subject, usages and other SANs."""
+    old = x509.load_pem_x509_certificate(node.ssh(f"cat {PKI}/apiserver.crt").stdout.encode())
+    ca_cert = x509.load_pem_x509_certificate(node.ssh(f"cat {PKI}/ca.crt").stdout.encode())
+    ca_key = serialization.load_pem_private_key(node.ssh(f"cat {PKI}/ca.key").stdout.encode(), None)
+    sans = old.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    kept = x509.SubjectAlternativeName([entry for entry in sans if entry != x509.DNSName(name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateBuilder().subject_name(old.subject).issuer_name(ca_cert.subject)
+               .public_key(old.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(hours=1))
+               .not_valid_after(now + datetime.timedelta(days=365)))
+    for extension in old.extensions:
+        value = kept if isinstance(extension.value, x509.SubjectAlternativeName) else extension.value
+        builder = builder.add_extension(value, extension.critical)
+    pem = builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+    node.ssh(f"cat > {PKI}/apiserver.crt", stdin=pem)
+
+
+def restart_apiserver(node: Node) -> None:
+    """The kube-apiserver static pod stopped and started again by its kubelet, as kubeadm's
+    documentation says (installer/controlplane.restart_static_pods does the same)."""
+    manifest = "/etc/kubernetes/manifests/kube-apiserver.yaml"
+    node.ssh(f"mv {manifest} /root/kube-apiserver.yaml")
+    try:
+        assert wait_for(lambda: served_certificate(node) is None, 60), "the API server did not stop"
+    finally:
+        node.ssh(f"mv /root/kube-apiserver.yaml {manifest}")
+    assert wait_for(lambda: served_certificate(node) is not None, 120), "the API server did not start"
+
+
+def join_by_hand(node: Node, lab: ClusterLab, endpoint: str) -> str:
+    """``kubeadm join`` straight on ``node`` with init's token and the pinned CA (discovery
+    timeout 3 s); its exit status and output."""
+    document = {"apiVersion": "kubeadm.k8s.io/v1beta3", "kind": "JoinConfiguration",
+                "discovery": {"bootstrapToken": {"apiServerEndpoint": endpoint,
+                                                 "token": lab.record.tokens()[0]["token"],
+                                                 "caCertHashes": [lab.record.init_config()["ca_hash"]]},
+                              "timeout": "3s"},
+                "nodeRegistration": {"name": node.name,
+                                     "criSocket": "unix:///var/run/containerd/containerd.sock"}}
+    node.ssh("(umask 077 && cat > /root/join.yaml)", stdin=yaml.safe_dump(document).encode())
+    result = node.ssh("kubeadm join --config /root/join.yaml 2>&1; s=$?; rm -f /root/join.yaml; exit $s",
+                      check=False, timeout=120)
+    return f"exit {result.exit_status}: {result.stdout}"
+
+
+def test_a_certificate_without_the_endpoints_name_is_reissued_before_the_joins(cluster_lab,
+                                                                               tmp_path: Path) -> None:
+    """controlPlaneEndpoint is a name (the site's DNS, here every node's /etc/hosts, leads it to
+    node1). After init, the site re-issues node1's apiserver certificate and forgets that name:
+    kubeadm join through it then fails discovery with x509 (and kubeadm token create through
+    admin.conf would too). kubeferry's join phase re-issues the certificate before the joins
+    (shown by --plan), the worker joins, a re-run changes nothing. Without the CA's key on node1
+    (an external CA) it cannot: one line saying what the site's CA must issue, nothing joined."""
+    lab = cluster_lab(2)
+    node1, node2 = lab.site.nodes
+    for node in (node1, node2):
+        node.ssh(f"echo {node1.address} {ENDPOINT_NAME} >> /etc/hosts")
+    endpoint = f"{ENDPOINT_NAME}:6443"
+    inventory = lab.inventory(1, 1, endpoint=endpoint)
+    ok(lab.install(inventory, "init", tmp_path / "run1"))
+    assert ENDPOINT_NAME in dns_names(served_certificate(node1))
+
+    reissue_without(node1, ENDPOINT_NAME)
+    restart_apiserver(node1)
+    assert ENDPOINT_NAME not in dns_names(served_certificate(node1))
+    by_hand = join_by_hand(node2, lab, endpoint)  # kubeadm itself, as a runbook would
+    assert by_hand.startswith("exit 1") and "couldn't validate the identity of the API Server" in by_hand \
+        and "x509: certificate is valid for" in by_hand and f"not {ENDPOINT_NAME}" in by_hand, by_hand
+
+    # an external CA: the key is not on the node, kubeferry cannot re-issue; one line, no join
+    node1.ssh(f"mv {PKI}/ca.key /root/ca.key")
+    try:
+        refused = lab.install(inventory, "join", tmp_path / "run2")
+    finally:
+        node1.ssh(f"mv /root/ca.key {PKI}/ca.key")
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr, refused.stdout + refused.stderr
+    errors = refused.stderr.strip().splitlines()
+    assert len(errors) == 1, errors
+    assert "admin-host in phase join: node1: its apiserver certificate lacks k8s-api.site.lab" in errors[0] \
+        and "ca.key is not there (an external CA): have the site's CA issue" in errors[0], errors[0]
+    assert lab.record.join_order() == [("node1", "control-plane")]
+
+    plan = ok(lab.install(inventory, "join", tmp_path / "plan", "--plan"))
+    assert plan.count("would re-issue") == 1, plan
+    assert (f"[join] admin-host: would re-issue the apiserver certificate on node1 (it lacks {ENDPOINT_NAME})"
+            " and restart its kube-apiserver") in plan, plan
+    assert plan.index("would re-issue") < plan.index("[join] node2: would kubeadm join as a worker"), plan
+
+    joined = ok(lab.install(inventory, "join", tmp_path / "run3"))
+    lines = joined.splitlines()
+    reissued = next(i for i, line in enumerate(lines) if line.startswith("[join] admin-host: changed (node1:"
+                                                                         " apiserver certificate re-issued"))
+    assert reissued < lines.index("[join] node2: changed (joined as a worker)"), joined
+    assert re.search(r"^admin-host +changed", joined, re.M), joined  # the table: changed before, ok after
+    assert lab.record.join_order() == [("node1", "control-plane"), ("node2", "worker")]
+    ca = node1.ssh(f"cat {PKI}/ca.crt").stdout
+    raw = socket.create_connection((node1.address, 6443), timeout=10)
+    with ssl.create_default_context(cadata=ca).wrap_socket(raw, server_hostname=ENDPOINT_NAME) as verified:
+        assert ENDPOINT_NAME in [v for k, v in verified.getpeercert()["subjectAltName"] if k == "DNS"]
+    calls = [(node, command) for node, command, _ in kubeadm_calls(lab)]
+    assert calls == [("node1", "init --config"), ("node2", "join --config"), ("node1", "init phase"),
+                     ("node1", "init phase"), ("node1", "token create"), ("node2", "join --config")], calls
+    assert not any(secret in joined for secret in secrets_of(lab))
+
+    again = ok(lab.install(inventory, "join", tmp_path / "run4"))
+    assert statuses(again) == {("join", "node2"): "done", ("join", "admin-host"): "ok"}, again
+    assert len(kubeadm_calls(lab)) == len(calls)
 
 
 def test_a_wrong_host_key_is_refused_before_anything_changes(lab_site: Site, tmp_path: Path) -> None:

@@ -69,6 +69,7 @@ class ImagePull:
         self._progress = progress
         self._lock = threading.Lock()
         self._fetches: dict[str, Future[int]] = {}
+        self._resumed: set[str] = set()  # partial files from an earlier run: read once complete
         self._arrived = threading.Condition()  # bytes landed in a partial file, or a fetch ended
         self._counts = {"missing": 0, "cached": 0}
         self._waits = ThreadPoolExecutor(max_workers=workers * transport.ROUND_TRIP_LANE)
@@ -115,6 +116,8 @@ class ImagePull:
                     self._fetches[blob.digest] = _done(0)
                     continue
                 self._counts["missing"] += blob.size
+                if self._store.partial_path(blob.digest).exists():
+                    self._resumed.add(blob.digest)
                 fetch = (self._source.fetch_blob, ref, blob, self._store, self._on_bytes)
                 future = (self._waits.submit(*fetch) if blob.size < transport.SMALL_BODY
                           else self._bulk.submit((rank, number), *fetch))
@@ -127,7 +130,8 @@ class ImagePull:
         fetch = self._fetches.get(digest)
         if fetch is None or (fetch.done() and self._store.has(digest)):
             return None
-        return functools.partial(ArrivingBlob, self._store, digest, fetch, self._arrived)
+        return functools.partial(ArrivingBlob, self._store, digest, fetch, self._arrived,
+                                 partial=digest not in self._resumed)
 
     def finish(self) -> PulledImages:
         """Wait for every download; what was fetched and what the cache had."""
@@ -197,16 +201,17 @@ class ArrivingBlob:
     ``read(n)`` returns n bytes (fewer only at the blob's end), waiting for them to land.
     Once the download has ended, what it raised is raised here, and reading goes on in the
     finished file of the store (the same bytes, whatever the partial file went through).
-    The caller bounds the read by the blob's size and checks its sha256, so bytes that were
-    never the blob (a stale partial file the download refused and fetched again) fail the
-    build naming the member; they never enter a bundle.
+    The caller bounds the read by the blob's size and checks its sha256. A partial file left
+    by an earlier run (``partial=False``) is not followed, only the finished file read: the
+    download may find its old bytes wrong and fetch the blob again.
     """
 
     POLL = 0.1  # seconds between looks when no notice comes (another build fetching it)
 
     def __init__(self, store: BlobStore, digest: str, fetch: Future[int],
-                 arrived: threading.Condition) -> None:
+                 arrived: threading.Condition, partial: bool = True) -> None:
         self._store, self._digest, self._fetch, self._arrived = store, digest, fetch, arrived
+        self._partial = partial
         self._handle: IO[bytes] | None = None
         self._offset = 0
         self._final = False  # reading the finished file in the store
@@ -240,7 +245,7 @@ class ArrivingBlob:
                 self._fetch.result()  # what the download raised
                 self.close()  # finished: go on in the store's file (the partial may have been redone)
                 self._handle, self._final = self._open(self._store.path(self._digest)), True
-            elif self._handle is None:
+            elif self._handle is None and self._partial:
                 self._handle = self._open(self._store.partial_path(self._digest))
             if self._handle is not None and (chunk := self._handle.read(size)):
                 self._offset += len(chunk)

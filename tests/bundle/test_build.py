@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,25 @@ def test_a_blob_cut_then_sent_whole_is_written_while_it_arrives(
     assert Bundle.open(result.path).members == Bundle.open(built[0]).members
     verified = kubeferry("bundle", "verify", str(result.path))
     assert verified.returncode == 0, verified.stderr
+
+
+def test_a_wrong_partial_file_from_an_earlier_run_is_fetched_again_not_bundled(
+        upstream: Registry, built: tuple[Path, Path], tmp_path: Path) -> None:
+    """A partial download an interrupted run left, holding wrong bytes: the download resumes
+    it, finds the whole wrong and fetches the blob again; the writer, which follows only the
+    partial files this run began, bundles the right bytes."""
+    blobs = [m for m in Bundle.open(built[0]).members if m["path"].startswith(BLOBS_PREFIX)]
+    largest = max(blobs, key=lambda m: m["size"])
+    layer = "sha256:" + largest["sha256"]
+    BlobStore(tmp_path / "cache").partial_path(layer).write_bytes(b"\0" * (largest["size"] // 2))
+
+    def late(exchange: Exchange) -> Fault | None:  # the writer reaches the layer before its bytes
+        if exchange.method == "GET" and exchange.path.endswith(layer):
+            time.sleep(1.0)
+        return None
+
+    with Proxy(upstream.url, late) as proxy:
+        request = BuildRequest(kubernetes="1.25.0", include=("images",), mirrors=mirrors(proxy.url),
+                               cache_dir=tmp_path / "cache", output_dir=tmp_path / "out")
+        result = build(request)
+    assert Bundle.open(result.path).members == Bundle.open(built[0]).members
